@@ -1,0 +1,72 @@
+# weft - a thin wrapper around the CMake presets (CMakePresets.json).
+# `make` alone prints the targets. Each target works from a clean clone:
+# it installs what it needs (scripts/deps.sh), configures, builds, runs.
+
+SHELL := /bin/bash
+MAKEFLAGS += --no-print-directory
+NPROC := $(shell nproc 2>/dev/null || echo 2)
+CMAKE ?= cmake
+CTEST ?= ctest
+CTEST_FLAGS := --output-on-failure
+FORMAT_DIRS := $(wildcard runtime io include tests perf examples)
+
+.DEFAULT_GOAL := help
+.PHONY: help deps test stress bench asan tsan format clean \
+	build-debug build-release build-asan build-tsan
+
+help:
+	@echo "weft make targets:"
+	@echo "  make test     debug build, ctest without the stress label"
+	@echo "  make stress   debug build, ctest -L stress"
+	@echo "  make bench    release build, build/release/perf/weft-bench --quick"
+	@echo "  make asan     ASan+UBSan build, ctest without the stress label"
+	@echo "  make tsan     TSan build, all tests with WEFT_TEST_SCALE=10"
+	@echo "  make format   clang-format -i over the C/C++ sources"
+	@echo "  make deps     install the Debian packages weft needs (scripts/deps.sh)"
+	@echo "  make clean    remove build/ and the compile_commands.json link"
+
+deps:
+	@bash scripts/deps.sh
+
+# build-<preset>: configure and build one preset into build/<preset>.
+define preset_build
+	$(CMAKE) --preset $(1)
+	$(CMAKE) --build --preset $(1) -j$(NPROC)
+endef
+
+build-debug: deps
+	$(CMAKE) --preset debug
+	@ln -sf build/debug/compile_commands.json compile_commands.json
+	$(CMAKE) --build --preset debug -j$(NPROC)
+
+build-release: deps
+	$(call preset_build,release)
+
+build-asan: deps
+	$(call preset_build,asan)
+
+build-tsan: deps
+	$(call preset_build,tsan)
+
+test: build-debug
+	$(CTEST) --test-dir build/debug $(CTEST_FLAGS) --no-tests=error -j2 -LE stress
+
+stress: build-debug
+	$(CTEST) --test-dir build/debug $(CTEST_FLAGS) -L stress
+
+bench: build-release
+	@test -x build/release/perf/weft-bench || { echo "weft: build/release/perf/weft-bench was not built (no perf/*.c?)" >&2; exit 1; }
+	build/release/perf/weft-bench --quick
+
+asan: build-asan
+	$(CTEST) --test-dir build/asan $(CTEST_FLAGS) --no-tests=error -j2 -LE stress
+
+tsan: build-tsan
+	WEFT_TEST_SCALE=10 $(CTEST) --test-dir build/tsan $(CTEST_FLAGS) --no-tests=error -j2
+
+format:
+	@command -v clang-format >/dev/null || { echo "weft: clang-format not found (apt-get install clang-format)" >&2; exit 1; }
+	find $(FORMAT_DIRS) -type f \( -name '*.c' -o -name '*.h' -o -name '*.cc' \) -print0 | xargs -0 -r clang-format -i
+
+clean:
+	rm -rf build compile_commands.json

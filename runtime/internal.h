@@ -1,0 +1,129 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * runtime/internal.h - helpers shared by every runtime and io source file.
+ *
+ * Nothing here is public. Names are weft__ / WEFT__ so one grep lists every
+ * cross-file internal. Allocation of runtime objects goes through
+ * weft__alloc()/weft__free() so that (a) jemalloc can be chosen at build
+ * time and (b) the fault-injection hook of test builds sees every
+ * allocation point (RELIABILITY.md 3.5).
+ */
+#ifndef WEFT_RUNTIME_INTERNAL_H
+#define WEFT_RUNTIME_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define WEFT__LIKELY(x) __builtin_expect(!!(x), 1)
+#define WEFT__UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define WEFT__NOINLINE __attribute__((noinline))
+#define WEFT__HIDDEN __attribute__((visibility("hidden")))
+#define WEFT__CACHELINE 64
+#define WEFT__ALIGNED_CL _Alignas(WEFT__CACHELINE)
+
+#define weft__container_of(ptr, type, member) \
+	((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+
+#define WEFT__ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Sanitizer detection: gcc defines __SANITIZE_*__, clang has __has_feature. */
+#if defined(__SANITIZE_ADDRESS__)
+#define WEFT__ASAN 1
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define WEFT__TSAN 1
+#endif
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) && !defined(WEFT__ASAN)
+#define WEFT__ASAN 1
+#endif
+#if __has_feature(thread_sanitizer) && !defined(WEFT__TSAN)
+#define WEFT__TSAN 1
+#endif
+#endif
+
+/*
+ * WEFT__BUG_ON() - a broken internal invariant (never user misuse: that is an
+ * error code). Names the invariant and aborts.
+ */
+void weft__bug(const char *file, int line, const char *what)
+	__attribute__((noreturn, cold));
+#define WEFT__BUG_ON(cond)                                      \
+	do {                                                    \
+		if (WEFT__UNLIKELY(cond))                       \
+			weft__bug(__FILE__, __LINE__, #cond);   \
+	} while (0)
+
+/*
+ * weft__report() - a misuse or diagnostic message on stderr, prefixed with
+ * "weft: ". Used for misused void calls (API.md: reported in debug builds,
+ * state unchanged in every build) and debug-mode reports.
+ */
+void weft__report(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* True in debug builds or when WEFT_DEBUG=1 is set in the environment. */
+bool weft__debug_enabled(void);
+
+/*
+ * Allocation of runtime-owned objects. Context: any thread. Return NULL on
+ * failure (and with the test fault injector armed). weft__free(NULL) is a
+ * no-op.
+ */
+void *weft__alloc(size_t size);
+void *weft__calloc(size_t n, size_t size);
+void *weft__alloc_aligned(size_t align, size_t size);
+void weft__free(void *p);
+
+/* CPU pause hint for short spins. */
+static inline void weft__cpu_relax(void)
+{
+#if defined(__x86_64__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield" ::: "memory");
+#endif
+}
+
+/* Intrusive doubly linked list (circular, with a head node). */
+struct weft__list {
+	struct weft__list *next, *prev;
+};
+
+static inline void weft__list_init(struct weft__list *h)
+{
+	h->next = h->prev = h;
+}
+
+static inline bool weft__list_empty(const struct weft__list *h)
+{
+	return h->next == h;
+}
+
+static inline void weft__list_add_tail(struct weft__list *h,
+				       struct weft__list *n)
+{
+	n->prev = h->prev;
+	n->next = h;
+	h->prev->next = n;
+	h->prev = n;
+}
+
+static inline void weft__list_del(struct weft__list *n)
+{
+	n->prev->next = n->next;
+	n->next->prev = n->prev;
+	n->next = n->prev = n;
+}
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* WEFT_RUNTIME_INTERNAL_H */

@@ -1,0 +1,666 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * runtime/stack.c - mmap'd fiber stacks, guard pages, per-worker stack
+ * caches, and the stack-overflow reporter.
+ *
+ * Guarantees
+ *   - Every stack has an inaccessible guard page right below its lowest
+ *     usable byte, so running off the end faults instead of corrupting a
+ *     neighbour, and the fault is reported with the task's name.
+ *   - A stack costs no heap memory and, until it is used, one resident page
+ *     (its header page at the top); the rest commits as the stack grows.
+ *   - A million default stacks need about 62,500 mmap calls, not a million,
+ *     and (with MADV_GUARD_INSTALL) about as many VMAs.
+ *
+ * Layout. A default stack is a slot of a chunk: one mapping of
+ * WEFT__STACK_CHUNK_SLOTS slots (PROT_READ|WRITE, MAP_NORESERVE|MAP_STACK,
+ * MADV_NOHUGEPAGE so touching one page never commits 2 MiB). A slot is
+ *
+ *	[guard page][usable stack ...........][struct weft__stack]
+ *	^slot        ^lo               lo+size^ ^ last 64 bytes of the slot
+ *
+ * so the stack grows down from right below its own header, and the guard
+ * of slot i+1 sits right above the header page of slot i. Slots are carved
+ * lazily (guard installed, header written) when first handed out; a
+ * chunk's slot 0 header links the chunk into the pool's chunk list, which
+ * is how weft__stack_pool_destroy() finds every mapping. Stacks larger
+ * than the default get their own mapping with the same layout (flag
+ * WEFT__STACK_SINGLE) and are unmapped when put back: they are rare, and
+ * caching them would pin large address ranges per size. Requests up to
+ * the default size get a default stack (unused bytes cost no memory).
+ *
+ * Guards. madvise(MADV_GUARD_INSTALL) (Linux 6.13+) marks the guard in
+ * the page tables without splitting the VMA, so guards do not count
+ * against vm.max_map_count. On older kernels it fails with EINVAL, and
+ * from then on every guard is mprotect(PROT_NONE): each stack then costs
+ * two VMAs and vm.max_map_count (65530 by default) caps live stacks near
+ * 32k; when mprotect fails with ENOMEM we say so once, naming the sysctl,
+ * and weft__stack_get() fails with ENOMEM.
+ *
+ * Guard size and big frames (RELIABILITY G2): the guard is one page. A
+ * frame larger than a page (char buf[64 << 10], a large alloca or VLA)
+ * could step over it into the slot below and silently overwrite another
+ * fiber's live frames. The build uses -fstack-clash-protection, with which
+ * gcc and clang probe every page of a large frame in order as they
+ * allocate it, so the first probe past the usable stack always lands in
+ * the guard, however big the frame. Code built without it (user code,
+ * libraries) is covered only for frames under a page; a larger guard
+ * would narrow that gap but never close it, and is left out.
+ *
+ * Caching, and why. Stacks are recycled at three levels:
+ *   1. a worker's cache (LIFO, up to WEFT__STACK_CACHE_MAX = 64): get and
+ *      put cost a few loads and stores, no lock, no syscall; the most
+ *      recently used stack, whose top pages are still in cache and
+ *      resident, is reused first;
+ *   2. the pool's free list (one mutex): a cache that overflows keeps its
+ *      WEFT__STACK_BATCH = 32 most recent stacks and moves the older ones
+ *      in one locked splice; an empty cache takes up to 32 at once, so the
+ *      lock is taken once per ~32 stacks in a spawn or exit burst;
+ *   3. fresh slots carved from chunks (mmap once per 16 stacks).
+ * Memory is given back at level 2: the pool keeps the pages of its first
+ * WEFT__STACK_POOL_WARM = 256 free stacks; any further stack given to it
+ * has everything below its header page dropped with MADV_DONTNEED (the
+ * header page stays: it holds the free-list link). Warm stacks go to the
+ * head of the list and released ones to the tail, so get() prefers warm
+ * ones. The address space is kept (re-faulting zero pages is cheap; an
+ * munmap/mmap pair per stack would also drop the guard), so after a burst
+ * of N live tasks a process holds at most (64 x workers + 256) stacks'
+ * worth of touched pages, not N. Dropped: trimming inside each cache (a
+ * syscall on the hot path of every worker) and a timer-driven trim (adds a
+ * clock dependency for little gain over the count-based rule).
+ *
+ * Overflow reporting. Each worker thread has an alternate signal stack
+ * (weft__altstack_setup()), and a process-wide SIGSEGV/SIGBUS handler
+ * (weft__overflow_handler_install(), SA_ONSTACK) checks the fault address
+ * against the guard of the task the thread runs, which the worker
+ * publishes in a thread-local record before each switch
+ * (weft__overflow_set_current()). A match prints the task's name with
+ * write(2) only and aborts; anything else puts the previous disposition
+ * back and returns, so the fault repeats and is handled as if we had not
+ * been there. We install only over SIG_DFL: a program with its own handler
+ * keeps it. ASan and TSan builds install nothing: the sanitizer owns
+ * SIGSEGV and reports the overflow itself.
+ *
+ * Locking: only the pool's mutex; caches belong to their worker. The
+ * handler takes no lock and reads only its thread's record.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* MAP_STACK, MAP_NORESERVE, MADV_NOHUGEPAGE */
+#endif
+#include "stack.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+/* Linux 6.13 (mm/madvise.c); glibc 2.36 headers predate it. */
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102
+#endif
+
+/* Bytes at the top of each slot for struct weft__stack. */
+#define HDR_BYTES                                             \
+	((sizeof(struct weft__stack) + WEFT__CACHELINE - 1) & \
+	 ~(size_t)(WEFT__CACHELINE - 1))
+/* Chunks stay below this many bytes; bigger default stacks: fewer slots. */
+#define CHUNK_MAX_BYTES ((size_t)64 << 20)
+/* Alternate signal stack: at least this much usable. */
+#define ALTSTACK_MIN ((size_t)64 << 10)
+
+enum guard_mode {
+	GUARD_MADVISE = 0, /* try MADV_GUARD_INSTALL first */
+	GUARD_MPROTECT = 1, /* the kernel said EINVAL once */
+};
+
+static size_t page_bytes; /* set once by page_size(); __atomic relaxed */
+static int guard_mode; /* enum guard_mode; __atomic relaxed */
+static int max_map_reported; /* one message only; __atomic */
+
+static size_t page_size(void)
+{
+	size_t sz = __atomic_load_n(&page_bytes, __ATOMIC_RELAXED);
+
+	if (WEFT__UNLIKELY(sz == 0)) {
+		long v = sysconf(_SC_PAGESIZE);
+
+		sz = v > 0 ? (size_t)v : 4096;
+		__atomic_store_n(&page_bytes, sz, __ATOMIC_RELAXED);
+	}
+	return sz;
+}
+
+size_t weft__stack_guard_size(void)
+{
+	return page_size();
+}
+
+bool weft__stack_in_guard(const struct weft__stack *s, const void *addr)
+{
+	uintptr_t a = (uintptr_t)addr, lo = (uintptr_t)s->lo;
+
+	return a < lo && lo - a <= weft__stack_guard_size();
+}
+
+/* Make [addr, addr + len) inaccessible. Return 0 or -errno. */
+static int install_guard(void *addr, size_t len)
+{
+	if (__atomic_load_n(&guard_mode, __ATOMIC_RELAXED) == GUARD_MADVISE) {
+		if (madvise(addr, len, MADV_GUARD_INSTALL) == 0)
+			return 0;
+		/* EINVAL: kernel before 6.13 (or a VMA it refuses) */
+		if (errno != EINVAL)
+			return -errno;
+		__atomic_store_n(&guard_mode, GUARD_MPROTECT, __ATOMIC_RELAXED);
+	}
+	if (mprotect(addr, len, PROT_NONE) == 0)
+		return 0;
+	if (errno == ENOMEM &&
+	    !__atomic_exchange_n(&max_map_reported, 1, __ATOMIC_RELAXED))
+		weft__report("cannot add a stack guard page: the process hit "
+			     "the kernel's limit on memory mappings "
+			     "(sysctl vm.max_map_count; each stack uses two "
+			     "on kernels before 6.13); raise it or run fewer "
+			     "tasks at once");
+	return -ENOMEM;
+}
+
+static void *map_stack_memory(size_t len)
+{
+	void *base = mmap(
+		NULL, len, PROT_READ | PROT_WRITE,
+		MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+
+	if (base == MAP_FAILED)
+		return NULL;
+	/* Best effort: fails with EINVAL without THP support. */
+	(void)madvise(base, len, MADV_NOHUGEPAGE);
+	return base;
+}
+
+/*
+ * Usable bytes for a request of @size (0: @dflt): raised to the minimum,
+ * scaled, then grown so that guard + usable + header is whole pages.
+ * Stores the slot size in *@slot. Return 0 or -EINVAL.
+ */
+static int size_slot(size_t size, size_t *usable, size_t *slot)
+{
+	size_t page = page_size(), u, total;
+
+	if (size < WEFT__STACK_MIN_SIZE)
+		size = WEFT__STACK_MIN_SIZE;
+	if (__builtin_mul_overflow(size, (size_t)WEFT__STACK_SCALE, &u) ||
+	    u > WEFT__STACK_MAX_SIZE)
+		return -EINVAL;
+	if (__builtin_add_overflow(u, HDR_BYTES + page - 1, &total))
+		return -EINVAL;
+	total &= ~(page - 1);
+	if (__builtin_add_overflow(total, weft__stack_guard_size(), slot))
+		return -EINVAL;
+	*usable = total - HDR_BYTES;
+	return 0;
+}
+
+/*
+ * Write the header of the stack occupying [slot, slot + slot_size) after
+ * installing its guard. Touches the slot's top page only.
+ */
+static struct weft__stack *init_slot(char *slot, size_t slot_size,
+				     void *map_base, size_t map_size,
+				     unsigned flags, int *err)
+{
+	size_t guard = weft__stack_guard_size();
+	struct weft__stack *s;
+
+	*err = install_guard(slot, guard);
+	if (*err < 0)
+		return NULL;
+	s = (struct weft__stack *)(void *)(slot + slot_size - HDR_BYTES);
+	s->lo = slot + guard;
+	s->size = (size_t)((char *)s - (char *)s->lo);
+	s->map_base = map_base;
+	s->map_size = map_size;
+	s->next = NULL;
+	s->chunk_next = NULL;
+	s->flags = flags;
+	return s;
+}
+
+int weft__stack_pool_init(struct weft__stack_pool *p, size_t default_size)
+{
+	size_t usable, slot, n;
+	int ret;
+
+	memset(p, 0, sizeof(*p));
+	if (default_size == 0)
+		default_size = WEFT__STACK_DEFAULT_SIZE;
+	ret = size_slot(default_size, &usable, &slot);
+	if (ret < 0)
+		return ret;
+	n = CHUNK_MAX_BYTES / slot;
+	if (n > WEFT__STACK_CHUNK_SLOTS)
+		n = WEFT__STACK_CHUNK_SLOTS;
+	if (n == 0)
+		n = 1;
+	p->default_size = usable;
+	p->slot_size = slot;
+	p->chunk_slots = (unsigned)n;
+	ret = pthread_mutex_init(&p->lock, NULL);
+	return ret ? -ENOMEM : 0;
+}
+
+void weft__stack_pool_destroy(struct weft__stack_pool *p)
+{
+	struct weft__stack *chunk, *next;
+
+	WEFT__BUG_ON(p->nr_free != p->nr_carved);
+	WEFT__BUG_ON(__atomic_load_n(&p->nr_single, __ATOMIC_RELAXED) != 0);
+	for (chunk = p->chunks; chunk; chunk = next) {
+		next = chunk->chunk_next;
+		munmap(chunk->map_base, chunk->map_size);
+	}
+	pthread_mutex_destroy(&p->lock);
+	memset(p, 0, sizeof(*p));
+}
+
+/* A fresh default stack. Called with p->lock held. */
+static struct weft__stack *carve_locked(struct weft__stack_pool *p, int *err)
+{
+	size_t map_size = p->slot_size * p->chunk_slots; /* < 64 MiB + slot */
+	struct weft__stack *s;
+	char *base;
+
+	if (p->carve && p->carve_next < p->chunk_slots) {
+		base = (char *)p->carve->map_base;
+		s = init_slot(base + (size_t)p->carve_next * p->slot_size,
+			      p->slot_size, base, map_size, WEFT__STACK_CHUNK,
+			      err);
+		if (!s)
+			return NULL;
+		p->carve_next++;
+		p->nr_carved++;
+		return s;
+	}
+	base = (char *)map_stack_memory(map_size);
+	if (!base) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	s = init_slot(base, p->slot_size, base, map_size, WEFT__STACK_CHUNK,
+		      err);
+	if (!s) {
+		munmap(base, map_size);
+		return NULL;
+	}
+	s->chunk_next = p->chunks;
+	p->chunks = s;
+	p->carve = s;
+	p->carve_next = 1;
+	p->nr_chunks++;
+	p->nr_carved++;
+	return s;
+}
+
+static struct weft__stack *get_single(struct weft__stack_pool *p, size_t slot)
+{
+	struct weft__stack *s;
+	char *base;
+	int err;
+
+	base = (char *)map_stack_memory(slot);
+	if (!base) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	s = init_slot(base, slot, base, slot, WEFT__STACK_SINGLE, &err);
+	if (!s) {
+		munmap(base, slot);
+		errno = -err;
+		return NULL;
+	}
+	__atomic_fetch_add(&p->nr_single, 1, __ATOMIC_RELAXED);
+	return s;
+}
+
+struct weft__stack *weft__stack_get(struct weft__stack_pool *p,
+				    struct weft__stack_cache *c, size_t size)
+{
+	struct weft__stack *s, *last;
+	size_t usable = p->default_size, slot = p->slot_size;
+	unsigned n;
+	int err = 0;
+
+	if (size != 0) {
+		err = size_slot(size, &usable, &slot);
+		if (err < 0) {
+			errno = -err;
+			return NULL;
+		}
+		if (usable > p->default_size)
+			return get_single(p, slot);
+	}
+
+	s = c->head;
+	if (WEFT__LIKELY(s)) {
+		c->head = s->next;
+		c->count--;
+		s->next = NULL;
+		return s;
+	}
+
+	pthread_mutex_lock(&p->lock);
+	s = p->free_head;
+	if (s) {
+		/* Take a batch: s for the caller, the rest for the cache. */
+		last = s;
+		for (n = 1; n < WEFT__STACK_BATCH && last->next; n++)
+			last = last->next;
+		p->free_head = last->next;
+		if (!p->free_head)
+			p->free_tail = NULL;
+		__atomic_store_n(&p->nr_free, p->nr_free - n, __ATOMIC_RELAXED);
+		last->next = NULL;
+	} else {
+		n = 0;
+		s = carve_locked(p, &err);
+	}
+	pthread_mutex_unlock(&p->lock);
+
+	if (!s) {
+		errno = -err;
+		return NULL;
+	}
+	if (n > 1) {
+		c->head = s->next;
+		c->count = n - 1;
+	}
+	s->next = NULL;
+	return s;
+}
+
+/* Drop the pages of a free stack below its header page. */
+static void release_pages(struct weft__stack *s)
+{
+	uintptr_t top = (uintptr_t)s & ~(uintptr_t)(page_size() - 1);
+
+	(void)madvise(s->lo, top - (uintptr_t)s->lo, MADV_DONTNEED);
+}
+
+/*
+ * Give the @n stacks of @list to the pool. The first ones that fit under
+ * WEFT__STACK_POOL_WARM keep their pages; the rest are released before
+ * the lock is taken. nr_free is read without the lock: a race only moves
+ * the warm/cold split by a few stacks.
+ */
+static void give_to_pool(struct weft__stack_pool *p, struct weft__stack *list,
+			 unsigned n)
+{
+	struct weft__stack *warm = NULL, *warm_last = NULL;
+	struct weft__stack *cold = NULL, *cold_last = NULL, *s, *next;
+	unsigned nr_free = __atomic_load_n(&p->nr_free, __ATOMIC_RELAXED);
+	unsigned room = nr_free < WEFT__STACK_POOL_WARM ?
+				WEFT__STACK_POOL_WARM - nr_free :
+				0;
+	unsigned nr_cold = 0;
+
+	if (n == 0)
+		return;
+	for (s = list; s; s = next) {
+		next = s->next;
+		s->next = NULL;
+		if (room) {
+			room--;
+			if (warm_last)
+				warm_last->next = s;
+			else
+				warm = s;
+			warm_last = s;
+		} else {
+			release_pages(s);
+			nr_cold++;
+			if (cold_last)
+				cold_last->next = s;
+			else
+				cold = s;
+			cold_last = s;
+		}
+	}
+
+	pthread_mutex_lock(&p->lock);
+	if (warm) {
+		warm_last->next = p->free_head;
+		p->free_head = warm;
+		if (!p->free_tail)
+			p->free_tail = warm_last;
+	}
+	if (cold) {
+		if (p->free_tail)
+			p->free_tail->next = cold;
+		else
+			p->free_head = cold;
+		p->free_tail = cold_last;
+	}
+	__atomic_store_n(&p->nr_free, p->nr_free + n, __ATOMIC_RELAXED);
+	p->nr_released += nr_cold;
+	pthread_mutex_unlock(&p->lock);
+}
+
+void weft__stack_put(struct weft__stack_pool *p, struct weft__stack_cache *c,
+		     struct weft__stack *s)
+{
+	struct weft__stack *keep_last, *rest;
+	unsigned i;
+
+	if (s->flags & WEFT__STACK_SINGLE) {
+		void *base = s->map_base; /* s lives inside the mapping */
+		size_t len = s->map_size;
+
+		munmap(base, len);
+		__atomic_fetch_sub(&p->nr_single, 1, __ATOMIC_RELAXED);
+		return;
+	}
+	s->next = c->head;
+	c->head = s;
+	if (WEFT__LIKELY(++c->count <= WEFT__STACK_CACHE_MAX))
+		return;
+	/* Full: keep the WEFT__STACK_BATCH most recent, pool the rest. */
+	keep_last = c->head;
+	for (i = 1; i < WEFT__STACK_BATCH; i++)
+		keep_last = keep_last->next;
+	rest = keep_last->next;
+	keep_last->next = NULL;
+	give_to_pool(p, rest, c->count - WEFT__STACK_BATCH);
+	c->count = WEFT__STACK_BATCH;
+}
+
+void weft__stack_cache_flush(struct weft__stack_pool *p,
+			     struct weft__stack_cache *c)
+{
+	give_to_pool(p, c->head, c->count);
+	c->head = NULL;
+	c->count = 0;
+}
+
+/* ---- overflow reporter --------------------------------------------------- */
+
+/* Initial-exec: the handler must not trigger a lazy TLS allocation. */
+static __thread const struct weft__overflow_info *cur_info
+	__attribute__((tls_model("initial-exec")));
+
+/* Index 0: SIGSEGV, 1: SIGBUS: what we replaced. Written under
+ * install_lock before our handler is installed; read by the handler. */
+static struct sigaction old_action[2];
+static pthread_mutex_t install_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void weft__overflow_set_current(const struct weft__overflow_info *info)
+{
+	cur_info = info;
+}
+
+static size_t put_str(char *buf, size_t at, size_t cap, const char *str,
+		      size_t max)
+{
+	for (size_t i = 0; str[i] && i < max && at < cap; i++)
+		buf[at++] = str[i];
+	return at;
+}
+
+static size_t put_uint(char *buf, size_t at, size_t cap, size_t v)
+{
+	char digits[24];
+	size_t n = 0;
+
+	do {
+		digits[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	while (n && at < cap)
+		buf[at++] = digits[--n];
+	return at;
+}
+
+/* Async-signal-safe: write(2), sigaction(2), sigprocmask(2), abort(3). */
+__attribute__((noreturn)) static void
+report_overflow(const struct weft__overflow_info *info)
+{
+	char buf[256];
+	size_t n = 0, cap = sizeof(buf);
+	const char *name = info->task_name ? info->task_name : "?";
+	struct sigaction dfl;
+	sigset_t abrt;
+
+	n = put_str(buf, n, cap, "weft: stack overflow in task '", cap);
+	n = put_str(buf, n, cap, name, 64);
+	n = put_str(buf, n, cap, "' (", cap);
+	n = put_uint(buf, n, cap, info->stack->size);
+	n = put_str(buf, n, cap, "-byte stack)\n", cap);
+	for (size_t done = 0; done < n;) {
+		ssize_t w = write(STDERR_FILENO, buf + done, n - done);
+
+		if (w > 0)
+			done += (size_t)w;
+		else if (w < 0 && errno != EINTR)
+			break;
+	}
+	memset(&dfl, 0, sizeof(dfl));
+	dfl.sa_handler = SIG_DFL;
+	sigemptyset(&dfl.sa_mask);
+	sigaction(SIGABRT, &dfl, NULL);
+	sigemptyset(&abrt);
+	sigaddset(&abrt, SIGABRT);
+	sigprocmask(SIG_UNBLOCK, &abrt, NULL);
+	abort();
+}
+
+static void overflow_handler(int sig, siginfo_t *si, void *uctx)
+{
+	const struct weft__overflow_info *info = cur_info;
+	int i = sig == SIGBUS;
+	int saved_errno = errno;
+
+	(void)uctx;
+	/* si_code > 0: raised by the kernel for a fault, not by kill(). */
+	if (si->si_code > 0 && info && info->stack &&
+	    weft__stack_in_guard(info->stack, si->si_addr))
+		report_overflow(info);
+	/* Not ours: as if we had never been installed. */
+	sigaction(sig, &old_action[i], NULL);
+	if (si->si_code <= 0)
+		raise(sig); /* pending until we return */
+	errno = saved_errno;
+}
+
+int weft__overflow_handler_install(void)
+{
+	static const int sigs[2] = { SIGSEGV, SIGBUS };
+	struct sigaction cur, act;
+	int ret = 0;
+
+	if (!weft__overflow_reporter_enabled())
+		return 0;
+	(void)page_size(); /* the handler must never call sysconf() */
+	memset(&act, 0, sizeof(act));
+	act.sa_sigaction = overflow_handler;
+	act.sa_flags = SA_SIGINFO | SA_ONSTACK;
+	sigemptyset(&act.sa_mask);
+
+	pthread_mutex_lock(&install_lock);
+	for (int i = 0; i < 2; i++) {
+		if (sigaction(sigs[i], NULL, &cur) != 0) {
+			ret = -errno;
+			break;
+		}
+		if ((cur.sa_flags & SA_SIGINFO) &&
+		    cur.sa_sigaction == overflow_handler)
+			continue; /* already ours */
+		if ((cur.sa_flags & SA_SIGINFO) || cur.sa_handler != SIG_DFL)
+			continue; /* the program's own: leave it alone */
+		old_action[i] = cur;
+		if (sigaction(sigs[i], &act, NULL) != 0) {
+			ret = -errno;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&install_lock);
+	return ret;
+}
+
+static size_t altstack_bytes(void)
+{
+	size_t page = page_size(), sz = ALTSTACK_MIN;
+	long sys = (long)SIGSTKSZ; /* sysconf(_SC_SIGSTKSZ) on glibc 2.34+ */
+
+	if (sys > 0 && (size_t)sys * 4 > sz)
+		sz = (size_t)sys * 4;
+	return (sz + page - 1) & ~(page - 1);
+}
+
+int weft__altstack_setup(void **out)
+{
+	size_t guard = weft__stack_guard_size(), sz = altstack_bytes();
+	stack_t cur, ss;
+	char *base;
+	int ret;
+
+	*out = NULL;
+	if (sigaltstack(NULL, &cur) != 0)
+		return -errno;
+	if (!(cur.ss_flags & SS_DISABLE))
+		return 0; /* the thread has one (ASan gives every thread one) */
+	base = (char *)map_stack_memory(guard + sz);
+	if (!base)
+		return -ENOMEM;
+	ret = install_guard(base, guard);
+	if (ret < 0)
+		goto out_unmap;
+	memset(&ss, 0, sizeof(ss));
+	ss.ss_sp = base + guard;
+	ss.ss_size = sz;
+	if (sigaltstack(&ss, NULL) != 0) {
+		ret = -errno;
+		goto out_unmap;
+	}
+	*out = base;
+	return 0;
+
+out_unmap:
+	munmap(base, guard + sz);
+	return ret;
+}
+
+void weft__altstack_teardown(void *p)
+{
+	size_t guard = weft__stack_guard_size(), sz = altstack_bytes();
+	stack_t cur, off;
+
+	if (!p)
+		return;
+	if (sigaltstack(NULL, &cur) == 0 && !(cur.ss_flags & SS_DISABLE) &&
+	    cur.ss_sp == (char *)p + guard) {
+		memset(&off, 0, sizeof(off));
+		off.ss_flags = SS_DISABLE;
+		sigaltstack(&off, NULL);
+	}
+	munmap(p, guard + sz);
+}

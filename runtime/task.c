@@ -1,0 +1,641 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * runtime/task.c - spawn, join, detach, cancel, self; task records,
+ * handles, reference counts; task-local storage.
+ *
+ * References: a record starts with 2 (the owner's handle, and "alive",
+ * dropped by the scheduler after fn returned) or 1 for tasks nobody owns
+ * (weft_submit). join and detach drop the owner's; when the count reaches 0
+ * the record is recycled. So join, cancel and the task's exit may race:
+ * whoever comes last recycles.
+ *
+ * Records are carved from slabs, linked once into the runtime's registry
+ * (never unlinked: dumps and shutdown walk it) and recycled through
+ * per-worker free lists; they are returned to the allocator only when the
+ * runtime is freed. A stale reference therefore never touches freed
+ * memory, and the wait protocol's sequence numbers make stale wake-ups
+ * fail (wait.c).
+ *
+ * Handles: a weft_task * is the record's address with the record's 16-bit
+ * generation in the top bits (user-space addresses use 48 bits on both
+ * supported architectures). Recycling bumps the generation, so a handle
+ * used after join or detach is detected (-EINVAL) in every build, unless
+ * the same record was recycled a multiple of 65,536 times meanwhile.
+ *
+ * The join word (join_word) holds the joiner's record pointer and two
+ * flags, J_DONE (set once by the scheduler after fn returned) and J_CANCEL
+ * (weft_cancel). Joiner and finisher follow Dekker's pattern on
+ * join_word/joiner_seq (all seq_cst): the joiner stores its wait word in
+ * joiner_seq and then looks at join_word; the finisher sets J_DONE and then
+ * reads joiner_seq. Either the finisher claims the joiner's current wait,
+ * or the joiner sees J_DONE and does not sleep.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "runtime/sched.h"
+
+#define SLAB_RECORDS 64
+#define HANDLE_GEN_SHIFT 48
+#define HANDLE_PTR_MASK ((UINT64_C(1) << HANDLE_GEN_SHIFT) - 1)
+
+struct slab {
+	struct slab *next;
+	struct weft__task rec[SLAB_RECORDS];
+};
+
+/* ------------------------------------------------------------ handles */
+
+weft_task *weft__handle_encode(struct weft__task *t)
+{
+	uint64_t gen = atomic_load_explicit((_Atomic uint32_t *)&t->gen,
+					    memory_order_relaxed) & 0xffff;
+	return (weft_task *)(uintptr_t)((uint64_t)(uintptr_t)t |
+					(gen << HANDLE_GEN_SHIFT));
+}
+
+struct weft__task *weft__handle_decode(const weft_task *h)
+{
+	uint64_t v = (uint64_t)(uintptr_t)h;
+	struct weft__task *t = (struct weft__task *)(uintptr_t)(v &
+							       HANDLE_PTR_MASK);
+
+	if (!t)
+		return NULL;
+	uint32_t gen = atomic_load_explicit((_Atomic uint32_t *)&t->gen,
+					    memory_order_relaxed);
+	if ((gen & 0xffff) != (v >> HANDLE_GEN_SHIFT) ||
+	    atomic_load_explicit(&t->state, memory_order_relaxed) ==
+		    WEFT__TASK_FREE)
+		return NULL;
+	return t;
+}
+
+/* ------------------------------------------------------------ records */
+
+static struct weft__task *slab_new(struct weft__runtime *rt)
+{
+	/* Called with reg_lock held. Returns one record; the others go to
+	 * the runtime's free list. */
+	struct slab *s = weft__alloc_aligned(WEFT__CACHELINE, sizeof(*s));
+
+	if (!s)
+		return NULL;
+	s->next = (struct slab *)rt->registry;
+	rt->registry = (struct weft__task *)(void *)s;
+	for (int i = SLAB_RECORDS - 1; i >= 1; i--) {
+		s->rec[i].free_next = rt->free_tasks;
+		rt->free_tasks = &s->rec[i];
+	}
+	return &s->rec[0];
+}
+
+struct weft__task *weft__task_alloc(struct weft__runtime *rt,
+				    struct weft__worker *w)
+{
+	struct weft__task *t;
+
+	if (w && w->free_tasks) {
+		t = w->free_tasks;
+		w->free_tasks = t->free_next;
+		w->nfree_tasks--;
+		return t;
+	}
+	pthread_mutex_lock(&rt->reg_lock);
+	t = rt->free_tasks;
+	if (t) {
+		rt->free_tasks = t->free_next;
+		/* Take a batch into the worker's cache. */
+		for (int i = 0; w && i < 32 && rt->free_tasks; i++) {
+			struct weft__task *x = rt->free_tasks;
+			rt->free_tasks = x->free_next;
+			x->free_next = w->free_tasks;
+			w->free_tasks = x;
+			w->nfree_tasks++;
+		}
+	} else {
+		t = slab_new(rt);
+	}
+	pthread_mutex_unlock(&rt->reg_lock);
+	if (!t)
+		errno = ENOMEM;
+	return t;
+}
+
+static void task_recycle(struct weft__task *t)
+{
+	struct weft__runtime *rt = t->rt;
+	struct weft__worker *w = weft__worker_current();
+
+	atomic_fetch_add_explicit((_Atomic uint32_t *)&t->gen, 1,
+				  memory_order_relaxed);
+	atomic_store_explicit(&t->state, WEFT__TASK_FREE, memory_order_release);
+	if (w && w->rt == rt && w->nfree_tasks < 4096) {
+		t->free_next = w->free_tasks;
+		w->free_tasks = t;
+		w->nfree_tasks++;
+		return;
+	}
+	pthread_mutex_lock(&rt->reg_lock);
+	t->free_next = rt->free_tasks;
+	rt->free_tasks = t;
+	pthread_mutex_unlock(&rt->reg_lock);
+}
+
+void weft__task_put(struct weft__task *t, uint32_t n)
+{
+	/* acq_rel: the last dropper sees every write of the others. */
+	if (atomic_fetch_sub_explicit(&t->refs, n, memory_order_acq_rel) == n)
+		task_recycle(t);
+}
+
+void weft__registry_free_all(struct weft__runtime *rt)
+{
+	struct slab *s = (struct slab *)(void *)rt->registry;
+
+	while (s) {
+		struct slab *next = s->next;
+		weft__free(s);
+		s = next;
+	}
+	rt->registry = NULL;
+	rt->free_tasks = NULL;
+	for (unsigned i = 0; i < rt->nworkers; i++) {
+		rt->workers[i]->free_tasks = NULL;
+		rt->workers[i]->nfree_tasks = 0;
+	}
+}
+
+/* Walk every record that is not free. Context: any thread; takes reg_lock. */
+void weft__registry_walk(struct weft__runtime *rt,
+			 void (*fn)(struct weft__task *t, void *arg),
+			 void *arg);
+void weft__registry_walk(struct weft__runtime *rt,
+			 void (*fn)(struct weft__task *t, void *arg), void *arg)
+{
+	pthread_mutex_lock(&rt->reg_lock);
+	for (struct slab *s = (struct slab *)(void *)rt->registry; s;
+	     s = s->next)
+		for (int i = 0; i < SLAB_RECORDS; i++)
+			if (atomic_load_explicit(&s->rec[i].state,
+						 memory_order_acquire) !=
+			    WEFT__TASK_FREE)
+				fn(&s->rec[i], arg);
+	pthread_mutex_unlock(&rt->reg_lock);
+}
+
+void weft__stat_live(struct weft__runtime *rt, uint64_t *spawned,
+		     uint64_t *completed)
+{
+	uint64_t s = 0, c = 0;
+
+	/* Completions first, then spawns (acquire): a completion seen
+	 * implies its spawn is seen, so spawned - completed never
+	 * undercounts the tasks alive. */
+	c += atomic_load_explicit(&rt->foreign_stats.completed,
+				  memory_order_acquire);
+	for (unsigned i = 0; i < rt->nworkers; i++)
+		c += atomic_load_explicit(&rt->workers[i]->stats.completed,
+					  memory_order_acquire);
+	atomic_thread_fence(memory_order_seq_cst);
+	s += atomic_load_explicit(&rt->foreign_stats.spawned,
+				  memory_order_acquire);
+	for (unsigned i = 0; i < rt->nworkers; i++)
+		s += atomic_load_explicit(&rt->workers[i]->stats.spawned,
+					  memory_order_acquire);
+	*spawned = s;
+	*completed = c;
+}
+
+/* ------------------------------------------------------------ spawn */
+
+static void task_init(struct weft__task *t, struct weft__runtime *rt,
+		      weft_fn fn, void *arg, const char *name)
+{
+	t->rt = rt;
+	t->fn = fn;
+	t->arg = arg;
+	t->status = 0;
+	t->stack = NULL;
+	atomic_store_explicit(&t->started, false, memory_order_relaxed);
+	atomic_store_explicit(&t->refs, 2, memory_order_relaxed);
+	atomic_store_explicit(&t->flags, 0, memory_order_relaxed);
+	atomic_store_explicit(&t->join_word,
+			      weft__rt_draining(rt) ? WEFT__J_CANCEL : 0,
+			      memory_order_relaxed);
+	atomic_store_explicit(&t->wait_word, 0, memory_order_relaxed);
+	atomic_store_explicit(&t->timer_worker, NULL, memory_order_relaxed);
+	weft__timer_init(&t->timer);
+	t->scope_deadline_ns = UINT64_MAX;
+	t->shield_depth = 0;
+	t->scope_top = NULL;
+	t->pinned_to = NULL;
+	t->spawn_flags = 0;
+	t->stack_size = 0;
+	t->next = NULL;
+	memset(t->locals, 0, sizeof(t->locals));
+	if (name) {
+		size_t n = strnlen(name, WEFT_TASK_NAME_MAX);
+		memcpy(t->name, name, n);
+		t->name[n] = 0;
+	} else {
+		t->name[0] = 0;
+	}
+}
+
+static void count_spawn(struct weft__runtime *rt, struct weft__worker *w,
+			struct weft__task *t)
+{
+	if (w) {
+		t->id = (++w->next_id << 10) | (w->index + 1);
+		atomic_store_explicit(
+			&w->stats.spawned,
+			atomic_load_explicit(&w->stats.spawned,
+					     memory_order_relaxed) + 1,
+			memory_order_release);
+	} else {
+		t->id = (atomic_fetch_add(&rt->foreign_next_id, 1) + 1) << 10;
+		atomic_fetch_add_explicit(&rt->foreign_stats.spawned, 1,
+					  memory_order_acq_rel);
+	}
+}
+
+WEFT_API int weft_spawn_ex(weft_task **out, const weft_spawn_opts *o,
+			   weft_fn fn, void *arg)
+{
+	struct weft__worker *w = weft__worker_current();
+	struct weft__task *t;
+
+	if (!out || !fn)
+		return -EINVAL;
+	if (o) {
+		for (size_t i = 0; i < WEFT__ARRAY_SIZE(o->reserved); i++)
+			if (o->reserved[i])
+				return -EINVAL;
+		if ((o->flags & ~WEFT_SPAWN_PINNED) ||
+		    o->stack_size > ((size_t)1 << 30))
+			return -EINVAL;
+	}
+	if (!w || !w->current)
+		return -EPERM;
+	t = weft__task_alloc(w->rt, w);
+	if (!t)
+		return -ENOMEM;
+	task_init(t, w->rt, fn, arg, o ? o->name : NULL);
+	if (o) {
+		t->spawn_flags = o->flags;
+		t->stack_size = o->stack_size;
+	}
+	count_spawn(w->rt, w, t);
+	*out = weft__handle_encode(t);
+	weft__ready_local(w, t, false);
+	return 0;
+}
+
+WEFT_API weft_task *weft_spawn_named(const char *name, weft_fn fn, void *arg)
+{
+	weft_spawn_opts o = { .name = name };
+	weft_task *h = NULL;
+	int err = weft_spawn_ex(&h, name ? &o : NULL, fn, arg);
+
+	if (err) {
+		errno = -err;
+		return NULL;
+	}
+	return h;
+}
+
+WEFT_API weft_task *weft_spawn(weft_fn fn, void *arg)
+{
+	return weft_spawn_named(NULL, fn, arg);
+}
+
+/* Create a task from a thread that is not a worker of rt (weft_submit,
+ * weft_block_on). @owned: keep the owner reference for the caller. */
+struct weft__task *weft__spawn_foreign(struct weft__runtime *rt, weft_fn fn,
+				       void *arg, const char *name,
+				       bool owned);
+struct weft__task *weft__spawn_foreign(struct weft__runtime *rt, weft_fn fn,
+				       void *arg, const char *name, bool owned)
+{
+	struct weft__task *t = weft__task_alloc(rt, NULL);
+
+	if (!t)
+		return NULL;
+	task_init(t, rt, fn, arg, name);
+	if (!owned) {
+		atomic_store_explicit(&t->refs, 1, memory_order_relaxed);
+		atomic_store_explicit(&t->flags, WEFT__T_DETACHED,
+				      memory_order_relaxed);
+	}
+	count_spawn(rt, NULL, t);
+	weft__task_ready(t);
+	return t;
+}
+
+/* ------------------------------------------------------------ run/exit */
+
+typedef void (*weft__local_dtor_fn)(void *);
+/* written once per key before nkeys covers it... see weft_key_create() */
+static _Atomic(weft__local_dtor_fn) local_dtors[WEFT_KEYS_MAX];
+static _Atomic unsigned nkeys;
+
+void weft__task_entry(void *arg)
+{
+	struct weft__task *t = arg;
+
+	t->status = t->fn(t->arg);
+	/* Task-local destructors run in the task, after fn. */
+	for (unsigned k = 0; k < WEFT_KEYS_MAX; k++) {
+		void *v = t->locals[k];
+		weft__local_dtor_fn d = atomic_load_explicit(
+			&local_dtors[k], memory_order_acquire);
+		if (v && d) {
+			t->locals[k] = NULL;
+			d(v);
+		}
+	}
+	if (t->scope_top) {
+		weft__report("task '%s' returned with a cancel scope still "
+			     "open", t->name);
+		t->scope_top = NULL;
+	}
+	t->switch_reason = WEFT__SW_EXIT;
+	struct weft__worker *w = weft__worker_current();
+	weft__ctx_switch_final(&t->ctx, &w->sched_ctx);
+}
+
+void weft__task_complete(struct weft__worker *w, struct weft__task *t)
+{
+	struct weft__runtime *rt = t->rt;
+	uintptr_t old;
+
+	atomic_store_explicit(&t->state, WEFT__TASK_DONE, memory_order_relaxed);
+	/* seq_cst: Dekker with the joiner's joiner_seq store (header). */
+	old = atomic_fetch_or_explicit(&t->join_word, WEFT__J_DONE,
+				       memory_order_seq_cst);
+	struct weft__task *joiner =
+		(struct weft__task *)(old & ~(uintptr_t)WEFT__J_FLAGS);
+	if (joiner) {
+		uint64_t seq = atomic_load_explicit(&t->joiner_seq,
+						    memory_order_seq_cst);
+		if (weft__wait_try_claim(joiner, seq, WEFT__WAKE_SOURCE) == 2)
+			weft__ready_local(w, joiner, true);
+	}
+	atomic_store_explicit(&w->stats.completed,
+			      atomic_load_explicit(&w->stats.completed,
+						   memory_order_relaxed) + 1,
+			      memory_order_release);
+	if (atomic_load_explicit(&rt->state, memory_order_acquire) !=
+	    WEFT__RT_RUNNING) {
+		atomic_fetch_add_explicit(&rt->drain_word, 1,
+					  memory_order_release);
+		weft__futex_wake_all(&rt->drain_word);
+	}
+	weft__task_put(t, 1);
+}
+
+/* ------------------------------------------------------------ join */
+
+static void join_publish(struct weft__task *self, struct weft__wait *wt)
+{
+	struct weft__task *child = wt->obj;
+	uintptr_t cur;
+
+	atomic_store_explicit(&child->joiner_seq, wt->word,
+			      memory_order_seq_cst);
+	cur = atomic_load_explicit(&child->join_word, memory_order_seq_cst);
+	for (;;) {
+		if (cur & WEFT__J_DONE) {
+			weft__wait_try_claim(self, wt->word,
+					     WEFT__WAKE_SOURCE);
+			return;
+		}
+		if (cur & ~(uintptr_t)WEFT__J_FLAGS)
+			return; /* registered by an earlier wait */
+		if (atomic_compare_exchange_weak_explicit(
+			    &child->join_word, &cur, cur | (uintptr_t)self,
+			    memory_order_seq_cst, memory_order_seq_cst))
+			return;
+	}
+}
+
+/*
+ * Wait until @t is done. If the caller is cancelled or its scope expires
+ * first, cancel @t and keep waiting, uncancellably. Return: 0 if the wait
+ * was not interrupted, else the interruption (-ECANCELED / -ETIMEDOUT).
+ * Context: task; suspension point.
+ */
+int weft__join_wait(struct weft__task *self, struct weft__task *t,
+		    uint64_t deadline_ns, bool *timed_out);
+int weft__join_wait(struct weft__task *self, struct weft__task *t,
+		    uint64_t deadline_ns, bool *timed_out)
+{
+	int interrupted = 0;
+	bool cancellable = true;
+
+	if (timed_out)
+		*timed_out = false;
+	while (!(atomic_load_explicit(&t->join_word, memory_order_acquire) &
+		 WEFT__J_DONE)) {
+		struct weft__wait wt = { .publish = join_publish, .obj = t };
+		uint64_t dl = UINT64_MAX;
+
+		if (cancellable) {
+			int err = weft__pending_error(self);
+			if (!err && deadline_ns != UINT64_MAX &&
+			    weft__clock_now() >= deadline_ns) {
+				if (timed_out)
+					*timed_out = true;
+				err = -ETIMEDOUT;
+			}
+			if (err) {
+				interrupted = err;
+				weft__task_cancel_internal(t);
+				cancellable = false;
+				continue;
+			}
+			dl = deadline_ns < self->scope_deadline_ns ?
+				     deadline_ns :
+				     self->scope_deadline_ns;
+		}
+		wt.deadline_ns = dl;
+		wt.word = weft__wait_prepare(self, cancellable);
+		weft__wait_park(self, &wt);
+		/* Loop: re-check done, cancellation and the deadlines. */
+	}
+	return interrupted;
+}
+
+static struct weft__task *owner_wait_begin(weft_task *h, int *err)
+{
+	struct weft__task *self = weft__task_current();
+	struct weft__task *t;
+
+	if (!self) {
+		*err = -EPERM;
+		return NULL;
+	}
+	t = weft__handle_decode(h);
+	if (!t || t->rt != self->rt) {
+		*err = -EINVAL;
+		return NULL;
+	}
+	if (t == self) {
+		*err = -EDEADLK;
+		return NULL;
+	}
+	uint32_t f = atomic_fetch_or_explicit(&t->flags,
+					      WEFT__T_OWNER_WAITING,
+					      memory_order_acq_rel);
+	if (f & (WEFT__T_DETACHED | WEFT__T_OWNER_WAITING)) {
+		if (!(f & WEFT__T_OWNER_WAITING))
+			atomic_fetch_and_explicit(&t->flags,
+						  ~WEFT__T_OWNER_WAITING,
+						  memory_order_relaxed);
+		*err = -EINVAL;
+		return NULL;
+	}
+	*err = 0;
+	return t;
+}
+
+WEFT_API int weft_join(weft_task *h)
+{
+	struct weft__task *self = weft__task_current();
+	struct weft__task *t;
+	int err, status;
+
+	t = owner_wait_begin(h, &err);
+	if (!t)
+		return err;
+	weft__join_wait(self, t, UINT64_MAX, NULL);
+	status = t->status;
+	weft__task_put(t, 1);
+	return status;
+}
+
+/* For group.c-style callers: begin an owner wait on @h. */
+struct weft__task *weft__owner_wait_begin(weft_task *h, int *err);
+struct weft__task *weft__owner_wait_begin(weft_task *h, int *err)
+{
+	return owner_wait_begin(h, err);
+}
+
+WEFT_API void weft_detach(weft_task *h)
+{
+	struct weft__task *t = weft__handle_decode(h);
+
+	if (!t) {
+		weft__report("weft_detach: released or invalid handle %p",
+			     (void *)h);
+		return;
+	}
+	uint32_t f = atomic_fetch_or_explicit(&t->flags, WEFT__T_DETACHED,
+					      memory_order_acq_rel);
+	if (f & (WEFT__T_DETACHED | WEFT__T_OWNER_WAITING)) {
+		weft__report("weft_detach: task '%s' is already %s", t->name,
+			     (f & WEFT__T_DETACHED) ? "detached" :
+						      "being joined");
+		return;
+	}
+	weft__task_put(t, 1);
+}
+
+/* ------------------------------------------------------------ cancel */
+
+int weft__task_cancel_internal(struct weft__task *t)
+{
+	/* seq_cst: Dekker with the PREP store of weft__wait_prepare(). */
+	uintptr_t old = atomic_fetch_or_explicit(&t->join_word, WEFT__J_CANCEL,
+						 memory_order_seq_cst);
+	uint64_t cur;
+
+	if (old & WEFT__J_DONE)
+		return 0;
+	cur = atomic_load_explicit(&t->wait_word, memory_order_seq_cst);
+	if (cur & WEFT__W_CANCELLABLE)
+		weft__wait_claim(t, cur, WEFT__WAKE_CANCEL);
+	return 1;
+}
+
+WEFT_API int weft_cancel(weft_task *h)
+{
+	struct weft__task *t = weft__handle_decode(h);
+
+	if (!t)
+		return -EINVAL;
+	return weft__task_cancel_internal(t);
+}
+
+WEFT_API weft_task *weft_self(void)
+{
+	struct weft__task *t = weft__task_current();
+
+	return t ? weft__handle_encode(t) : NULL;
+}
+
+WEFT_API int weft_task_name(const weft_task *h, char *buf, size_t len)
+{
+	struct weft__task *t = h ? weft__handle_decode(h) : weft__task_current();
+	size_t n;
+
+	if (!t || !buf)
+		return -EINVAL;
+	n = strnlen(t->name, WEFT_TASK_NAME_MAX);
+	if (len) {
+		size_t c = n < len - 1 ? n : len - 1;
+		memcpy(buf, t->name, c);
+		buf[c] = 0;
+	}
+	return (int)n;
+}
+
+WEFT_API uint64_t weft_task_id(const weft_task *h)
+{
+	struct weft__task *t = h ? weft__handle_decode(h) : weft__task_current();
+
+	return t ? t->id : 0;
+}
+
+/* ------------------------------------------------------------ locals */
+
+WEFT_API int weft_key_create(weft_key *k, void (*dtor)(void *))
+{
+	unsigned n;
+
+	if (!k)
+		return -EINVAL;
+	/* The slot is reserved by the CAS; its destructor is stored with
+	 * release before the key is handed out, so a task that uses the key
+	 * (it got it through some synchronisation) sees the destructor. */
+	n = atomic_load(&nkeys);
+	do {
+		if (n >= WEFT_KEYS_MAX)
+			return -EAGAIN;
+	} while (!atomic_compare_exchange_weak(&nkeys, &n, n + 1));
+	atomic_store_explicit(&local_dtors[n], dtor, memory_order_release);
+	*k = n;
+	return 0;
+}
+
+WEFT_API void *weft_local_get(weft_key k)
+{
+	struct weft__task *t = weft__task_current();
+
+	if (!t || k >= WEFT_KEYS_MAX)
+		return NULL;
+	return t->locals[k];
+}
+
+WEFT_API int weft_local_set(weft_key k, void *value)
+{
+	struct weft__task *t = weft__task_current();
+
+	if (!t)
+		return -EPERM;
+	if (k >= atomic_load(&nkeys))
+		return -EINVAL;
+	t->locals[k] = value;
+	return 0;
+}

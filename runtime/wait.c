@@ -1,0 +1,235 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * runtime/wait.c - the one suspend/resume protocol every blocking call uses.
+ *
+ * Guarantee: a task that decides to wait is fully switched out before any
+ * other worker can resume it, and it is made runnable exactly once per
+ * wait, however many sources (the primitive, its deadline timer, a
+ * cancellation) try to end that wait at the same moment.
+ *
+ * The protocol (switch-then-publish, as Go's park):
+ *  1. The task prepares: wait_seq++, wait_word = seq|cancellable|PREP
+ *     (seq_cst store), fills a struct weft__wait on its own stack (what it
+ *     waits on, the deadline) and re-checks cancellation AFTER the PREP
+ *     store (Dekker with weft_cancel(): flag then wait word, both seq_cst).
+ *  2. It switches to its worker's scheduler context with reason PARK.
+ *  3. On the scheduler stack (the task's registers are saved now), the
+ *     worker runs wt->publish, which links the task into the primitive's
+ *     waiter list - or, when the condition already holds, claims the wait
+ *     itself - and arms the deadline timer on this worker.
+ *  4. The worker CASes PREP -> ARMED. If that fails, a source claimed the
+ *     wait while it was PREP; such a source does not enqueue the task, so
+ *     the worker does it now. After a successful CAS the worker never
+ *     touches the task or its wait record again (the record's frame may be
+ *     gone as soon as another source resumes the task).
+ *  5. A source ends the wait with weft__wait_claim(): a CAS from PREP or
+ *     ARMED, for exactly this seq, to CLAIMED with its reason. Only one CAS
+ *     wins. Claimed from ARMED, the source enqueues the task. Losers back
+ *     off and clean their own side (a primitive passes its item to the
+ *     next waiter, the timer entry is dropped).
+ *  6. Resumed, the task removes its timer (under the arming worker's timer
+ *     lock, so a concurrent fire has finished with it) and returns the
+ *     reason; the caller's primitive unlinks itself when the reason is not
+ *     SOURCE.
+ * Payloads (a queue item, an I/O result) are written by the source into the
+ * wait record before it claims, under the source's own lock; a source whose
+ * claim fails takes its payload back.
+ *
+ * Task records are never returned to the allocator while the runtime lives
+ * (they are recycled through free lists), so a stale source that CASes a
+ * recycled record fails on the sequence number instead of touching freed
+ * memory.
+ */
+#include <errno.h>
+
+#include "runtime/sched.h"
+
+uint64_t weft__wait_prepare(struct weft__task *t, bool cancellable)
+{
+	uint64_t word = (++t->wait_seq << WEFT__W_SEQ_SHIFT) | WEFT__W_PREP;
+
+	if (cancellable && t->shield_depth == 0)
+		word |= WEFT__W_CANCELLABLE;
+	/* seq_cst: pairs with the seq_cst fetch_or of J_CANCEL in
+	 * weft__task_cancel_internal() (Dekker: either the canceller sees
+	 * this PREP and claims it, or the re-check in weft__wait_park()
+	 * sees the cancel bit). */
+	atomic_store_explicit(&t->wait_word, word, memory_order_seq_cst);
+	return word;
+}
+
+bool weft__task_cancel_pending(const struct weft__task *t)
+{
+	return t->shield_depth == 0 &&
+	       (atomic_load_explicit(&t->join_word, memory_order_seq_cst) &
+		WEFT__J_CANCEL);
+}
+
+/*
+ * weft__wait_try_claim() - end @t's wait @word (any state bits) for @reason.
+ * Return: 0 lost (another source won, or the wait is over); 1 won while the
+ * wait was PREP (the publisher enqueues); 2 won while ARMED (the caller must
+ * make the task runnable).
+ * Context: any thread; never suspends.
+ */
+int weft__wait_try_claim(struct weft__task *t, uint64_t word, unsigned reason)
+{
+	const uint64_t keep = ~(uint64_t)(WEFT__W_STATE_MASK |
+					  WEFT__W_REASON_MASK);
+	uint64_t base = word & keep;
+	/* acquire: pairs with the release of PREP->ARMED in
+	 * weft__wait_publish(), so the registrations are visible. */
+	uint64_t cur = atomic_load_explicit(&t->wait_word,
+					    memory_order_acquire);
+
+	for (;;) {
+		unsigned st = cur & WEFT__W_STATE_MASK;
+
+		if ((cur & keep) != base ||
+		    (st != WEFT__W_PREP && st != WEFT__W_ARMED))
+			return 0;
+		uint64_t nw = base | ((uint64_t)reason << WEFT__W_REASON_SHIFT) |
+			      WEFT__W_CLAIMED;
+		/* acq_rel: the winner's writes before the claim (a payload)
+		 * are released to the task; acquire pairs with PREP->ARMED. */
+		if (atomic_compare_exchange_weak_explicit(
+			    &t->wait_word, &cur, nw, memory_order_acq_rel,
+			    memory_order_acquire))
+			return st == WEFT__W_ARMED ? 2 : 1;
+	}
+}
+
+bool weft__wait_claim(struct weft__task *t, uint64_t word, unsigned reason)
+{
+	int r = weft__wait_try_claim(t, word, reason);
+
+	if (r == 2)
+		weft__task_ready(t);
+	return r != 0;
+}
+
+int weft__wait_park(struct weft__task *t, struct weft__wait *wt)
+{
+	uint64_t cur;
+
+	/* Re-check after PREP was stored: see weft__wait_prepare(). */
+	if ((wt->word & WEFT__W_CANCELLABLE) && weft__task_cancel_pending(t))
+		weft__wait_try_claim(t, wt->word, WEFT__WAKE_CANCEL);
+	cur = atomic_load_explicit(&t->wait_word, memory_order_acquire);
+	if ((cur & WEFT__W_STATE_MASK) != WEFT__W_CLAIMED) {
+		t->cur_wait = wt;
+		t->switch_reason = WEFT__SW_PARK;
+		/* After this switch we may be on another worker: re-read. */
+		struct weft__worker *w = weft__worker_current();
+		weft__ctx_switch(&t->ctx, &w->sched_ctx);
+		cur = atomic_load_explicit(&t->wait_word,
+					   memory_order_acquire);
+	}
+	WEFT__BUG_ON((cur & WEFT__W_STATE_MASK) != WEFT__W_CLAIMED ||
+		     (cur >> WEFT__W_SEQ_SHIFT) != (wt->word >> WEFT__W_SEQ_SHIFT));
+	if (atomic_load_explicit(&t->timer_worker, memory_order_acquire))
+		weft__timer_disarm(t);
+	return (int)((cur & WEFT__W_REASON_MASK) >> WEFT__W_REASON_SHIFT);
+}
+
+void weft__wait_publish(struct weft__worker *w, struct weft__task *t)
+{
+	struct weft__wait *wt = t->cur_wait;
+	uint64_t exp = wt->word;
+	uint64_t deadline = wt->deadline_ns;
+
+	atomic_store_explicit(&t->state, WEFT__TASK_WAITING,
+			      memory_order_relaxed);
+	if (wt->publish)
+		wt->publish(t, wt);
+	if (deadline != UINT64_MAX)
+		weft__timer_arm(w, t, deadline);
+	/* release: publishes the registrations to every later claimer
+	 * (pairs with the acquire in claim()). After success, t and wt are
+	 * not ours any more. */
+	if (!atomic_compare_exchange_strong_explicit(
+		    &t->wait_word, &exp,
+		    (exp & ~(uint64_t)WEFT__W_STATE_MASK) | WEFT__W_ARMED,
+		    memory_order_release, memory_order_acquire))
+		weft__ready_local(w, t, true);
+}
+
+int weft__pending_error(struct weft__task *t)
+{
+	if (weft__task_cancel_pending(t))
+		return -ECANCELED;
+	if (t->scope_deadline_ns != UINT64_MAX &&
+	    weft__clock_now() >= t->scope_deadline_ns)
+		return -ETIMEDOUT;
+	return 0;
+}
+
+/* ------------------------------------------------------------- sleep/yield */
+
+WEFT_API int weft_checkpoint(void)
+{
+	struct weft__task *t = weft__task_current();
+
+	if (!t)
+		return -EPERM;
+	return weft__pending_error(t);
+}
+
+WEFT_API int weft_yield(void)
+{
+	struct weft__task *t = weft__task_current();
+	int err;
+
+	if (!t)
+		return -EPERM;
+	err = weft__pending_error(t);
+	if (err)
+		return err;
+	t->switch_reason = WEFT__SW_YIELD;
+	struct weft__worker *w = weft__worker_current();
+	weft__ctx_switch(&t->ctx, &w->sched_ctx);
+	return 0;
+}
+
+WEFT_API int weft_sleep_until(uint64_t deadline_ns)
+{
+	struct weft__task *t = weft__task_current();
+	struct weft__wait wt;
+	int err, reason;
+
+	if (!t)
+		return -EPERM;
+	err = weft__pending_error(t);
+	if (err)
+		return err;
+	if (deadline_ns <= weft__clock_now())
+		return weft_yield();
+	wt.publish = NULL;
+	wt.obj = NULL;
+	wt.deadline_ns = deadline_ns < t->scope_deadline_ns ?
+				 deadline_ns :
+				 t->scope_deadline_ns;
+	wt.word = weft__wait_prepare(t, true);
+	reason = weft__wait_park(t, &wt);
+	if (reason == WEFT__WAKE_CANCEL)
+		return -ECANCELED;
+	/* TIMER: the sleep ended, or the scope's deadline came first. */
+	if (t->scope_deadline_ns != UINT64_MAX &&
+	    weft__clock_now() >= t->scope_deadline_ns)
+		return -ETIMEDOUT;
+	return 0;
+}
+
+WEFT_API int weft_sleep(uint64_t ns)
+{
+	if (!weft__task_current())
+		return -EPERM;
+	if (ns == 0)
+		return weft_yield();
+	return weft_sleep_until(weft__deadline_after(weft__clock_now(), ns));
+}
+
+WEFT_API uint64_t weft_now(void)
+{
+	return weft__clock_now();
+}

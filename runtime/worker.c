@@ -1,0 +1,595 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * runtime/worker.c - one worker thread's loop: pick a task, switch into it,
+ * handle why it switched back; steal; fire timers; park.
+ *
+ * Pick order of a tick (tick = one task run):
+ *  1. every 61st tick: fire due timers and take one task from the
+ *     injection queue first, so foreign submits never starve;
+ *  2. tasks pinned to this worker (its FIFO, then its inbox);
+ *  3. the LIFO slot, at most 3 times in a row: then the deque's newest
+ *     task runs and the slot's task is queued behind it, so two tasks
+ *     ping-ponging through the slot cannot starve the rest;
+ *  4. the deque: the newest task (bottom: work-first, depth-first, few
+ *     stacks alive), except right after a yield, when the oldest (top) is
+ *     taken so the yielder goes behind the others. Every 61st tick a
+ *     woken (already started) task that has waited at the top since the
+ *     previous check is taken first, so woken tasks never starve; never
+ *     an unstarted one (see fair_pick());
+ *  5. the injection queue; then due timers;
+ *  6. steal half of a random victim's deque (at most half the workers
+ *     search at once), then victims' LIFO slots;
+ *  7. park (see park()).
+ *
+ * The scheduler context (the worker thread's own stack) never migrates, so
+ * code here may keep its struct weft__worker pointer. Task-side code must
+ * call weft__worker_current() after every switch (sched.h).
+ */
+#include <errno.h>
+#include <linux/futex.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "runtime/sched.h"
+
+void weft__idle_enter(struct weft__worker *w);
+bool weft__idle_leave(struct weft__worker *w);
+
+static _Thread_local struct weft__worker *tls_worker;
+
+/* Not inlined and re-read after every switch: a task that migrated must see
+ * the worker it runs on now, not a cached address of the old thread's TLS. */
+WEFT__NOINLINE struct weft__worker *weft__worker_current(void)
+{
+	struct weft__worker *w = tls_worker;
+	/* Keep the compiler from hoisting the TLS address computation. */
+	__asm__ __volatile__("" : "+r"(w));
+	return w;
+}
+
+struct weft__task *weft__task_current(void)
+{
+	struct weft__worker *w = weft__worker_current();
+
+	return w ? w->current : NULL;
+}
+
+WEFT_API int weft_worker_index(void)
+{
+	struct weft__worker *w = weft__worker_current();
+
+	return w ? (int)w->index : -1;
+}
+
+static inline void stat_inc(_Atomic uint64_t *c)
+{
+	/* single writer: a plain load/store pair, release so that
+	 * weft__stat_live()'s acquire reads see causally earlier counts. */
+	atomic_store_explicit(c,
+			      atomic_load_explicit(c, memory_order_relaxed) + 1,
+			      memory_order_release);
+}
+
+/* ------------------------------------------------------------ timers */
+
+static void update_next_deadline(struct weft__worker *w)
+{
+	atomic_store_explicit(&w->next_deadline,
+			      weft__timer_next_deadline(&w->timers),
+			      memory_order_relaxed);
+}
+
+void weft__timer_arm(struct weft__worker *w, struct weft__task *t,
+		     uint64_t deadline_ns)
+{
+	pthread_mutex_lock(&w->timer_lock);
+	t->timer_seq = t->cur_wait->word;
+	weft__timer_insert(&w->timers, &t->timer, deadline_ns);
+	atomic_store_explicit(&t->timer_worker, w, memory_order_release);
+	update_next_deadline(w);
+	pthread_mutex_unlock(&w->timer_lock);
+}
+
+void weft__timer_disarm(struct weft__task *t)
+{
+	struct weft__worker *tw =
+		atomic_load_explicit(&t->timer_worker, memory_order_acquire);
+
+	if (!tw)
+		return;
+	/* Under the arming worker's lock: a fire in progress has finished
+	 * with t when we get it. */
+	pthread_mutex_lock(&tw->timer_lock);
+	if (weft__timer_linked(&t->timer)) {
+		weft__timer_remove(&tw->timers, &t->timer);
+		update_next_deadline(tw);
+	}
+	atomic_store_explicit(&t->timer_worker, NULL, memory_order_relaxed);
+	pthread_mutex_unlock(&tw->timer_lock);
+}
+
+/* Fire every due timer of w. Return: how many tasks became runnable. */
+static unsigned fire_timers(struct weft__worker *w)
+{
+	uint64_t nd = atomic_load_explicit(&w->next_deadline,
+					   memory_order_relaxed);
+	struct weft__timer *tm;
+	unsigned n = 0;
+	uint64_t now;
+
+	if (nd == UINT64_MAX)
+		return 0;
+	now = weft__clock_now();
+	if (now < nd)
+		return 0;
+	pthread_mutex_lock(&w->timer_lock);
+	while ((tm = weft__timer_pop_expired(&w->timers, now))) {
+		struct weft__task *t =
+			weft__container_of(tm, struct weft__task, timer);
+		if (weft__wait_try_claim(t, t->timer_seq, WEFT__WAKE_TIMER) ==
+		    2) {
+			/* Into the deque, not the LIFO slot: a burst of
+			 * expiries would only shuffle through the slot. */
+			weft__ready_local(w, t, false);
+			n++;
+		}
+		atomic_store_explicit(&t->timer_worker, NULL,
+				      memory_order_release);
+	}
+	update_next_deadline(w);
+	pthread_mutex_unlock(&w->timer_lock);
+	if (n)
+		weft__notify(w->rt);
+	return n;
+}
+
+/* ------------------------------------------------------------ picking */
+
+static struct weft__task *pin_pop(struct weft__worker *w)
+{
+	struct weft__task *t;
+
+	if (atomic_load_explicit(&w->inbox_len, memory_order_relaxed)) {
+		pthread_mutex_lock(&w->inbox_lock);
+		if (w->inbox_head) {
+			if (w->pin_tail)
+				w->pin_tail->next = w->inbox_head;
+			else
+				w->pin_head = w->inbox_head;
+			w->pin_tail = w->inbox_tail;
+			w->inbox_head = w->inbox_tail = NULL;
+			atomic_store_explicit(&w->inbox_len, 0,
+					      memory_order_relaxed);
+		}
+		pthread_mutex_unlock(&w->inbox_lock);
+	}
+	t = w->pin_head;
+	if (t) {
+		w->pin_head = t->next;
+		if (!w->pin_head)
+			w->pin_tail = NULL;
+	}
+	return t;
+}
+
+static struct weft__task *deque_pop(struct weft__worker *w, bool fifo)
+{
+	void *p = NULL;
+
+	if (!fifo)
+		return weft__deque_take(&w->dq);
+	/* The owner may steal from its own top (FIFO end). */
+	for (int tries = 0; tries < 8; tries++) {
+		int r = weft__deque_steal(&w->dq, &p);
+		if (r == WEFT__STEAL_OK)
+			return p;
+		if (r == WEFT__STEAL_EMPTY)
+			break;
+	}
+	return weft__deque_take(&w->dq);
+}
+
+/* Take a fair share of the injection queue (at most 64) in one lock: the
+ * first task is returned, the rest go to our deque. */
+static struct weft__task *inject_take(struct weft__worker *w)
+{
+	struct weft__runtime *rt = w->rt;
+	size_t len = atomic_load_explicit(&rt->inject_len,
+					  memory_order_relaxed);
+	size_t want = len / rt->nworkers + 1;
+	struct weft__task *first, *t;
+
+	if (!len)
+		return NULL;
+	if (want > 64)
+		want = 64;
+	first = weft__inject_pop_batch(rt, want);
+	if (!first)
+		return NULL;
+	t = first->next;
+	while (t) {
+		struct weft__task *next = t->next;
+		weft__deque_push_or_spill(w, t);
+		t = next;
+	}
+	return first;
+}
+
+static uint64_t next_rand(struct weft__worker *w)
+{
+	/* xorshift64*: victim choice only */
+	uint64_t x = w->rng;
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	w->rng = x;
+	return x * 0x2545F4914F6CDD1DULL;
+}
+
+static struct weft__task *steal_work(struct weft__worker *w)
+{
+	struct weft__runtime *rt = w->rt;
+	unsigned n = rt->nworkers, start = (unsigned)(next_rand(w) % n);
+	void *first = NULL;
+
+	for (unsigned i = 0; i < n; i++) {
+		struct weft__worker *v = rt->workers[(start + i) % n];
+		if (v == w)
+			continue;
+		if (weft__deque_steal_half(&v->dq, &w->dq, &first)) {
+			stat_inc(&w->stats.steals);
+			return first;
+		}
+	}
+	/* Last resort: a victim's LIFO slot (never notified for). */
+	for (unsigned i = 0; i < n; i++) {
+		struct weft__worker *v = rt->workers[(start + i) % n];
+		if (v == w || !atomic_load_explicit(&v->lifo,
+						    memory_order_relaxed))
+			continue;
+		/* acquire: pairs with the acq_rel exchange that filled it */
+		struct weft__task *t = atomic_exchange_explicit(
+			&v->lifo, NULL, memory_order_acq_rel);
+		if (t) {
+			stat_inc(&w->stats.steals);
+			return t;
+		}
+	}
+	return inject_take(w);
+}
+
+static struct weft__task *search(struct weft__worker *w)
+{
+	struct weft__runtime *rt = w->rt;
+
+	if (!w->searching) {
+		unsigned s = atomic_load_explicit(&rt->nsearching,
+						  memory_order_relaxed);
+		if (2 * s >= rt->nworkers && rt->nworkers > 1)
+			return NULL;
+		atomic_fetch_add_explicit(&rt->nsearching, 1,
+					  memory_order_seq_cst);
+		w->searching = true;
+	}
+	return steal_work(w);
+}
+
+/*
+ * A searching worker found work (by any path: steal, injection queue,
+ * inbox, timers): it stops searching. If it was the last searcher there
+ * may be more work; let one more worker look (Go's resetspinning).
+ */
+static void stop_searching(struct weft__worker *w)
+{
+	struct weft__runtime *rt = w->rt;
+
+	w->searching = false;
+	if (atomic_fetch_sub_explicit(&rt->nsearching, 1,
+				      memory_order_seq_cst) == 1)
+		weft__notify(rt);
+}
+
+/*
+ * The owner's look at the oldest item of its own deque: a task that already
+ * ran (it was woken, not just spawned) and has waited there since before
+ * the last fairness check is taken from the top. Unstarted tasks are left
+ * alone: starting the oldest spawn first turns depth-first work (fib)
+ * breadth-first and costs a stack per started task.
+ */
+static struct weft__task *fair_pick(struct weft__worker *w)
+{
+	int64_t top = atomic_load_explicit(&w->dq.top, memory_order_acquire);
+	int64_t bot = atomic_load_explicit(&w->dq.bottom, memory_order_relaxed);
+	struct weft__task *t;
+
+	if (top >= bot)
+		return NULL;
+	t = atomic_load_explicit(&w->dq.buf[top & (WEFT__DEQUE_CAP - 1)],
+				 memory_order_relaxed);
+	/* A thief may take t meanwhile: we only read an atomic of a record
+	 * that is never freed, and deque_pop() takes whatever is on top. */
+	if (!t || !atomic_load_explicit(&t->started, memory_order_relaxed) ||
+	    atomic_load_explicit(&t->fair_tick, memory_order_relaxed) + 61 >
+		    w->tick)
+		return NULL;
+	return deque_pop(w, true);
+}
+
+static struct weft__task *next_task(struct weft__worker *w)
+{
+	struct weft__task *t;
+
+	w->tick++;
+	if (WEFT__UNLIKELY(w->tick % 61 == 0)) {
+		fire_timers(w);
+		t = inject_take(w);
+		if (t)
+			return t;
+		t = fair_pick(w);
+		if (t)
+			return t;
+	}
+	if (WEFT__UNLIKELY(w->after_yield)) {
+		/* A yielder (pinned or not) goes behind the others: the
+		 * deque's oldest task first, then the pinned FIFO, so a
+		 * yielding pinned task cannot starve the deque either. */
+		w->after_yield = false;
+		t = deque_pop(w, true);
+		if (t)
+			return t;
+	}
+	if (w->pin_head ||
+	    atomic_load_explicit(&w->inbox_len, memory_order_relaxed)) {
+		t = pin_pop(w);
+		if (t)
+			return t;
+	}
+	if (atomic_load_explicit(&w->lifo, memory_order_relaxed)) {
+		t = atomic_exchange_explicit(&w->lifo, NULL,
+					     memory_order_acq_rel);
+		if (t) {
+			if (w->lifo_streak < 3) {
+				w->lifo_streak++;
+				return t;
+			}
+			/* Cap reached: run the deque's newest task first and
+			 * queue the slot's task behind it, so a pair
+			 * ping-ponging through the slot lets the rest run. */
+			struct weft__task *u = weft__deque_take(&w->dq);
+			w->lifo_streak = 0;
+			weft__deque_push_or_spill(w, t);
+			if (u)
+				return u;
+			return weft__deque_take(&w->dq);
+		}
+	}
+	w->lifo_streak = 0;
+	t = weft__deque_take(&w->dq);
+	if (t)
+		return t;
+	t = inject_take(w);
+	if (t)
+		return t;
+	if (fire_timers(w)) {
+		t = weft__deque_take(&w->dq);
+		if (t)
+			return t;
+	}
+	return search(w);
+}
+
+/* ------------------------------------------------------------ parking */
+
+static bool work_visible(struct weft__worker *w)
+{
+	struct weft__runtime *rt = w->rt;
+
+	if (atomic_load_explicit(&rt->inject_len, memory_order_seq_cst) ||
+	    atomic_load_explicit(&w->inbox_len, memory_order_seq_cst) ||
+	    w->pin_head || atomic_load_explicit(&w->lifo, memory_order_seq_cst))
+		return true;
+	for (unsigned i = 0; i < rt->nworkers; i++)
+		if (weft__deque_len(&rt->workers[i]->dq))
+			return true;
+	if (atomic_load_explicit(&w->next_deadline, memory_order_relaxed) <=
+	    weft__clock_now())
+		return true;
+	return atomic_load_explicit(&rt->state, memory_order_seq_cst) ==
+	       WEFT__RT_STOPPING;
+}
+
+static void park(struct weft__worker *w)
+{
+	struct weft__runtime *rt = w->rt;
+	struct timespec ts;
+	uint64_t deadline;
+
+	if (w->searching) {
+		w->searching = false;
+		atomic_fetch_sub_explicit(&rt->nsearching, 1,
+					  memory_order_seq_cst);
+	}
+	weft__idle_enter(w);
+	/* seq_cst: pairs with the fence in weft__notify() (Dekker). */
+	atomic_thread_fence(memory_order_seq_cst);
+	if (work_visible(w)) {
+		weft__idle_leave(w);
+		return;
+	}
+	stat_inc(&w->stats.parks);
+	deadline = atomic_load_explicit(&w->next_deadline,
+					memory_order_relaxed);
+	weft__ns_to_timespec(deadline, &ts);
+	while (atomic_load_explicit(&w->park_word, memory_order_acquire) ==
+	       0) {
+		/* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time. */
+		long r = syscall(SYS_futex, (uint32_t *)&w->park_word,
+				 FUTEX_WAIT_BITSET_PRIVATE, 0,
+				 deadline == UINT64_MAX ? NULL : &ts, NULL,
+				 FUTEX_BITSET_MATCH_ANY);
+		if (r < 0 && errno == ETIMEDOUT)
+			break;
+	}
+	weft__idle_leave(w);
+}
+
+/*
+ * Before parking, a worker that may search spins for a short while
+ * (SPIN_NS), looking for work with cheap loads and taking it with the full
+ * pick. While it spins it stays counted in nsearching, so wakers do not
+ * pay a futex wake for work it is about to find (Go's spinning M). A
+ * futex sleep and wake-up costs 5-50 us on these machines; a burst of
+ * short tasks would otherwise park and wake a worker per batch.
+ */
+#define SPIN_NS 50000
+
+static bool work_hint(struct weft__worker *w)
+{
+	struct weft__runtime *rt = w->rt;
+
+	if (atomic_load_explicit(&rt->inject_len, memory_order_relaxed) ||
+	    atomic_load_explicit(&w->inbox_len, memory_order_relaxed))
+		return true;
+	for (unsigned i = 0; i < rt->nworkers; i++)
+		if (rt->workers[i] != w &&
+		    weft__deque_len(&rt->workers[i]->dq))
+			return true;
+	return atomic_load_explicit(&w->next_deadline, memory_order_relaxed) !=
+	       UINT64_MAX;
+}
+
+static struct weft__task *spin_for_work(struct weft__worker *w)
+{
+	struct weft__runtime *rt = w->rt;
+	uint64_t end;
+
+	if (!w->searching) {
+		unsigned s = atomic_load_explicit(&rt->nsearching,
+						  memory_order_relaxed);
+		if (rt->nworkers > 1 && 2 * s >= rt->nworkers)
+			return NULL;
+		atomic_fetch_add_explicit(&rt->nsearching, 1,
+					  memory_order_seq_cst);
+		w->searching = true;
+	}
+	end = weft__clock_now() + SPIN_NS;
+	do {
+		for (int i = 0; i < 64; i++)
+			weft__cpu_relax();
+		if (work_hint(w)) {
+			struct weft__task *t = next_task(w);
+			if (t)
+				return t;
+		}
+		if (atomic_load_explicit(&rt->state, memory_order_relaxed) ==
+		    WEFT__RT_STOPPING)
+			return NULL;
+	} while (weft__clock_now() < end);
+	return NULL;
+}
+
+/* ------------------------------------------------------------ running */
+
+static void run_task(struct weft__worker *w, struct weft__task *t)
+{
+	struct weft__runtime *rt = w->rt;
+
+	if (WEFT__UNLIKELY(!t->stack)) {
+		struct weft__stack *s =
+			weft__stack_get(&rt->stacks, &w->stacks, t->stack_size);
+		if (!s) {
+			/* fn must run exactly once: retry later rather than
+			 * drop it. */
+			weft__report("cannot allocate a stack for task '%s' "
+				     "(%s); retrying",
+				     t->name, strerror(errno));
+			weft__inject_push(rt, t);
+			return;
+		}
+		t->stack = s;
+		atomic_store_explicit(&t->started, true, memory_order_relaxed);
+		weft__ctx_make(&t->ctx, s->lo, s->size, weft__task_entry, t);
+		if (t->spawn_flags & WEFT_SPAWN_PINNED)
+			t->pinned_to = w;
+	}
+	w->current = t;
+	atomic_store_explicit(&t->state, WEFT__TASK_RUNNING,
+			      memory_order_relaxed);
+	struct weft__overflow_info oi = { t->stack, t->name };
+	weft__overflow_set_current(&oi);
+	weft__ctx_switch(&w->sched_ctx, &t->ctx);
+	weft__overflow_set_current(NULL);
+	w->current = NULL;
+
+	switch (t->switch_reason) {
+	case WEFT__SW_PARK:
+		weft__wait_publish(w, t);
+		break;
+	case WEFT__SW_YIELD:
+		atomic_store_explicit(&t->state, WEFT__TASK_RUNNABLE,
+				      memory_order_relaxed);
+		if (t->pinned_to) {
+			weft__ready_local(w, t, false);
+		} else {
+			weft__deque_push_or_spill(w, t);
+			/* Cheap check: the task stays ours if nobody comes. */
+			if (atomic_load_explicit(&rt->nidle,
+						 memory_order_relaxed) &&
+			    !atomic_load_explicit(&rt->nsearching,
+						  memory_order_relaxed))
+				weft__notify(rt);
+		}
+		w->after_yield = true;
+		break;
+	case WEFT__SW_EXIT:
+		weft__ctx_destroy(&t->ctx);
+		weft__stack_put(&rt->stacks, &w->stacks, t->stack);
+		t->stack = NULL;
+		weft__task_complete(w, t);
+		break;
+	default:
+		WEFT__BUG_ON(1);
+	}
+}
+
+void *weft__worker_main(void *arg)
+{
+	struct weft__worker *w = arg;
+	struct weft__runtime *rt = w->rt;
+
+	tls_worker = w;
+	weft__ctx_init_thread(&w->sched_ctx);
+	if (weft__altstack_setup(&w->altstack) == 0)
+		weft__overflow_handler_install();
+	for (;;) {
+		struct weft__task *t = next_task(w);
+		if (t) {
+			if (WEFT__UNLIKELY(w->searching))
+				stop_searching(w);
+			run_task(w, t);
+			continue;
+		}
+		if (atomic_load_explicit(&rt->state, memory_order_acquire) ==
+		    WEFT__RT_STOPPING)
+			break;
+		t = spin_for_work(w);
+		if (t) {
+			if (w->searching)
+				stop_searching(w);
+			run_task(w, t);
+			continue;
+		}
+		park(w);
+	}
+	if (w->searching) {
+		w->searching = false;
+		atomic_fetch_sub_explicit(&rt->nsearching, 1,
+					  memory_order_seq_cst);
+	}
+	weft__stack_cache_flush(&rt->stacks, &w->stacks);
+	weft__altstack_teardown(w->altstack);
+	w->altstack = NULL;
+	tls_worker = NULL;
+	return NULL;
+}

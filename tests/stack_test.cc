@@ -1,0 +1,667 @@
+// SPDX-License-Identifier: MIT
+//
+// tests/stack_test.cc - fiber stacks (runtime/stack.c): shapes and sizes,
+// guard pages, lazy commit (mincore), cache and pool recycling, the pool's
+// page trimming, and the stack-overflow reporter (death tests).
+//
+// Death tests use the "threadsafe" style: the child re-executes this
+// binary and runs only that test, so signal dispositions installed there
+// never leak into other tests.
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <csignal>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+extern "C" {
+#include "runtime/ctx.h"
+#include "runtime/stack.h"
+}
+
+namespace
+{
+
+size_t page()
+{
+	return (size_t)sysconf(_SC_PAGESIZE);
+}
+
+// WEFT_TEST_SCALE shrinks the big runs (sanitizer builds), never to 0.
+size_t scaled(size_t n)
+{
+	const char *env = getenv("WEFT_TEST_SCALE");
+	long div = env ? atol(env) : 1;
+	if (div < 1)
+		div = 1;
+	size_t r = n / (size_t)div;
+	return r ? r : 1;
+}
+
+// Resident pages of [addr, addr + len) (both page-aligned); -1 on error.
+long resident_pages(const void *addr, size_t len)
+{
+	size_t n = len / page();
+	std::vector<unsigned char> vec(n ? n : 1);
+	if (mincore(const_cast<void *>(addr), len, vec.data()) != 0)
+		return -1;
+	long count = 0;
+	for (size_t i = 0; i < n; i++)
+		count += vec[i] & 1;
+	return count;
+}
+
+// The page holding the header: the only one a fresh stack touches.
+uintptr_t header_page(const weft__stack *s)
+{
+	return (uintptr_t)s & ~(uintptr_t)(page() - 1);
+}
+
+struct Pool {
+	weft__stack_pool p;
+	weft__stack_cache c{};
+	explicit Pool(size_t default_size = 0)
+	{
+		if (weft__stack_pool_init(&p, default_size) != 0)
+			abort();
+	}
+	~Pool()
+	{
+		weft__stack_cache_flush(&p, &c);
+		weft__stack_pool_destroy(&p);
+	}
+	weft__stack *get(size_t size = 0)
+	{
+		return weft__stack_get(&p, &c, size);
+	}
+	void put(weft__stack *s)
+	{
+		weft__stack_put(&p, &c, s);
+	}
+};
+
+// ---- shapes --------------------------------------------------------------------
+
+TEST(Stack, DefaultStackShape)
+{
+	Pool pool;
+	weft__stack *s = pool.get();
+	ASSERT_NE(s, nullptr);
+
+	EXPECT_EQ(s->flags, WEFT__STACK_CHUNK);
+	EXPECT_GE(s->size, WEFT__STACK_DEFAULT_SIZE * WEFT__STACK_SCALE);
+	EXPECT_EQ(s->size, pool.p.default_size);
+	EXPECT_EQ((uintptr_t)s->lo % page(), 0u);
+	EXPECT_EQ(s->size % 16, 0u);
+	EXPECT_EQ((char *)s->lo + s->size, (char *)s); // header right above
+	EXPECT_EQ((uintptr_t)s % alignof(max_align_t), 0u);
+	EXPECT_LE((char *)(s + 1), (char *)s->map_base + s->map_size);
+	EXPECT_GE((char *)s->lo - weft__stack_guard_size(),
+		  (char *)s->map_base);
+	// Both ends are usable.
+	((volatile char *)s->lo)[0] = 1;
+	((volatile char *)s->lo)[s->size - 1] = 1;
+	pool.put(s);
+}
+
+TEST(Stack, SmallRequestGetsDefaultStack)
+{
+	Pool pool;
+	weft__stack *s = pool.get(4096);
+	ASSERT_NE(s, nullptr);
+	EXPECT_EQ(s->flags, WEFT__STACK_CHUNK);
+	EXPECT_EQ(s->size, pool.p.default_size);
+	pool.put(s);
+}
+
+TEST(Stack, LargerSizeGetsOwnMappingUnmappedOnPut)
+{
+	Pool pool;
+	const size_t want = (1u << 20) + 123;
+	weft__stack *s = pool.get(want);
+	ASSERT_NE(s, nullptr);
+
+	EXPECT_EQ(s->flags, WEFT__STACK_SINGLE);
+	EXPECT_GE(s->size, want * WEFT__STACK_SCALE);
+	EXPECT_EQ((uintptr_t)s->lo % page(), 0u);
+	EXPECT_EQ((char *)s->lo + s->size, (char *)s);
+	EXPECT_EQ((char *)s->map_base,
+		  (char *)s->lo - weft__stack_guard_size());
+	EXPECT_EQ(pool.p.nr_single, 1u);
+	((volatile char *)s->lo)[0] = 1;
+	((volatile char *)s->lo)[s->size - 1] = 1;
+
+	void *base = s->map_base;
+	pool.put(s);
+	EXPECT_EQ(pool.p.nr_single, 0u);
+	unsigned char v;
+	errno = 0;
+	EXPECT_EQ(mincore(base, page(), &v), -1) << "still mapped";
+	EXPECT_EQ(errno, ENOMEM);
+}
+
+// ---- guards ---------------------------------------------------------------------
+
+TEST(Stack, InGuardMatchesTheGuardPageOnly)
+{
+	Pool pool;
+	weft__stack *s = pool.get();
+	ASSERT_NE(s, nullptr);
+	const char *lo = (const char *)s->lo;
+	const size_t g = weft__stack_guard_size();
+
+	EXPECT_EQ(g, page());
+	EXPECT_TRUE(weft__stack_in_guard(s, lo - 1));
+	EXPECT_TRUE(weft__stack_in_guard(s, lo - g));
+	EXPECT_FALSE(weft__stack_in_guard(s, lo - g - 1));
+	EXPECT_FALSE(weft__stack_in_guard(s, lo));
+	EXPECT_FALSE(weft__stack_in_guard(s, lo + s->size - 1));
+	EXPECT_FALSE(weft__stack_in_guard(s, nullptr));
+	pool.put(s);
+}
+
+void touch_below(weft__stack *s, size_t offset)
+{
+	((volatile char *)s->lo)[-(ptrdiff_t)offset] = 1;
+}
+
+TEST(StackDeathTest, GuardPageIsInaccessible)
+{
+	testing::GTEST_FLAG(death_test_style) = "threadsafe";
+	Pool pool;
+	weft__stack *s = pool.get();
+	weft__stack *t = pool.get(); // next slot of the same chunk
+	ASSERT_NE(s, nullptr);
+	ASSERT_NE(t, nullptr);
+
+	// ASan and TSan turn SIGSEGV into their own report and a nonzero
+	// exit; other builds die of the signal itself (no overflow handler
+	// is installed in this test).
+#if defined(WEFT__ASAN) || defined(WEFT__TSAN)
+	EXPECT_DEATH(touch_below(s, 1), "");
+	EXPECT_DEATH(touch_below(t, weft__stack_guard_size()), "");
+#else
+	EXPECT_EXIT(touch_below(s, 1), testing::KilledBySignal(SIGSEGV), "");
+	EXPECT_EXIT(touch_below(t, weft__stack_guard_size()),
+		    testing::KilledBySignal(SIGSEGV), "");
+	EXPECT_EXIT(touch_below(pool.get(3u << 20), 1),
+		    testing::KilledBySignal(SIGSEGV), "");
+#endif
+	pool.put(t);
+	pool.put(s);
+}
+
+// ---- lazy commit ------------------------------------------------------------------
+
+TEST(Stack, FreshStackCommitsOnlyItsHeaderPage)
+{
+	Pool pool;
+	std::vector<weft__stack *> got;
+	for (int i = 0; i < 3; i++) { // slot 0 (maps the chunk), 1 and 2
+		weft__stack *s = pool.get();
+		ASSERT_NE(s, nullptr);
+		got.push_back(s);
+		uintptr_t hp = header_page(s);
+		size_t below = hp - (uintptr_t)s->lo;
+		EXPECT_EQ(resident_pages(s->lo, below), 0) << "stack " << i;
+		EXPECT_EQ(resident_pages((void *)hp, page()), 1);
+		EXPECT_EQ(
+			resident_pages((char *)s->lo - weft__stack_guard_size(),
+				       weft__stack_guard_size()),
+			0);
+	}
+	weft__stack *big = pool.get(2u << 20);
+	ASSERT_NE(big, nullptr);
+	EXPECT_EQ(resident_pages(big->lo,
+				 header_page(big) - (uintptr_t)big->lo),
+		  0);
+	pool.put(big);
+	for (weft__stack *s : got)
+		pool.put(s);
+}
+
+// ---- recycling ---------------------------------------------------------------------
+
+TEST(Stack, CacheRecyclesTheSameStacks)
+{
+	Pool pool;
+	std::set<weft__stack *> first, second;
+	for (int i = 0; i < 10; i++)
+		first.insert(pool.get());
+	ASSERT_EQ(first.size(), 10u);
+	ASSERT_EQ(first.count(nullptr), 0u);
+	unsigned long carved = pool.p.nr_carved, chunks = pool.p.nr_chunks;
+	for (weft__stack *s : first)
+		pool.put(s);
+	EXPECT_EQ(pool.c.count, 10u);
+	EXPECT_EQ(pool.p.nr_free, 0u); // nothing reached the pool
+	for (int i = 0; i < 10; i++)
+		second.insert(pool.get());
+	EXPECT_EQ(first, second);
+	EXPECT_EQ(pool.p.nr_carved, carved);
+	EXPECT_EQ(pool.p.nr_chunks, chunks);
+	EXPECT_EQ(pool.c.count, 0u);
+	for (weft__stack *s : second)
+		pool.put(s);
+}
+
+TEST(StackPool, CacheOverflowGoesToPoolAndComesBackInBatches)
+{
+	Pool pool;
+	std::vector<weft__stack *> v;
+	const unsigned n = WEFT__STACK_CACHE_MAX + 1;
+	for (unsigned i = 0; i < n; i++)
+		v.push_back(pool.get());
+	for (weft__stack *s : v)
+		pool.put(s);
+	EXPECT_EQ(pool.c.count, WEFT__STACK_BATCH);
+	EXPECT_EQ(pool.p.nr_free, n - WEFT__STACK_BATCH);
+
+	// Drain the cache; the next get takes a batch from the pool.
+	std::vector<weft__stack *> w;
+	for (unsigned i = 0; i < WEFT__STACK_BATCH; i++)
+		w.push_back(pool.get());
+	EXPECT_EQ(pool.c.count, 0u);
+	w.push_back(pool.get());
+	EXPECT_EQ(pool.c.count, WEFT__STACK_BATCH - 1);
+	EXPECT_EQ(pool.p.nr_free, n - 2 * WEFT__STACK_BATCH);
+	EXPECT_EQ(pool.p.nr_carved, n); // no new slot was carved
+	for (weft__stack *s : w)
+		pool.put(s);
+}
+
+TEST(StackPool, HundredThousandStacksAliveAtOnce)
+{
+	Pool pool;
+	const size_t n = scaled(100000);
+	std::vector<weft__stack *> v;
+	v.reserve(n);
+	for (size_t i = 0; i < n; i++) {
+		weft__stack *s = pool.get();
+		ASSERT_NE(s, nullptr)
+			<< "stack " << i << ": " << strerror(errno);
+		v.push_back(s);
+	}
+	EXPECT_EQ(pool.p.nr_carved, n);
+	EXPECT_EQ(pool.p.nr_chunks,
+		  (n + pool.p.chunk_slots - 1) / pool.p.chunk_slots);
+
+	// Disjoint: each guard starts at or above the previous header's end.
+	std::vector<weft__stack *> by_lo = v;
+	std::sort(by_lo.begin(), by_lo.end(),
+		  [](weft__stack *a, weft__stack *b) {
+			  return a->lo < b->lo;
+		  });
+	for (size_t i = 1; i < n; i++)
+		ASSERT_LE((char *)(by_lo[i - 1] + 1),
+			  (char *)by_lo[i]->lo - weft__stack_guard_size());
+
+	for (weft__stack *s : v)
+		pool.put(s);
+	EXPECT_EQ(pool.p.nr_free + pool.c.count, n);
+}
+
+TEST(StackPool, ReleasesPagesOfStacksBeyondTheWarmLimit)
+{
+	Pool pool;
+	const unsigned n = WEFT__STACK_CACHE_MAX + WEFT__STACK_POOL_WARM + 80;
+	std::vector<weft__stack *> v;
+	for (unsigned i = 0; i < n; i++) {
+		weft__stack *s = pool.get();
+		ASSERT_NE(s, nullptr);
+		// Touch the lowest and a middle page, as a deep call would.
+		((volatile char *)s->lo)[0] = 1;
+		((volatile char *)s->lo)[s->size / 2] = 1;
+		v.push_back(s);
+	}
+	for (weft__stack *s : v)
+		pool.put(s);
+
+	auto released = [&] {
+		unsigned count = 0;
+		for (weft__stack *s : v) {
+			long r = resident_pages(
+				s->lo, header_page(s) - (uintptr_t)s->lo);
+			EXPECT_TRUE(r == 0 || r == 2) << r;
+			count += r == 0;
+		}
+		return count;
+	};
+	unsigned in_pool = pool.p.nr_free;
+	EXPECT_EQ(in_pool + pool.c.count, n);
+	EXPECT_GE(in_pool, WEFT__STACK_POOL_WARM);
+	// The pool kept the pages of its first 256 and dropped the rest;
+	// cached stacks keep theirs.
+	EXPECT_EQ(pool.p.nr_released, in_pool - WEFT__STACK_POOL_WARM);
+	EXPECT_EQ(released(), in_pool - WEFT__STACK_POOL_WARM);
+	// Header pages stay (they hold the free-list links).
+	for (weft__stack *s : v)
+		ASSERT_EQ(resident_pages((void *)header_page(s), page()), 1);
+
+	// Flushing the cache into a pool that is over its warm limit
+	// releases those too.
+	weft__stack_cache_flush(&pool.p, &pool.c);
+	EXPECT_EQ(released(), n - WEFT__STACK_POOL_WARM);
+
+	// Warm stacks come back first.
+	weft__stack *s = pool.get();
+	EXPECT_EQ(resident_pages(s->lo, page()), 1);
+	pool.put(s);
+}
+
+TEST(StackPool, InitRejectsAbsurdSizes)
+{
+	weft__stack_pool p;
+	EXPECT_EQ(weft__stack_pool_init(&p, SIZE_MAX), -EINVAL);
+	EXPECT_EQ(weft__stack_pool_init(&p, SIZE_MAX - 4095), -EINVAL);
+	EXPECT_EQ(weft__stack_pool_init(&p, SIZE_MAX / 2), -EINVAL);
+	if (WEFT__STACK_SCALE > 1) { // would overflow only when scaled
+		EXPECT_EQ(weft__stack_pool_init(
+				  &p, SIZE_MAX / WEFT__STACK_SCALE + 1),
+			  -EINVAL);
+	}
+	EXPECT_EQ(weft__stack_pool_init(&p, WEFT__STACK_MAX_SIZE + 1), -EINVAL);
+
+	// Tiny sizes are raised to the minimum.
+	ASSERT_EQ(weft__stack_pool_init(&p, 1), 0);
+	EXPECT_GE(p.default_size, WEFT__STACK_MIN_SIZE * WEFT__STACK_SCALE);
+	EXPECT_LT(p.default_size,
+		  WEFT__STACK_MIN_SIZE * WEFT__STACK_SCALE + page());
+	EXPECT_EQ(p.slot_size % page(), 0u);
+	weft__stack_cache c{};
+	weft__stack *s = weft__stack_get(&p, &c, 0);
+	ASSERT_NE(s, nullptr);
+	EXPECT_EQ(s->size, p.default_size);
+
+	// Absurd per-stack sizes fail cleanly, without mapping anything.
+	errno = 0;
+	EXPECT_EQ(weft__stack_get(&p, &c, SIZE_MAX), nullptr);
+	EXPECT_EQ(errno, EINVAL);
+	errno = 0;
+	EXPECT_EQ(weft__stack_get(&p, &c, SIZE_MAX - page() + 2), nullptr);
+	EXPECT_EQ(errno, EINVAL);
+	errno = 0;
+	EXPECT_EQ(weft__stack_get(&p, &c, (size_t)64 << 30), nullptr);
+	EXPECT_EQ(errno, EINVAL);
+	EXPECT_EQ(p.nr_single, 0u);
+
+	weft__stack_put(&p, &c, s);
+	weft__stack_cache_flush(&p, &c);
+	weft__stack_pool_destroy(&p);
+
+	// 0 means the default; sizes are rounded so slots are whole pages.
+	ASSERT_EQ(weft__stack_pool_init(&p, 0), 0);
+	EXPECT_GE(p.default_size, WEFT__STACK_DEFAULT_SIZE * WEFT__STACK_SCALE);
+	weft__stack_pool_destroy(&p);
+	ASSERT_EQ(weft__stack_pool_init(&p, 100001), 0);
+	EXPECT_GE(p.default_size, 100001u * WEFT__STACK_SCALE);
+	EXPECT_EQ(p.slot_size % page(), 0u);
+	weft__stack_pool_destroy(&p);
+}
+
+// Several workers, each with its own cache, share one pool. Every stack
+// is owned by one thread at a time: the owner writes its id at both ends
+// and checks them before giving the stack back.
+TEST(StackPool, WorkersShareThePool)
+{
+	Pool pool;
+	const int nthreads = 4, rounds = (int)scaled(3000);
+	std::atomic<long> bad{ 0 };
+	std::vector<std::thread> ts;
+
+	for (int id = 0; id < nthreads; id++) {
+		ts.emplace_back([&, id] {
+			weft__stack_cache c{};
+			std::vector<weft__stack *> held;
+			unsigned seed = (unsigned)id * 7919u + 1;
+			for (int r = 0; r < rounds; r++) {
+				seed = seed * 1103515245u + 12345u;
+				size_t want = (seed >> 16) % 100;
+				while (held.size() < want) {
+					weft__stack *s =
+						weft__stack_get(&pool.p, &c, 0);
+					if (!s) {
+						bad++;
+						return;
+					}
+					((volatile int *)s->lo)[0] = id;
+					((volatile int *)s)[-1] = id;
+					held.push_back(s);
+				}
+				while (held.size() > want / 2) {
+					weft__stack *s = held.back();
+					held.pop_back();
+					if (((volatile int *)s->lo)[0] != id ||
+					    ((volatile int *)s)[-1] != id)
+						bad++;
+					weft__stack_put(&pool.p, &c, s);
+				}
+			}
+			for (weft__stack *s : held)
+				weft__stack_put(&pool.p, &c, s);
+			weft__stack_cache_flush(&pool.p, &c);
+		});
+	}
+	for (auto &t : ts)
+		t.join();
+	EXPECT_EQ(bad.load(), 0);
+	EXPECT_EQ(pool.p.nr_free, pool.p.nr_carved);
+}
+
+// ---- overflow reporter -------------------------------------------------------------
+
+volatile int g_stop_recursion = 0;
+
+__attribute__((noinline)) int deep(int n)
+{
+	volatile char buf[512];
+	buf[0] = (char)n;
+	buf[511] = buf[0];
+	if (g_stop_recursion)
+		return buf[511];
+	return deep(n + 1) + buf[0];
+}
+
+// One frame larger than the guard. -fstack-clash-protection (the build's
+// flag; forced here on gcc) probes each page in order, so the overflow
+// lands in the guard instead of jumping over it (RELIABILITY G2).
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("stack-clash-protection")))
+#endif
+__attribute__((noinline)) int
+huge_frames(int n)
+{
+	volatile char big[64 << 10];
+	big[0] = (char)n;
+	big[sizeof(big) - 1] = big[0];
+	if (g_stop_recursion)
+		return big[5];
+	return huge_frames(n + 1) + big[0] + big[sizeof(big) - 1];
+}
+
+struct OverflowRun {
+	weft__ctx main, fib;
+	bool huge;
+};
+
+void overflow_entry(void *arg)
+{
+	OverflowRun *r = static_cast<OverflowRun *>(arg);
+	g_stop_recursion = r->huge ? huge_frames(0) : deep(0);
+	weft__ctx_switch_final(&r->fib, &r->main);
+}
+
+// Runs in the death-test child: a worker's setup, then a task that
+// overflows. Never returns.
+void run_overflowing_task(bool huge, const char *name)
+{
+	static weft__stack_pool pool;
+	weft__stack_cache cache{};
+	void *alt = nullptr;
+	OverflowRun r;
+
+	if (weft__overflow_handler_install() != 0 ||
+	    weft__altstack_setup(&alt) != 0 ||
+	    weft__stack_pool_init(&pool, 0) != 0)
+		_exit(10);
+	weft__stack *s = weft__stack_get(&pool, &cache, 0);
+	if (!s)
+		_exit(11);
+	r.huge = huge;
+	weft__ctx_init_thread(&r.main);
+	weft__ctx_make(&r.fib, s->lo, s->size, overflow_entry, &r);
+	weft__overflow_info info{ s, name };
+	weft__overflow_set_current(&info);
+	weft__ctx_switch(&r.main, &r.fib);
+	weft__overflow_set_current(nullptr);
+	_exit(12); // the task came back: no overflow happened
+}
+
+TEST(StackOverflowDeathTest, ReportNamesTheTask)
+{
+	if (!weft__overflow_reporter_enabled())
+		GTEST_SKIP() << "the sanitizer owns SIGSEGV and reports "
+				"overflows itself";
+	testing::GTEST_FLAG(death_test_style) = "threadsafe";
+	EXPECT_EXIT(run_overflowing_task(false, "deep"),
+		    testing::KilledBySignal(SIGABRT),
+		    "weft: stack overflow in task 'deep' \\([0-9]+-byte "
+		    "stack\\)");
+}
+
+TEST(StackOverflowDeathTest, FrameLargerThanGuardIsStillCaught)
+{
+	if (!weft__overflow_reporter_enabled())
+		GTEST_SKIP() << "the sanitizer owns SIGSEGV and reports "
+				"overflows itself";
+#if defined(__clang__)
+	GTEST_SKIP() << "needs huge_frames() built with "
+			"-fstack-clash-protection; clang has no per-function "
+			"switch and the tests are not built with it";
+#endif
+	testing::GTEST_FLAG(death_test_style) = "threadsafe";
+	EXPECT_EXIT(run_overflowing_task(true, "big frames"),
+		    testing::KilledBySignal(SIGABRT),
+		    "stack overflow in task 'big frames'");
+}
+
+TEST(StackOverflowDeathTest, UnnamedTaskAndHostileName)
+{
+	if (!weft__overflow_reporter_enabled())
+		GTEST_SKIP() << "the sanitizer owns SIGSEGV and reports "
+				"overflows itself";
+	testing::GTEST_FLAG(death_test_style) = "threadsafe";
+	EXPECT_EXIT(run_overflowing_task(false, nullptr),
+		    testing::KilledBySignal(SIGABRT),
+		    "stack overflow in task '\\?'");
+	EXPECT_EXIT(run_overflowing_task(false, "%n%s%x"),
+		    testing::KilledBySignal(SIGABRT),
+		    "stack overflow in task '%n%s%x'");
+}
+
+void null_write_after_install()
+{
+	if (weft__overflow_handler_install() != 0)
+		_exit(10);
+	void *alt;
+	if (weft__altstack_setup(&alt) != 0)
+		_exit(11);
+	*(volatile int *)nullptr = 1;
+	_exit(12);
+}
+
+void kill_self_after_install()
+{
+	if (weft__overflow_handler_install() != 0)
+		_exit(10);
+	kill(getpid(), SIGSEGV);
+	_exit(12);
+}
+
+TEST(StackOverflowDeathTest, OtherFaultsCrashAsBefore)
+{
+	if (!weft__overflow_reporter_enabled())
+		GTEST_SKIP() << "the sanitizer owns SIGSEGV and reports "
+				"overflows itself";
+	testing::GTEST_FLAG(death_test_style) = "threadsafe";
+	EXPECT_EXIT(null_write_after_install(),
+		    testing::KilledBySignal(SIGSEGV), "");
+	EXPECT_EXIT(kill_self_after_install(), testing::KilledBySignal(SIGSEGV),
+		    "");
+}
+
+void user_handler(int)
+{
+}
+
+void check_dispositions()
+{
+	struct sigaction user, cur;
+	memset(&user, 0, sizeof(user));
+	user.sa_handler = user_handler;
+	sigemptyset(&user.sa_mask);
+	if (sigaction(SIGBUS, &user, nullptr) != 0)
+		_exit(10);
+	// Twice: idempotent.
+	if (weft__overflow_handler_install() != 0 ||
+	    weft__overflow_handler_install() != 0)
+		_exit(11);
+	sigaction(SIGBUS, nullptr, &cur);
+	if (cur.sa_handler != user_handler)
+		_exit(12); // the program's own handler was replaced
+	sigaction(SIGSEGV, nullptr, &cur);
+	if (weft__overflow_reporter_enabled() &&
+	    (!(cur.sa_flags & SA_SIGINFO) || !(cur.sa_flags & SA_ONSTACK)))
+		_exit(13); // SIGSEGV was SIG_DFL: ours now
+	exit(0);
+}
+
+TEST(StackOverflowDeathTest, InstallLeavesTheProgramsHandlersAlone)
+{
+	testing::GTEST_FLAG(death_test_style) = "threadsafe";
+	EXPECT_EXIT(check_dispositions(), testing::ExitedWithCode(0), "");
+}
+
+// ---- alternate signal stacks ---------------------------------------------------------
+
+TEST(Altstack, SetupAndTeardownOnAWorkerThread)
+{
+	std::thread t([] {
+		stack_t before, during, after;
+		ASSERT_EQ(sigaltstack(nullptr, &before), 0);
+		void *alt = nullptr;
+		ASSERT_EQ(weft__altstack_setup(&alt), 0);
+		ASSERT_EQ(sigaltstack(nullptr, &during), 0);
+		if (!(before.ss_flags & SS_DISABLE)) {
+			// The thread had one (ASan gives every thread one).
+			EXPECT_EQ(alt, nullptr);
+			EXPECT_EQ(during.ss_sp, before.ss_sp);
+			return;
+		}
+		ASSERT_NE(alt, nullptr);
+		EXPECT_FALSE(during.ss_flags & SS_DISABLE);
+		EXPECT_GE(during.ss_size, (size_t)64 << 10);
+		EXPECT_EQ(during.ss_sp, (char *)alt + weft__stack_guard_size());
+		// A second setup keeps the first.
+		void *again = (void *)1;
+		EXPECT_EQ(weft__altstack_setup(&again), 0);
+		EXPECT_EQ(again, nullptr);
+		weft__altstack_teardown(again);
+		weft__altstack_teardown(alt);
+		ASSERT_EQ(sigaltstack(nullptr, &after), 0);
+		EXPECT_TRUE(after.ss_flags & SS_DISABLE);
+	});
+	t.join();
+}
+
+} // namespace

@@ -1,0 +1,938 @@
+// SPDX-License-Identifier: MIT
+// tests/task_test.cc - the task API: spawn, join, detach, cancel, yield,
+// sleep, checkpoint, self, names, task-local storage, weft_run and the
+// embedding calls. Each behaviour of API.md's Tasks / Runtime sections has
+// a test here that fails if the behaviour breaks.
+#include <gtest/gtest.h>
+
+#include <pthread.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "tests/harness.h"
+
+using weft_test::scaled;
+
+namespace {
+
+int ret_arg(void *a)
+{
+	return (int)(intptr_t)a;
+}
+
+int count_once(void *a)
+{
+	static_cast<std::atomic<int> *>(a)->fetch_add(1);
+	return 0;
+}
+
+int sleep_forever(void *)
+{
+	return weft_sleep(WEFT_FOREVER);
+}
+
+} // namespace
+
+// ---------------------------------------------------------------- weft_run
+
+static int main_returns_7(void *)
+{
+	return 7;
+}
+
+TEST(Run, ReturnsMainStatus)
+{
+	EXPECT_EQ(7, weft_run(main_returns_7, nullptr, nullptr));
+}
+
+TEST(Run, NullMainIsInvalid)
+{
+	EXPECT_EQ(-EINVAL, weft_run(nullptr, nullptr, nullptr));
+}
+
+TEST(Run, BadConfigIsInvalid)
+{
+	weft_config cfg{};
+	cfg.reserved[3] = 1;
+	EXPECT_EQ(-EINVAL, weft_run(main_returns_7, nullptr, &cfg));
+	weft_config cfg2{};
+	cfg2.flags = 0x80000000u;
+	EXPECT_EQ(-EINVAL, weft_run(main_returns_7, nullptr, &cfg2));
+}
+
+static int nested_run(void *)
+{
+	return weft_run(main_returns_7, nullptr, nullptr);
+}
+
+TEST(Run, NestedIsBusy)
+{
+	EXPECT_EQ(-EBUSY, weft_run(nested_run, nullptr, nullptr));
+}
+
+static int spawn_sleepers_and_return(void *a)
+{
+	auto *ended = static_cast<std::atomic<int> *>(a);
+	for (int i = 0; i < 50; i++) {
+		weft_task *t = weft_spawn(
+			[](void *p) -> int {
+				int r = weft_sleep(WEFT_FOREVER);
+				static_cast<std::atomic<int> *>(p)->fetch_add(
+					r == -ECANCELED);
+				return r;
+			},
+			ended);
+		weft_detach(t);
+	}
+	return 3;
+}
+
+TEST(Run, CancelsAndWaitsForLiveTasksAtTheEnd)
+{
+	std::atomic<int> ended{ 0 };
+	EXPECT_EQ(3, weft_run(spawn_sleepers_and_return, &ended, nullptr));
+	// weft_run returned only after every task saw -ECANCELED and ended.
+	EXPECT_EQ(50, ended.load());
+}
+
+TEST(Run, ConfigExtremesAreClamped)
+{
+	weft_config cfg{};
+	cfg.workers = 100000;	// clamped to 1024
+	cfg.stack_size = 1;	// clamped up
+	EXPECT_EQ(7, weft_run(main_returns_7, nullptr, &cfg));
+	weft_config cfg2{};
+	cfg2.workers = 1;
+	cfg2.stack_size = SIZE_MAX; // clamped down, no overflow
+	EXPECT_EQ(7, weft_run(main_returns_7, nullptr, &cfg2));
+}
+
+static int report_workers(void *)
+{
+	return (int)weft_runtime_workers(nullptr);
+}
+
+TEST(Run, WorkersEnvOverridesZeroOnly)
+{
+	// In a child so the environment change does not leak.
+	pid_t pid = fork();
+	ASSERT_GE(pid, 0);
+	if (pid == 0) {
+		setenv("WEFT_WORKERS", "3", 1);
+		int a = weft_run(report_workers, nullptr, nullptr);
+		weft_config cfg{};
+		cfg.workers = 2;
+		int b = weft_run(report_workers, nullptr, &cfg);
+		setenv("WEFT_WORKERS", "abc", 1); // ignored with a warning
+		int c = weft_run(report_workers, nullptr, nullptr);
+		setenv("WEFT_WORKERS", "99999999999999999999", 1);
+		int d = weft_run(report_workers, nullptr, nullptr);
+		_exit(a == 3 && b == 2 && c >= 1 && d >= 1 && c == d ? 0 : 1);
+	}
+	int st = 0;
+	ASSERT_EQ(pid, waitpid(pid, &st, 0));
+	EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+TEST(Run, DefaultWorkersFollowAffinity)
+{
+	pid_t pid = fork();
+	ASSERT_GE(pid, 0);
+	if (pid == 0) {
+		unsetenv("WEFT_WORKERS");
+		cpu_set_t one;
+		CPU_ZERO(&one);
+		CPU_SET(0, &one);
+		sched_setaffinity(0, sizeof(one), &one);
+		_exit(weft_run(report_workers, nullptr, nullptr) == 1 ? 0 : 1);
+	}
+	int st = 0;
+	ASSERT_EQ(pid, waitpid(pid, &st, 0));
+	EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+// ---------------------------------------------------------------- embedding
+
+TEST(Runtime, BlockOnFromSeveralThreads)
+{
+	weft_config cfg{};
+	cfg.workers = 2;
+	weft_runtime *rt;
+	ASSERT_EQ(0, weft_runtime_new(&rt, &cfg));
+	std::vector<std::thread> th;
+	std::atomic<int> ok{ 0 };
+	for (int i = 0; i < 4; i++)
+		th.emplace_back([&, i] {
+			for (int k = 0; k < 100; k++)
+				ok += weft_block_on(rt, ret_arg,
+						    (void *)(intptr_t)(i + k)) ==
+				      i + k;
+		});
+	for (auto &t : th)
+		t.join();
+	EXPECT_EQ(400, ok.load());
+	EXPECT_EQ(0, weft_runtime_free(rt));
+}
+
+TEST(Runtime, BadArguments)
+{
+	weft_runtime *rt;
+	EXPECT_EQ(-EINVAL, weft_runtime_new(nullptr, nullptr));
+	EXPECT_EQ(-EINVAL, weft_block_on(nullptr, ret_arg, nullptr));
+	EXPECT_EQ(-EINVAL, weft_submit(nullptr, ret_arg, nullptr));
+	ASSERT_EQ(0, weft_runtime_new(&rt, nullptr));
+	EXPECT_EQ(-EINVAL, weft_block_on(rt, nullptr, nullptr));
+	EXPECT_EQ(-EINVAL, weft_submit(rt, nullptr, nullptr));
+	EXPECT_EQ(0, weft_runtime_free(rt));
+	EXPECT_EQ(0, weft_runtime_free(nullptr));
+}
+
+TEST(Runtime, SubmitRunsDetachedExactlyOnce)
+{
+	weft_runtime *rt;
+	ASSERT_EQ(0, weft_runtime_new(&rt, nullptr));
+	std::atomic<int> n{ 0 };
+	for (int i = 0; i < 1000; i++)
+		ASSERT_EQ(0, weft_submit(rt, count_once, &n));
+	EXPECT_EQ(0, weft_runtime_free(rt));
+	EXPECT_EQ(1000, n.load());
+}
+
+TEST(Runtime, FromATaskIsRefused)
+{
+	weft_runtime *rt;
+	ASSERT_EQ(0, weft_runtime_new(&rt, nullptr));
+	struct Ctx {
+		weft_runtime *rt;
+		int block, free_, newrt;
+	} c{ rt, 0, 0, 0 };
+	ASSERT_EQ(0, weft_block_on(
+			     rt,
+			     [](void *p) -> int {
+				     auto *cx = static_cast<Ctx *>(p);
+				     weft_runtime *other;
+				     cx->block = weft_block_on(cx->rt, ret_arg,
+							      nullptr);
+				     cx->free_ = weft_runtime_free(cx->rt);
+				     cx->newrt = weft_runtime_new(&other,
+								 nullptr);
+				     return 0;
+			     },
+			     &c));
+	EXPECT_EQ(-EPERM, c.block);
+	EXPECT_EQ(-EBUSY, c.free_);
+	EXPECT_EQ(-EBUSY, c.newrt);
+	EXPECT_EQ(0, weft_runtime_free(rt));
+}
+
+TEST(Runtime, CurrentOutsideIsNull)
+{
+	EXPECT_EQ(nullptr, weft_runtime_current());
+	EXPECT_EQ(nullptr, weft_self());
+	EXPECT_EQ(-1, weft_worker_index());
+}
+
+TEST(Runtime, SubmitRacingFreeRunsOrFails)
+{
+	// RELIABILITY C15: each submit either runs or returns -ECANCELED.
+	for (int round = 0; round < (int)scaled(20); round++) {
+		weft_runtime *rt;
+		ASSERT_EQ(0, weft_runtime_new(&rt, nullptr));
+		std::atomic<int> ran{ 0 }, accepted{ 0 }, refused{ 0 };
+		std::atomic<bool> go{ false };
+		std::vector<std::thread> th;
+		for (int i = 0; i < 4; i++)
+			th.emplace_back([&] {
+				while (!go)
+					;
+				for (int k = 0; k < 2000; k++) {
+					int r = weft_submit(rt, count_once,
+							    &ran);
+					if (r == 0)
+						accepted++;
+					else if (r == -ECANCELED)
+						refused++;
+					else
+						ADD_FAILURE() << r;
+				}
+			});
+		go = true;
+		EXPECT_EQ(0, weft_runtime_free(rt));
+		for (auto &t : th)
+			t.join();
+		EXPECT_EQ(accepted.load(), ran.load());
+		EXPECT_EQ(8000, accepted.load() + refused.load());
+	}
+}
+
+// ---------------------------------------------------------------- spawn/join
+
+TEST(Task, JoinReturnsStatus)
+{
+	WEFT_TEST_RUN(2, [] {
+		weft_task *t = weft_spawn(ret_arg, (void *)-EIO);
+		ASSERT_NE(nullptr, t);
+		EXPECT_EQ(-EIO, weft_join(t));
+		t = weft_spawn(ret_arg, (void *)5);
+		EXPECT_EQ(5, weft_join(t));
+	});
+}
+
+TEST(Task, SpawnErrors)
+{
+	errno = 0;
+	EXPECT_EQ(nullptr, weft_spawn(ret_arg, nullptr)); // not in a task
+	EXPECT_EQ(EPERM, errno);
+	WEFT_TEST_RUN(1, [] {
+		errno = 0;
+		EXPECT_EQ(nullptr, weft_spawn(nullptr, nullptr));
+		EXPECT_EQ(EINVAL, errno);
+		weft_task *t = nullptr;
+		EXPECT_EQ(-EINVAL, weft_spawn_ex(nullptr, nullptr, ret_arg,
+						 nullptr));
+		weft_spawn_opts o{};
+		o.flags = 0x100;
+		EXPECT_EQ(-EINVAL, weft_spawn_ex(&t, &o, ret_arg, nullptr));
+		o = {};
+		o.reserved[0] = 1;
+		EXPECT_EQ(-EINVAL, weft_spawn_ex(&t, &o, ret_arg, nullptr));
+		o = {};
+		o.stack_size = SIZE_MAX;
+		EXPECT_EQ(-EINVAL, weft_spawn_ex(&t, &o, ret_arg, nullptr));
+	});
+}
+
+TEST(Task, SuspendingCallsOutsideATaskArePerm)
+{
+	EXPECT_EQ(-EPERM, weft_yield());
+	EXPECT_EQ(-EPERM, weft_sleep(1));
+	EXPECT_EQ(-EPERM, weft_sleep(0));
+	EXPECT_EQ(-EPERM, weft_sleep_until(0));
+	EXPECT_EQ(-EPERM, weft_checkpoint());
+	EXPECT_EQ(-EPERM, weft_join(nullptr));
+}
+
+TEST(Task, FnRunsExactlyOnceEvenWhenCancelledBeforeStart)
+{
+	WEFT_TEST_RUN(1, [] {
+		std::atomic<int> n{ 0 };
+		struct A {
+			std::atomic<int> *n;
+			int first;
+		} a{ &n, 0 };
+		weft_task *t = weft_spawn(
+			[](void *p) -> int {
+				auto *ax = static_cast<A *>(p);
+				ax->n->fetch_add(1);
+				ax->first = weft_yield();
+				return weft_checkpoint();
+			},
+			&a);
+		EXPECT_EQ(1, weft_cancel(t)); // before it ever ran (1 worker)
+		EXPECT_EQ(-ECANCELED, weft_join(t));
+		EXPECT_EQ(1, n.load());
+		EXPECT_EQ(-ECANCELED, a.first);
+	});
+}
+
+TEST(Task, JoinSelfIsDeadlock)
+{
+	WEFT_TEST_RUN(1, [] { EXPECT_EQ(-EDEADLK, weft_join(weft_self())); });
+}
+
+TEST(Task, JoinTwiceIsInvalid)
+{
+	// RELIABILITY A1: the released handle is detected (generation).
+	WEFT_TEST_RUN(2, [] {
+		weft_task *t = weft_spawn(ret_arg, (void *)1);
+		EXPECT_EQ(1, weft_join(t));
+		EXPECT_EQ(-EINVAL, weft_join(t));
+		EXPECT_EQ(-EINVAL, weft_cancel(t));
+	});
+}
+
+TEST(Task, JoinAfterDetachIsInvalid)
+{
+	// RELIABILITY A2.
+	WEFT_TEST_RUN(1, [] {
+		weft_task *t = weft_spawn(
+			[](void *) -> int { return weft_sleep(WEFT_MSEC(5)); },
+			nullptr);
+		weft_detach(t);
+		EXPECT_EQ(-EINVAL, weft_join(t)); // still running: detached
+		weft_detach(t); // reported, nothing changes
+		weft_sleep(WEFT_MSEC(20));
+		EXPECT_EQ(-EINVAL, weft_join(t)); // finished and recycled
+	});
+}
+
+TEST(Task, ConcurrentSecondWaitIsInvalid)
+{
+	WEFT_TEST_RUN(2, [] {
+		weft_task *t = weft_spawn(sleep_forever, nullptr);
+		struct A {
+			weft_task *t;
+			int r;
+		} a{ t, 0 };
+		weft_task *j = weft_spawn(
+			[](void *p) -> int {
+				auto *ax = static_cast<A *>(p);
+				return weft_join(ax->t);
+			},
+			&a);
+		weft_sleep(WEFT_MSEC(20)); // j is waiting on t now
+		EXPECT_EQ(-EINVAL, weft_join(t));
+		weft_cancel(t);
+		EXPECT_EQ(-ECANCELED, weft_join(j));
+	});
+}
+
+TEST(Task, JoinFromAnotherTaskAfterHandOver)
+{
+	WEFT_TEST_RUN(2, [] {
+		weft_task *t = weft_spawn(ret_arg, (void *)9);
+		weft_task *j = weft_spawn(
+			[](void *p) -> int {
+				return weft_join(static_cast<weft_task *>(p));
+			},
+			t);
+		EXPECT_EQ(9, weft_join(j));
+	});
+}
+
+TEST(Task, JoinerCancelledCancelsChildAndStillWaits)
+{
+	WEFT_TEST_RUN(2, [] {
+		struct A {
+			std::atomic<int> child_result{ 1 };
+			std::atomic<bool> child_done{ false };
+			int join_result = 1, after = 1;
+		} a;
+		weft_task *j = weft_spawn(
+			[](void *p) -> int {
+				auto *ax = static_cast<A *>(p);
+				weft_task *c = weft_spawn(
+					[](void *q) -> int {
+						auto *ay = static_cast<A *>(q);
+						int r = weft_sleep(
+							WEFT_FOREVER);
+						// cleanup takes a while:
+						// shielding is not needed,
+						// the joiner must wait.
+						usleep(20000);
+						ay->child_result = r;
+						ay->child_done = true;
+						return r;
+					},
+					ax);
+				ax->join_result = weft_join(c);
+				// join returned only after the child ended
+				EXPECT_TRUE(ax->child_done.load());
+				ax->after = weft_checkpoint();
+				return 0;
+			},
+			&a);
+		weft_sleep(WEFT_MSEC(10));
+		weft_cancel(j);
+		EXPECT_EQ(0, weft_join(j));
+		EXPECT_EQ(-ECANCELED, a.child_result.load());
+		EXPECT_EQ(-ECANCELED, a.join_result); // child's status
+		EXPECT_EQ(-ECANCELED, a.after);	// level-triggered
+	});
+}
+
+// ---------------------------------------------------------------- cancel
+
+TEST(Cancel, IsLevelTriggered)
+{
+	WEFT_TEST_RUN(2, [] {
+		struct A {
+			int r[4];
+		} a{};
+		weft_task *t = weft_spawn(
+			[](void *p) -> int {
+				auto *ax = static_cast<A *>(p);
+				ax->r[0] = weft_sleep(WEFT_FOREVER);
+				ax->r[1] = weft_sleep(WEFT_MSEC(1)); // ignored once
+				ax->r[2] = weft_yield();
+				ax->r[3] = weft_checkpoint();
+				return 0;
+			},
+			&a);
+		weft_sleep(WEFT_MSEC(5));
+		EXPECT_EQ(1, weft_cancel(t));
+		EXPECT_EQ(0, weft_join(t));
+		for (int i = 0; i < 4; i++)
+			EXPECT_EQ(-ECANCELED, a.r[i]) << i;
+	});
+}
+
+TEST(Cancel, AfterFinishReturnsZero)
+{
+	WEFT_TEST_RUN(2, [] {
+		std::atomic<bool> done{ false };
+		weft_task *t = weft_spawn(
+			[](void *p) -> int {
+				static_cast<std::atomic<bool> *>(p)->store(
+					true);
+				return 4;
+			},
+			&done);
+		while (!done)
+			weft_sleep(WEFT_MSEC(1));
+		weft_sleep(WEFT_MSEC(5)); // let it complete
+		EXPECT_EQ(0, weft_cancel(t));
+		EXPECT_EQ(4, weft_join(t)); // work done is not undone
+	});
+}
+
+TEST(Cancel, FromAForeignThread)
+{
+	WEFT_TEST_RUN(2, [] {
+		weft_task *t = weft_spawn(sleep_forever, nullptr);
+		weft_sleep(WEFT_MSEC(2));
+		int r = 0;
+		std::thread th([&] { r = weft_cancel(t); });
+		th.join();
+		EXPECT_EQ(1, r);
+		EXPECT_EQ(-ECANCELED, weft_join(t));
+	});
+}
+
+TEST(Cancel, SelfCancelShowsAtNextSuspensionPoint)
+{
+	WEFT_TEST_RUN(1, [] {
+		weft_task *t = weft_spawn(
+			[](void *) -> int {
+				if (weft_cancel(weft_self()) != 1)
+					return -EINVAL;
+				if (weft_checkpoint() != -ECANCELED)
+					return -EINVAL;
+				return weft_sleep(1);
+			},
+			nullptr);
+		EXPECT_EQ(-ECANCELED, weft_join(t));
+	});
+}
+
+TEST(Cancel, NullOrReleasedHandle)
+{
+	EXPECT_EQ(-EINVAL, weft_cancel(nullptr));
+}
+
+// ---------------------------------------------------------------- yield/sleep
+
+TEST(Yield, LetsOtherTasksRun)
+{
+	WEFT_TEST_RUN(1, [] {
+		std::atomic<int> ran{ 0 };
+		weft_task *t = weft_spawn(count_once, &ran);
+		// One worker: the spawned task runs only when we yield.
+		EXPECT_EQ(0, ran.load());
+		EXPECT_EQ(0, weft_yield());
+		EXPECT_EQ(1, ran.load());
+		weft_join(t);
+	});
+}
+
+TEST(Yield, RoundRobinAmongYielders)
+{
+	WEFT_TEST_RUN(1, [] {
+		static std::vector<int> order;
+		order.clear();
+		auto body = [](void *p) -> int {
+			for (int i = 0; i < 3; i++) {
+				order.push_back((int)(intptr_t)p);
+				weft_yield();
+			}
+			return 0;
+		};
+		weft_task *a = weft_spawn(body, (void *)1);
+		weft_task *b = weft_spawn(body, (void *)2);
+		weft_join(a);
+		weft_join(b);
+		ASSERT_EQ(6u, order.size());
+		// They alternate: a yielder goes behind the other.
+		for (size_t i = 2; i < order.size(); i++)
+			EXPECT_NE(order[i], order[i - 1]) << i;
+	});
+}
+
+TEST(Sleep, NeverEarly)
+{
+	WEFT_TEST_RUN(2, [] {
+		for (uint64_t ms : { 1, 2, 5, 13 }) {
+			uint64_t t0 = weft_now();
+			EXPECT_EQ(0, weft_sleep(WEFT_MSEC(ms)));
+			EXPECT_GE(weft_now() - t0, WEFT_MSEC(ms));
+		}
+		uint64_t d = weft_now() + WEFT_MSEC(3);
+		EXPECT_EQ(0, weft_sleep_until(d));
+		EXPECT_GE(weft_now(), d);
+	});
+}
+
+TEST(Sleep, ZeroAndPastDeadlineYield)
+{
+	WEFT_TEST_RUN(1, [] {
+		std::atomic<int> ran{ 0 };
+		weft_task *t = weft_spawn(count_once, &ran);
+		EXPECT_EQ(0, weft_sleep(0));
+		EXPECT_EQ(1, ran.load());
+		weft_join(t);
+		t = weft_spawn(count_once, &ran);
+		EXPECT_EQ(0, weft_sleep_until(weft_now() - 1));
+		EXPECT_EQ(2, ran.load());
+		weft_join(t);
+	});
+}
+
+TEST(Sleep, OverflowingTimeoutMeansForever)
+{
+	// RELIABILITY E2: (uint64_t)-5 must not wrap into "expired".
+	WEFT_TEST_RUN(2, [] {
+		weft_task *t = weft_spawn(
+			[](void *) -> int { return weft_sleep((uint64_t)-5); },
+			nullptr);
+		weft_sleep(WEFT_MSEC(20));
+		EXPECT_EQ(1, weft_cancel(t)); // still sleeping
+		EXPECT_EQ(-ECANCELED, weft_join(t));
+	});
+}
+
+TEST(Sleep, ManyConcurrentSleepersWakeInOrder)
+{
+	WEFT_TEST_RUN(2, [] {
+		const int n = 2000;
+		std::vector<weft_task *> ts;
+		struct S {
+			uint64_t deadline, woke;
+		};
+		std::vector<S> s(n);
+		uint64_t base = weft_now() + WEFT_MSEC(5);
+		for (int i = 0; i < n; i++) {
+			s[i].deadline = base + WEFT_USEC((i * 7919) % 20000);
+			ts.push_back(weft_spawn(
+				[](void *p) -> int {
+					auto *sx = static_cast<S *>(p);
+					int r = weft_sleep_until(sx->deadline);
+					sx->woke = weft_now();
+					return r;
+				},
+				&s[i]));
+		}
+		for (int i = 0; i < n; i++)
+			EXPECT_EQ(0, weft_join(ts[i]));
+		for (int i = 0; i < n; i++)
+			EXPECT_GE(s[i].woke, s[i].deadline) << i;
+	});
+}
+
+// ---------------------------------------------------------------- self/names
+
+TEST(Task, SelfNameAndId)
+{
+	WEFT_TEST_RUN(1, [] {
+		char buf[64];
+		weft_task *t = weft_spawn_named(
+			"a-very-long-task-name-that-is-over-31-bytes",
+			[](void *) -> int {
+				char b[64];
+				int n = weft_task_name(nullptr, b, sizeof(b));
+				if (n != WEFT_TASK_NAME_MAX)
+					return -1;
+				if (weft_task_id(nullptr) == 0)
+					return -2;
+				return weft_self() ? 0 : -3;
+			},
+			nullptr);
+		EXPECT_EQ(WEFT_TASK_NAME_MAX,
+			  weft_task_name(t, buf, sizeof(buf)));
+		EXPECT_EQ(0, strncmp(buf, "a-very-long-task-name-that-is-o",
+				     31));
+		EXPECT_EQ(31u, strlen(buf));
+		uint64_t id = weft_task_id(t);
+		EXPECT_NE(0u, id);
+		EXPECT_NE(id, weft_task_id(nullptr));
+		EXPECT_EQ(0, weft_join(t));
+		EXPECT_EQ(0u, weft_task_id(t)); // released
+		// hostile names are copied, never formatted (RELIABILITY H7)
+		t = weft_spawn_named("%n%n%s\xff\xfe", ret_arg, nullptr);
+		EXPECT_EQ(8, weft_task_name(t, buf, sizeof(buf)));
+		EXPECT_EQ(0, memcmp(buf, "%n%n%s\xff\xfe", 9));
+		weft_join(t);
+	});
+}
+
+// ---------------------------------------------------------------- locals
+
+static std::atomic<int> dtor_calls;
+
+TEST(Local, SetGetNotInheritedDtorRuns)
+{
+	static weft_key k;
+	ASSERT_EQ(0, weft_key_create(&k, [](void *v) {
+		dtor_calls += (int)(intptr_t)v;
+	}));
+	EXPECT_EQ(-EPERM, weft_local_set(k, (void *)1));
+	EXPECT_EQ(nullptr, weft_local_get(k));
+	EXPECT_EQ(-EINVAL, weft_key_create(nullptr, nullptr));
+	dtor_calls = 0;
+	WEFT_TEST_RUN(2, [] {
+		EXPECT_EQ(0, weft_local_set(k, (void *)100));
+		weft_task *t = weft_spawn(
+			[](void *) -> int {
+				if (weft_local_get(k) != nullptr)
+					return -1; // not inherited
+				weft_local_set(k, (void *)5);
+				weft_sleep(WEFT_MSEC(1)); // may migrate
+				return weft_local_get(k) == (void *)5 ? 0 : -2;
+			},
+			nullptr);
+		EXPECT_EQ(0, weft_join(t));
+		EXPECT_EQ(5, dtor_calls.load());
+		EXPECT_EQ((void *)100, weft_local_get(k));
+		EXPECT_EQ(-EINVAL, weft_local_set(WEFT_KEYS_MAX + 3, nullptr));
+		weft_local_set(k, nullptr);
+	});
+}
+
+TEST(Local, AtMostSixteenKeys)
+{
+	pid_t pid = fork();
+	ASSERT_GE(pid, 0);
+	if (pid == 0) {
+		weft_key k;
+		int made = 0;
+		while (weft_key_create(&k, nullptr) == 0)
+			made++;
+		_exit(made <= WEFT_KEYS_MAX &&
+				      weft_key_create(&k, nullptr) == -EAGAIN ?
+			      0 :
+			      1);
+	}
+	int st = 0;
+	ASSERT_EQ(pid, waitpid(pid, &st, 0));
+	EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+// ---------------------------------------------------------------- migration
+
+TEST(Migration, TasksRunOnEveryWorkerAndSeeTheirState)
+{
+	// A task resumed on another worker must see that worker's state:
+	// weft_worker_index() and the thread agree after every switch.
+	WEFT_TEST_RUN(2, [] {
+		static std::atomic<pthread_t> thread_of[2];
+		static std::atomic<int> mism{ 0 }, seen_mask{ 0 },
+			migrated{ 0 };
+		thread_of[0] = thread_of[1] = 0;
+		std::vector<weft_task *> ts;
+		for (int i = 0; i < 64; i++)
+			ts.push_back(weft_spawn(
+				[](void *) -> int {
+					int first = weft_worker_index();
+					for (int k = 0; k < 50; k++) {
+						int w = weft_worker_index();
+						pthread_t me = pthread_self();
+						pthread_t exp = 0;
+						if (!thread_of[w]
+							     .compare_exchange_strong(
+								     exp, me) &&
+						    exp != me)
+							mism++;
+						seen_mask |= 1 << w;
+						if (w != first)
+							migrated++;
+						volatile double x = 0;
+						for (int j = 0; j < 2000; j++)
+							x += j;
+						weft_sleep(WEFT_USEC(50));
+					}
+					return 0;
+				},
+				nullptr));
+		for (auto *t : ts)
+			weft_join(t);
+		EXPECT_EQ(0, mism.load());
+		EXPECT_EQ(3, seen_mask.load()); // both workers ran tasks
+		EXPECT_GT(migrated.load(), 0);	// some task moved
+	});
+}
+
+TEST(Migration, PinnedTaskNeverLeavesItsWorker)
+{
+	WEFT_TEST_RUN(2, [] {
+		static std::atomic<int> moved{ 0 };
+		std::vector<weft_task *> ts;
+		weft_spawn_opts o{};
+		o.flags = WEFT_SPAWN_PINNED;
+		o.name = "pinned";
+		for (int i = 0; i < 16; i++) {
+			weft_task *t;
+			ASSERT_EQ(0, weft_spawn_ex(
+					     &t, &o,
+					     [](void *) -> int {
+						     int w = weft_worker_index();
+						     for (int k = 0; k < 200;
+							  k++) {
+							     if (k % 3)
+								     weft_yield();
+							     else
+								     weft_sleep(WEFT_USEC(
+									     20));
+							     if (weft_worker_index() !=
+								 w)
+								     moved++;
+						     }
+						     return 0;
+					     },
+					     nullptr));
+			ts.push_back(t);
+		}
+		// unpinned load to make the other worker steal
+		for (int i = 0; i < 64; i++)
+			ts.push_back(weft_spawn(
+				[](void *) -> int {
+					for (int k = 0; k < 100; k++)
+						weft_yield();
+					return 0;
+				},
+				nullptr));
+		for (auto *t : ts)
+			EXPECT_EQ(0, weft_join(t));
+		EXPECT_EQ(0, moved.load());
+	});
+}
+
+// ---------------------------------------------------------------- stacks
+
+TEST(Stack, PerSpawnStackSize)
+{
+	WEFT_TEST_RUN(1, [] {
+		weft_spawn_opts o{};
+		o.stack_size = 4 << 20; // 4 MiB: deep recursion fits
+		weft_task *t;
+		ASSERT_EQ(0, weft_spawn_ex(
+				     &t, &o,
+				     [](void *) -> int {
+					     volatile char big[2 << 20];
+					     big[0] = 1;
+					     big[sizeof(big) - 1] = 1;
+					     return big[0] + big[sizeof(big) - 1];
+				     },
+				     nullptr));
+		EXPECT_EQ(2, weft_join(t));
+	});
+}
+
+// ---------------------------------------------------------------- ENOMEM
+
+#ifdef WEFT_TEST_HOOKS
+TEST(Task, AllocationFailureIsReportedAndRecovers)
+{
+	// RELIABILITY B1 (spawn): with the allocator failing, spawn returns
+	// NULL/ENOMEM, fn never runs for those, every successful spawn runs
+	// exactly once, and the runtime works again afterwards.
+	WEFT_TEST_RUN(1, [] {
+		std::atomic<int> ran{ 0 };
+		std::vector<weft_task *> ok;
+		int failed = 0;
+		weft_test_fail_alloc_after(0);
+		for (int i = 0; i < 500; i++) {
+			errno = 0;
+			weft_task *t = weft_spawn(count_once, &ran);
+			if (t)
+				ok.push_back(t);
+			else {
+				EXPECT_EQ(ENOMEM, errno);
+				failed++;
+			}
+		}
+		weft_test_fail_alloc_after(-1);
+		EXPECT_GT(failed, 0);
+		for (auto *t : ok)
+			EXPECT_EQ(0, weft_join(t));
+		EXPECT_EQ((int)ok.size(), ran.load());
+		weft_task *t = weft_spawn(count_once, &ran);
+		ASSERT_NE(nullptr, t);
+		weft_join(t);
+	});
+}
+
+TEST(Runtime, NewFailsCleanlyAtEveryAllocation)
+{
+	// Seastar-style: fail the i-th allocation until runtime_new works.
+	for (long i = 0; i < 200; i++) {
+		weft_runtime *rt = nullptr;
+		weft_test_fail_alloc_after(i);
+		int r = weft_runtime_new(&rt, nullptr);
+		weft_test_fail_alloc_after(-1);
+		if (r == 0) {
+			EXPECT_EQ(0, weft_block_on(rt, ret_arg, nullptr));
+			EXPECT_EQ(0, weft_runtime_free(rt));
+			return;
+		}
+		EXPECT_EQ(-ENOMEM, r);
+	}
+	FAIL() << "runtime_new never succeeded";
+}
+#endif
+
+// ---------------------------------------------------------------- regressions
+
+struct Rendezvous {
+	std::atomic<int> arrived{ 0 };
+	std::atomic<int> met{ 0 };
+};
+
+static int spin_until_both(void *p)
+{
+	auto *r = static_cast<Rendezvous *>(p);
+	r->arrived++;
+	uint64_t end = weft_now() + WEFT_SEC(5);
+	while (r->arrived.load() < 2 && weft_now() < end)
+		; // no suspension: the other task needs the other worker
+	if (r->arrived.load() >= 2)
+		r->met++;
+	return 0;
+}
+
+TEST(Regress, SearcherThatFoundInjectedWorkStopsSearching)
+{
+	// Symptom: a worker woken as a searcher that took its work from the
+	// injection queue (not by stealing) stayed counted in nsearching
+	// forever, so weft__notify() never woke the other, parked worker
+	// and every task of the program ran on one worker. Invariant: two
+	// tasks that spin until both run must meet, on a fresh runtime whose
+	// first task arrives through the injection queue.
+	for (int round = 0; round < 20; round++) {
+		Rendezvous r;
+		weft_config cfg{};
+		cfg.workers = 2;
+		weft_runtime *rt;
+		ASSERT_EQ(0, weft_runtime_new(&rt, &cfg));
+		usleep(2000); // let both workers park
+		ASSERT_EQ(0, weft_block_on(
+				     rt,
+				     [](void *p) -> int {
+					     weft_task *a = weft_spawn(
+						     spin_until_both, p);
+					     weft_task *b = weft_spawn(
+						     spin_until_both, p);
+					     weft_join(a);
+					     weft_join(b);
+					     return 0;
+				     },
+				     &r));
+		EXPECT_EQ(2, r.met.load()) << "round " << round;
+		EXPECT_EQ(0, weft_runtime_free(rt));
+	}
+}
