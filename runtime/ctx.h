@@ -38,7 +38,7 @@
  * made context starts with the control state of whoever called
  * weft__ctx_make(), as a new thread inherits its creator's.
  *
- * Dropped: ucontext (a sigprocmask syscall per switch; ~100x slower) and
+ * Dropped: ucontext (swapcontext makes a sigprocmask syscall each time) and
  * a separate "first switch" entry in assembly (the trampoline plus the
  * first swap cost nothing extra and keep one code path).
  *

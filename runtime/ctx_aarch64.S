@@ -23,6 +23,11 @@
  * which ends frame-record walks; the trampoline marks x30 undefined for
  * CFI unwinders.
  *
+ * The swap returns with "ret" although the return predictor then guesses
+ * wrong (x86-64 uses "pop; jmp" for that reason): a "br x30" would need a
+ * BTI landing pad at every return address. Untested on hardware here;
+ * assembled with aarch64-linux-gnu-gcc 12 and run under qemu-aarch64.
+ *
  * BTI: entry points start with "hint #34" (bti c; a NOP on cores without
  * BTI). The trampoline is reached by "ret", which BTI does not check. The
  * BTI property note is emitted when the compiler builds with BTI

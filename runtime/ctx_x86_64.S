@@ -21,8 +21,8 @@
  * in one fiber must not change another's rounding). The vector registers
  * are all caller-saved on SysV.
  *
- * Cost (measured, 2.5 GHz Xeon VM, -O2): ~9 ns a switch; with a plain
- * "ret" and unconditional ldmxcsr/fldcw it was ~28 ns. Two choices:
+ * Cost (measured: 2.5 GHz Xeon VM, -O2, 10M round trips, pinned): about
+ * 4 ns a switch; ending with "ret" instead made it 14-20 ns. Two choices:
  *   - the swap ends with "pop %rcx; jmp *%rcx", not "ret": the CPU's
  *     return-stack predictor always guesses the caller of this very swap
  *     (the other context), so every "ret" mispredicted; the indirect
@@ -30,9 +30,11 @@
  *     same.) "notrack" keeps the jump legal under IBT, where the target, a
  *     return address, has no endbr64.
  *   - MXCSR and the CW are loaded only when their control bits differ
- *     from the suspending context's: ldmxcsr stalls the pipeline behind
- *     that indirect jump (~80 ns a switch when unconditional). MXCSR status
- *     flags (bits 0-5) are caller-saved in the ABI and not compared.
+ *     from the suspending context's, so the common case pays a compare
+ *     instead of LDMXCSR/FLDCW, which serialize on some cores (no
+ *     difference measured on an idle machine here; one loaded run showed
+ *     80+ ns with them). MXCSR status flags (bits 0-5) are caller-saved in
+ *     the ABI and not compared.
  *
  * Alignment: a made context enters the trampoline with rsp % 16 == 0, so
  * its "call weft__ctx_start" gives the callee the ABI's rsp % 16 == 8.

@@ -76,17 +76,19 @@
  * The WEFT_TSAN variant. ThreadSanitizer does not model standalone fences,
  * so with the production orderings it would not see that a push
  * happens-before the steal of that item, and would report races on the
- * item's contents far from this file. In a WEFT_TSAN build (defined by the
- * tsan preset, and here whenever the compiler says it instruments for
- * TSan) each fence + relaxed pair becomes one stronger operation, which
- * gives at least the same guarantees: push publishes bottom with a release
- * store; take stores bottom and loads top seq_cst; steal loads top and
- * bottom seq_cst. The swap lives in the three helpers below, so each
- * function body is the same in both builds. The production variant stays
- * covered by tests/model/deque.pml (spin, sequentially consistent) and by
- * the table above.
+ * item's contents far from this file (it does: the threaded cases of
+ * tests/deque_test.cc report them when built that way; gcc also warns,
+ * -Wtsan). In a WEFT_TSAN build (defined by the tsan preset, and here
+ * whenever the compiler says it instruments for TSan) each fence + relaxed
+ * pair becomes one stronger operation, which gives at least the same
+ * guarantees: push publishes bottom with a release store; take stores
+ * bottom and loads top seq_cst; steal loads top and bottom seq_cst. The
+ * swap lives in the three helpers below, so each function body is the same
+ * in both builds. The production variant stays covered by
+ * tests/model/deque.pml (spin, sequentially consistent) and by the table
+ * above. No TSan suppression is needed or wanted.
  *
- * Designs tried and dropped
+ * Designs considered and dropped
  *  - One CAS for a whole steal_half batch (Go's runqsteal, Tokio's
  *    steal_into): wrong with Chase-Lev's CAS-free take; see steal_half().
  *    Those queues pay for it with a CAS in every owner pop.
@@ -131,7 +133,8 @@ static inline int64_t reserve_bottom(struct weft__deque *d, int64_t b)
 static inline int64_t load_top_bottom(struct weft__deque *d, int64_t *b)
 {
 	/* acquire: pairs with the seq_cst CAS of top in steal_one(),
-	 * weft__deque_take() and weft__deque_take_top() */
+	 * weft__deque_take() and weft__deque_take_top(); the fence below
+	 * would do as much, kept as in the paper */
 	int64_t t = atomic_load_explicit(&d->top, memory_order_acquire);
 
 	/* seq_cst: pairs with the seq_cst fence in reserve_bottom() */

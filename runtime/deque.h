@@ -76,7 +76,7 @@ struct weft__deque {
 enum {
 	WEFT__STEAL_EMPTY = 0, /* nothing to steal (as seen at the call) */
 	WEFT__STEAL_ABORT = 1, /* lost a race for the top item; try again */
-	WEFT__STEAL_OK = 2,    /* *out holds the oldest item */
+	WEFT__STEAL_OK = 2, /* *out holds the oldest item */
 };
 
 /**
@@ -170,7 +170,9 @@ size_t weft__deque_steal_half(struct weft__deque *victim,
  *
  * For spilling half of a full deque to the global injection queue. One CAS
  * claims the whole batch: that is safe here (unlike in steal_half) because
- * the caller is the owner, so nobody moves bottom during the call.
+ * the caller is the owner, so nobody moves bottom during the call. With
+ * @max >= 1 the next push succeeds: 0 is returned only for an empty deque,
+ * and k items taken leave k free slots (thieves only add room).
  *
  * Context: owner only; never blocks.
  * Return: how many items were written to @out (0 if empty or @max is 0).

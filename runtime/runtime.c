@@ -210,6 +210,10 @@ WEFT_API int weft_runtime_new(weft_runtime **out, const weft_config *in)
 	rt->cfg = cfg;
 	rt->nworkers = cfg.workers;
 	rt->stack_size = cfg.stack_size;
+	{
+		const char *e = getenv("WEFT_INLINE_JOIN");
+		rt->inline_join = !(e && strcmp(e, "0") == 0);
+	}
 	pthread_mutex_init(&rt->inject_lock, NULL);
 	pthread_mutex_init(&rt->idle_lock, NULL);
 	pthread_mutex_init(&rt->reg_lock, NULL);
@@ -335,7 +339,10 @@ WEFT_API int weft_runtime_free(weft_runtime *h)
 		 * has left. */
 		pthread_join(rt->workers[i]->thread, NULL);
 	}
-	while (atomic_load_explicit(&rt->blockers, memory_order_acquire))
+	/* Callers that overlapped the drain (they saw DRAINING and are on
+	 * their way out) still read rt: wait for them before freeing. */
+	while (atomic_load_explicit(&rt->blockers, memory_order_acquire) ||
+	       atomic_load_explicit(&rt->entering, memory_order_acquire))
 		sched_yield();
 	if (weft__debug_enabled()) {
 		struct unjoined u = { 0 };

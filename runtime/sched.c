@@ -126,24 +126,67 @@ struct weft__task *weft__inject_pop_batch(struct weft__runtime *rt, size_t max)
 
 /* ------------------------------------------------------------ local */
 
-void weft__deque_push_or_spill(struct weft__worker *w, struct weft__task *t)
+/*
+ * Push @item (a task, or a tagged fresh task) to w's deque; when it is full
+ * move the older half to the injection queue first. A fresh entry whose
+ * task was meanwhile run inline by its joiner is a tombstone: it is dropped
+ * here with its reference instead of moving.
+ */
+void weft__deque_push_or_spill(struct weft__worker *w, void *item)
 {
 	void *batch[WEFT__DEQUE_CAP / 2];
-	size_t n, i;
+	struct weft__task *head = NULL, *tail = NULL;
+	size_t n, i, moved = 0;
 
-	atomic_store_explicit(&t->fair_tick, w->tick, memory_order_relaxed);
-	if (WEFT__LIKELY(weft__deque_push(&w->dq, t)))
+	atomic_store_explicit(&weft__item_task(item)->fair_tick, w->tick,
+			      memory_order_relaxed);
+	if (WEFT__LIKELY(weft__deque_push(&w->dq, item)))
 		return;
-	/* Full: move the older half to the injection queue, then push. */
 	n = weft__deque_take_top(&w->dq, batch, WEFT__ARRAY_SIZE(batch));
-	if (n) {
-		for (i = 0; i + 1 < n; i++)
-			((struct weft__task *)batch[i])->next = batch[i + 1];
-		((struct weft__task *)batch[n - 1])->next = NULL;
-		inject_push_list(w->rt, batch[0], batch[n - 1], n);
+	for (i = 0; i < n; i++) {
+		struct weft__task *t = weft__item_task(batch[i]);
+		if ((uintptr_t)batch[i] & WEFT__ITEM_FRESH) {
+			int exp = WEFT__RC_DEQUE;
+			if (!atomic_compare_exchange_strong_explicit(
+				    &t->run_claim, &exp, WEFT__RC_INJECT,
+				    memory_order_acq_rel,
+				    memory_order_acquire)) {
+				weft__task_put(t, 1); /* tombstone */
+				continue;
+			}
+		}
+		t->next = NULL;
+		if (tail)
+			tail->next = t;
+		else
+			head = t;
+		tail = t;
+		moved++;
 	}
-	if (!weft__deque_push(&w->dq, t))
+	if (moved)
+		inject_push_list(w->rt, head, tail, moved);
+	if (!weft__deque_push(&w->dq, item)) {
+		struct weft__task *t = weft__item_task(item);
+		if ((uintptr_t)item & WEFT__ITEM_FRESH) {
+			int exp = WEFT__RC_DEQUE;
+			if (!atomic_compare_exchange_strong(&t->run_claim, &exp,
+							    WEFT__RC_INJECT)) {
+				weft__task_put(t, 1);
+				return;
+			}
+		}
 		weft__inject_push(w->rt, t);
+	}
+}
+
+/* A freshly spawned task of this worker: its tagged entry goes to the
+ * deque, where a thief, the owner or its joiner (inline) may start it. */
+void weft__ready_fresh(struct weft__worker *w, struct weft__task *t)
+{
+	atomic_store_explicit(&t->state, WEFT__TASK_RUNNABLE,
+			      memory_order_relaxed);
+	weft__deque_push_or_spill(w, weft__item_fresh(t));
+	weft__notify(w->rt);
 }
 
 static void pin_append(struct weft__worker *w, struct weft__task *t)

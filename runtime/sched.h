@@ -86,6 +86,29 @@ enum weft__switch_reason {
 	WEFT__SW_EXIT,	   /* fn returned: free the stack, complete */
 };
 
+/*
+ * run_claim: a fresh (never started) task may be started by a worker that
+ * pops its queue entry, or run inline by its joiner (task.c). Exactly one
+ * CAS to RC_RUN wins; a loser's queue entry is a tombstone, dropped with
+ * the reference it holds. Fresh deque entries are tagged (bit 0 of the
+ * item); a fresh task in the injection queue has RC_INJECT and is never
+ * run inline (its intrusive link is in use).
+ */
+#define WEFT__RC_DEQUE 0
+#define WEFT__RC_INJECT 2
+#define WEFT__RC_RUN 1
+#define WEFT__ITEM_FRESH ((uintptr_t)1)
+
+static inline void *weft__item_fresh(struct weft__task *t)
+{
+	return (void *)((uintptr_t)t | WEFT__ITEM_FRESH);
+}
+
+static inline struct weft__task *weft__item_task(void *item)
+{
+	return (struct weft__task *)((uintptr_t)item & ~WEFT__ITEM_FRESH);
+}
+
 /* join_word: joiner task pointer | these low bits */
 #define WEFT__J_DONE 1u	  /* fn returned (set once, from the scheduler) */
 #define WEFT__J_CANCEL 2u /* weft_cancel() recorded */
@@ -116,6 +139,12 @@ struct weft__task {
 	int switch_reason;		/* WEFT__SW_*, read by the scheduler */
 	_Atomic int state;		/* WEFT__TASK_*, informational */
 	_Atomic bool started;		/* has a stack: ran at least once */
+	_Atomic int run_claim;		/* WEFT__RC_*: who starts a fresh task */
+	bool stack_borrowed;		/* running inline on its joiner's stack */
+	struct weft__task *inline_host;	/* the joiner whose stack it runs on */
+	_Atomic(struct weft__task *) hosting; /* child running inline on ours */
+	uint64_t inherited_deadline_ns;	/* hosts' deadlines (inline run) */
+	uint32_t locals_mask;		/* bit k: locals[k] was set */
 	_Atomic uint64_t fair_tick;	/* worker tick when queued (fairness) */
 
 	struct weft__timer timer;	/* deadline of the current wait */
@@ -226,6 +255,7 @@ struct weft__runtime {
 	_Atomic unsigned entering;	/* submit/block_on entries racing free */
 
 	struct weft__stack_pool stacks;
+	bool inline_join;		/* env WEFT_INLINE_JOIN=0 turns it off */
 };
 
 /* ---------------------------------------------------------------- calls */
@@ -242,8 +272,44 @@ int weft__wait_park(struct weft__task *t, struct weft__wait *wt);
 int weft__wait_try_claim(struct weft__task *t, uint64_t word, unsigned reason);
 bool weft__wait_claim(struct weft__task *t, uint64_t word, unsigned reason);
 void weft__wait_publish(struct weft__worker *w, struct weft__task *t);
-int weft__pending_error(struct weft__task *t);
-bool weft__task_cancel_pending(const struct weft__task *t);
+int weft__pending_error_slow(struct weft__task *t);
+
+/*
+ * weft__task_cancel_pending() - Is @t's cancellation visible to it now?
+ * seq_cst: Dekker with weft__task_cancel_internal() (see
+ * weft__wait_prepare()). A host's cancellation is copied into a child
+ * running inline on its stack (task.c), so one load does.
+ * Context: @t's own task (shield_depth is its own).
+ */
+static inline bool weft__task_cancel_pending(const struct weft__task *t)
+{
+	return !t->shield_depth &&
+	       (atomic_load_explicit(&t->join_word, memory_order_seq_cst) &
+		WEFT__J_CANCEL);
+}
+
+/* The deadline a wait of @t must arm: its scopes' and, when it runs
+ * inline on a joiner's stack, its hosts'. */
+static inline uint64_t weft__wait_deadline(const struct weft__task *t)
+{
+	return t->scope_deadline_ns < t->inherited_deadline_ns ?
+		       t->scope_deadline_ns :
+		       t->inherited_deadline_ns;
+}
+
+/*
+ * weft__pending_error() - The level-triggered check at the start of every
+ * suspension point: -ECANCELED, -ETIMEDOUT (an own scope's deadline passed),
+ * or 0. A host's deadline passing cancels an inline child (-ECANCELED).
+ * Context: @t's own task; never suspends.
+ */
+static inline int weft__pending_error(struct weft__task *t)
+{
+	if (WEFT__LIKELY(!weft__task_cancel_pending(t) &&
+			 weft__wait_deadline(t) == UINT64_MAX))
+		return 0;
+	return weft__pending_error_slow(t);
+}
 
 /* sched.c */
 void weft__task_ready(struct weft__task *t);
@@ -255,7 +321,9 @@ void weft__notify(struct weft__runtime *rt);
 void weft__wake_worker(struct weft__worker *w);
 void weft__wake_all(struct weft__runtime *rt);
 void weft__futex_wake_all(_Atomic uint32_t *addr);
-void weft__deque_push_or_spill(struct weft__worker *w, struct weft__task *t);
+void weft__deque_push_or_spill(struct weft__worker *w, void *item);
+void weft__ready_fresh(struct weft__worker *w, struct weft__task *t);
+int weft__wait_error(struct weft__task *t, int reason);
 
 /* worker.c */
 void *weft__worker_main(void *arg);
@@ -267,6 +335,7 @@ void weft__timer_disarm(struct weft__task *t);
 struct weft__task *weft__task_alloc(struct weft__runtime *rt,
 				    struct weft__worker *w);
 void weft__task_put(struct weft__task *t, uint32_t n);
+void weft__owner_release(struct weft__task *t);
 void weft__task_complete(struct weft__worker *w, struct weft__task *t);
 void weft__task_entry(void *arg) __attribute__((noreturn));
 struct weft__task *weft__handle_decode(const weft_task *h);

@@ -31,8 +31,9 @@
  *
  * Guards. madvise(MADV_GUARD_INSTALL) (Linux 6.13+) marks the guard in
  * the page tables without splitting the VMA, so guards do not count
- * against vm.max_map_count. On older kernels it fails with EINVAL, and
- * from then on every guard is mprotect(PROT_NONE): each stack then costs
+ * against vm.max_map_count. On older kernels it fails with EINVAL (and
+ * under qemu-user it "succeeds" doing nothing: the first guard is probed),
+ * and from then on every guard is mprotect(PROT_NONE): each stack then costs
  * two VMAs and vm.max_map_count (65530 by default) caps live stacks near
  * 32k; when mprotect fails with ENOMEM we say so once, naming the sysctl,
  * and weft__stack_get() fails with ENOMEM.
@@ -90,6 +91,7 @@
 #include "stack.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -110,8 +112,9 @@
 #define ALTSTACK_MIN ((size_t)64 << 10)
 
 enum guard_mode {
-	GUARD_MADVISE = 0, /* try MADV_GUARD_INSTALL first */
-	GUARD_MPROTECT = 1, /* the kernel said EINVAL once */
+	GUARD_UNKNOWN = 0, /* try MADV_GUARD_INSTALL, then check it works */
+	GUARD_MADVISE = 1, /* MADV_GUARD_INSTALL works */
+	GUARD_MPROTECT = 2, /* it failed with EINVAL, or was ignored */
 };
 
 static size_t page_bytes; /* set once by page_size(); __atomic relaxed */
@@ -143,16 +146,47 @@ bool weft__stack_in_guard(const struct weft__stack *s, const void *addr)
 	return a < lo && lo - a <= weft__stack_guard_size();
 }
 
+/*
+ * Does the guard just installed at @addr fault? Some emulators accept any
+ * madvise() advice and ignore it (qemu-user 7.2 does), which would leave
+ * every stack unguarded. Writing a byte from it into a pipe makes the
+ * kernel (or the emulator) read it: EFAULT instead of a signal. If no pipe
+ * can be made, trust the kernel. Runs once per process.
+ */
+static bool guard_works(void *addr)
+{
+	int fds[2];
+	ssize_t n;
+
+	if (pipe2(fds, O_CLOEXEC) != 0)
+		return true;
+	n = write(fds[1], addr, 1);
+	close(fds[0]);
+	close(fds[1]);
+	return n != 1;
+}
+
 /* Make [addr, addr + len) inaccessible. Return 0 or -errno. */
 static int install_guard(void *addr, size_t len)
 {
-	if (__atomic_load_n(&guard_mode, __ATOMIC_RELAXED) == GUARD_MADVISE) {
-		if (madvise(addr, len, MADV_GUARD_INSTALL) == 0)
-			return 0;
-		/* EINVAL: kernel before 6.13 (or a VMA it refuses) */
-		if (errno != EINVAL)
+	int mode = __atomic_load_n(&guard_mode, __ATOMIC_RELAXED);
+
+	if (mode != GUARD_MPROTECT) {
+		if (madvise(addr, len, MADV_GUARD_INSTALL) == 0) {
+			if (mode == GUARD_MADVISE)
+				return 0;
+			mode = guard_works(addr) ? GUARD_MADVISE :
+						   GUARD_MPROTECT;
+			__atomic_store_n(&guard_mode, mode, __ATOMIC_RELAXED);
+			if (mode == GUARD_MADVISE)
+				return 0;
+		} else if (errno == EINVAL) {
+			/* kernel before 6.13 (or a VMA it refuses) */
+			__atomic_store_n(&guard_mode, GUARD_MPROTECT,
+					 __ATOMIC_RELAXED);
+		} else {
 			return -errno;
-		__atomic_store_n(&guard_mode, GUARD_MPROTECT, __ATOMIC_RELAXED);
+		}
 	}
 	if (mprotect(addr, len, PROT_NONE) == 0)
 		return 0;
@@ -190,9 +224,13 @@ static int size_slot(size_t size, size_t *usable, size_t *slot)
 
 	if (size < WEFT__STACK_MIN_SIZE)
 		size = WEFT__STACK_MIN_SIZE;
+	if (size > WEFT__STACK_MAX_SIZE)
+		return -EINVAL;
+	/* The sanitizer scale may push a valid size past the maximum: clamp
+	 * (the caller asked for at most WEFT__STACK_MAX_SIZE usable bytes). */
 	if (__builtin_mul_overflow(size, (size_t)WEFT__STACK_SCALE, &u) ||
 	    u > WEFT__STACK_MAX_SIZE)
-		return -EINVAL;
+		u = WEFT__STACK_MAX_SIZE;
 	if (__builtin_add_overflow(u, HDR_BYTES + page - 1, &total))
 		return -EINVAL;
 	total &= ~(page - 1);
@@ -484,7 +522,11 @@ void weft__stack_cache_flush(struct weft__stack_pool *p,
 
 /* ---- overflow reporter --------------------------------------------------- */
 
-/* Initial-exec: the handler must not trigger a lazy TLS allocation. */
+/*
+ * Initial-exec: the handler must not trigger a lazy TLS allocation. (So
+ * libweft.so uses static TLS: loading it late with dlopen() relies on
+ * glibc's small static-TLS reserve, which one pointer fits easily.)
+ */
 static __thread const struct weft__overflow_info *cur_info
 	__attribute__((tls_model("initial-exec")));
 

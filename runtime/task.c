@@ -218,6 +218,12 @@ static void task_init(struct weft__task *t, struct weft__runtime *rt,
 	t->status = 0;
 	t->stack = NULL;
 	atomic_store_explicit(&t->started, false, memory_order_relaxed);
+	atomic_store_explicit(&t->run_claim, WEFT__RC_DEQUE,
+			      memory_order_relaxed);
+	atomic_store_explicit(&t->hosting, NULL, memory_order_relaxed);
+	t->inline_host = NULL;
+	t->stack_borrowed = false;
+	t->inherited_deadline_ns = UINT64_MAX;
 	atomic_store_explicit(&t->refs, 2, memory_order_relaxed);
 	atomic_store_explicit(&t->flags, 0, memory_order_relaxed);
 	atomic_store_explicit(&t->join_word,
@@ -233,7 +239,10 @@ static void task_init(struct weft__task *t, struct weft__runtime *rt,
 	t->spawn_flags = 0;
 	t->stack_size = 0;
 	t->next = NULL;
-	memset(t->locals, 0, sizeof(t->locals));
+	if (t->locals_mask) {
+		memset(t->locals, 0, sizeof(t->locals));
+		t->locals_mask = 0;
+	}
 	if (name) {
 		size_t n = strnlen(name, WEFT_TASK_NAME_MAX);
 		memcpy(t->name, name, n);
@@ -288,7 +297,7 @@ WEFT_API int weft_spawn_ex(weft_task **out, const weft_spawn_opts *o,
 	}
 	count_spawn(w->rt, w, t);
 	*out = weft__handle_encode(t);
-	weft__ready_local(w, t, false);
+	weft__ready_fresh(w, t);
 	return 0;
 }
 
@@ -329,6 +338,10 @@ struct weft__task *weft__spawn_foreign(struct weft__runtime *rt, weft_fn fn,
 				      memory_order_relaxed);
 	}
 	count_spawn(rt, NULL, t);
+	/* Fresh in the injection queue: never run inline (its link is in
+	 * use); inject_item() re-tags it when a worker takes it. */
+	atomic_store_explicit(&t->run_claim, WEFT__RC_INJECT,
+			      memory_order_relaxed);
 	weft__task_ready(t);
 	return t;
 }
@@ -340,29 +353,49 @@ typedef void (*weft__local_dtor_fn)(void *);
 static _Atomic(weft__local_dtor_fn) local_dtors[WEFT_KEYS_MAX];
 static _Atomic unsigned nkeys;
 
-void weft__task_entry(void *arg)
+/* After fn returned, in the task: task-local destructors, scope check. */
+static void task_finish(struct weft__task *t)
 {
-	struct weft__task *t = arg;
-
-	t->status = t->fn(t->arg);
-	/* Task-local destructors run in the task, after fn. */
-	for (unsigned k = 0; k < WEFT_KEYS_MAX; k++) {
+	while (t->locals_mask) {
+		unsigned k = (unsigned)__builtin_ctz(t->locals_mask);
 		void *v = t->locals[k];
 		weft__local_dtor_fn d = atomic_load_explicit(
 			&local_dtors[k], memory_order_acquire);
-		if (v && d) {
-			t->locals[k] = NULL;
-			d(v);
-		}
+		t->locals_mask &= ~(1u << k);
+		t->locals[k] = NULL;
+		if (v && d)
+			d(v); /* may set other locals: the loop sees them */
 	}
 	if (t->scope_top) {
 		weft__report("task '%s' returned with a cancel scope still "
 			     "open", t->name);
 		t->scope_top = NULL;
 	}
+}
+
+void weft__task_entry(void *arg)
+{
+	struct weft__task *t = arg;
+
+	t->status = t->fn(t->arg);
+	task_finish(t);
 	t->switch_reason = WEFT__SW_EXIT;
 	struct weft__worker *w = weft__worker_current();
 	weft__ctx_switch_final(&t->ctx, &w->sched_ctx);
+}
+
+static void count_completion(struct weft__worker *w, struct weft__runtime *rt)
+{
+	atomic_store_explicit(&w->stats.completed,
+			      atomic_load_explicit(&w->stats.completed,
+						   memory_order_relaxed) + 1,
+			      memory_order_release);
+	if (atomic_load_explicit(&rt->state, memory_order_acquire) !=
+	    WEFT__RT_RUNNING) {
+		atomic_fetch_add_explicit(&rt->drain_word, 1,
+					  memory_order_release);
+		weft__futex_wake_all(&rt->drain_word);
+	}
 }
 
 void weft__task_complete(struct weft__worker *w, struct weft__task *t)
@@ -382,17 +415,83 @@ void weft__task_complete(struct weft__worker *w, struct weft__task *t)
 		if (weft__wait_try_claim(joiner, seq, WEFT__WAKE_SOURCE) == 2)
 			weft__ready_local(w, joiner, true);
 	}
-	atomic_store_explicit(&w->stats.completed,
-			      atomic_load_explicit(&w->stats.completed,
-						   memory_order_relaxed) + 1,
-			      memory_order_release);
-	if (atomic_load_explicit(&rt->state, memory_order_acquire) !=
-	    WEFT__RT_RUNNING) {
-		atomic_fetch_add_explicit(&rt->drain_word, 1,
-					  memory_order_release);
-		weft__futex_wake_all(&rt->drain_word);
-	}
+	count_completion(w, rt);
 	weft__task_put(t, 1);
+}
+
+/*
+ * Joiner-side inline run (help-first join, as TBB's wait runs tasks): when
+ * the owner joins a child that no worker has started, it claims the child
+ * (RC_DEQUE -> RC_RUN) and calls fn directly on its own stack: no stack to
+ * fetch, no switch, no queue. The child is a full task meanwhile:
+ * weft_self(), task-locals and its cancellation are its own; if it
+ * suspends, the whole stack (the joiner's frames below it) suspends with
+ * it and may resume on another worker. The joiner's cancellation and
+ * deadlines reach it: a cancellation is copied into it (at the start, or
+ * by weft__task_cancel_internal() through hosting, which also ends a wait
+ * in progress), and the joiner's deadline is inherited
+ * (inherited_deadline_ns, weft__pending_error()). The child's queue entry becomes a
+ * tombstone holding the reference the running task would hold; whoever
+ * pops it drops it.
+ *
+ * Eligible: unpinned children spawned with the default stack size, when at
+ * least 3/4 of a default stack is free below the joiner's frame (the
+ * child's guaranteed stack; spawn with an explicit stack_size to always
+ * get a fresh stack of that size).
+ */
+static bool try_run_inline(struct weft__task *host, struct weft__task *c)
+{
+	struct weft__runtime *rt = host->rt;
+	uintptr_t sp = (uintptr_t)__builtin_frame_address(0);
+	int exp = WEFT__RC_DEQUE;
+
+	if ((c->spawn_flags & WEFT_SPAWN_PINNED) || c->stack_size ||
+	    !host->stack || !rt->inline_join ||
+	    sp - (uintptr_t)host->stack->lo < rt->stacks.default_size / 4 * 3)
+		return false;
+	if (atomic_load_explicit(&c->run_claim, memory_order_relaxed) != exp ||
+	    !atomic_compare_exchange_strong_explicit(&c->run_claim, &exp,
+						     WEFT__RC_RUN,
+						     memory_order_acq_rel,
+						     memory_order_relaxed))
+		return false;
+
+	struct weft__worker *w = weft__worker_current();
+	uint64_t hd = weft__wait_deadline(host);
+
+	c->stack = host->stack;
+	c->stack_borrowed = true;
+	c->ctx = host->ctx; /* tool state of the stack (sp is rewritten) */
+	c->pinned_to = host->pinned_to;
+	c->inline_host = host;
+	c->inherited_deadline_ns = hd;
+	atomic_store_explicit(&c->started, true, memory_order_relaxed);
+	/* seq_cst: Dekker with weft__task_cancel_internal(host), which sets
+	 * J_CANCEL and then reads hosting: either it sees c and cancels it,
+	 * or we see its J_CANCEL here and copy it into c. */
+	atomic_store_explicit(&host->hosting, c, memory_order_seq_cst);
+	if (weft__task_cancel_pending(host))
+		atomic_fetch_or_explicit(&c->join_word, WEFT__J_CANCEL,
+					 memory_order_seq_cst);
+	atomic_store_explicit(&c->state, WEFT__TASK_RUNNING,
+			      memory_order_relaxed);
+	w->current = c;
+
+	c->status = c->fn(c->arg);
+	task_finish(c);
+
+	w = weft__worker_current(); /* c may have migrated, with our stack */
+	w->current = host;
+	atomic_store_explicit(&host->hosting, NULL, memory_order_seq_cst);
+	c->inline_host = NULL;
+	c->stack = NULL;
+	c->stack_borrowed = false;
+	atomic_store_explicit(&c->state, WEFT__TASK_DONE, memory_order_relaxed);
+	/* Only the owner (us) joins: nobody to wake. release: the status. */
+	atomic_fetch_or_explicit(&c->join_word, WEFT__J_DONE,
+				 memory_order_seq_cst);
+	count_completion(w, rt);
+	return true;
 }
 
 /* ------------------------------------------------------------ join */
@@ -436,6 +535,9 @@ int weft__join_wait(struct weft__task *self, struct weft__task *t,
 
 	if (timed_out)
 		*timed_out = false;
+	if (deadline_ns == UINT64_MAX && !weft__pending_error(self) &&
+	    try_run_inline(self, t))
+		return 0;
 	while (!(atomic_load_explicit(&t->join_word, memory_order_acquire) &
 		 WEFT__J_DONE)) {
 		struct weft__wait wt = { .publish = join_publish, .obj = t };
@@ -455,9 +557,8 @@ int weft__join_wait(struct weft__task *self, struct weft__task *t,
 				cancellable = false;
 				continue;
 			}
-			dl = deadline_ns < self->scope_deadline_ns ?
-				     deadline_ns :
-				     self->scope_deadline_ns;
+			uint64_t sd = weft__wait_deadline(self);
+			dl = deadline_ns < sd ? deadline_ns : sd;
 		}
 		wt.deadline_ns = dl;
 		wt.word = weft__wait_prepare(self, cancellable);
@@ -511,8 +612,21 @@ WEFT_API int weft_join(weft_task *h)
 		return err;
 	weft__join_wait(self, t, UINT64_MAX, NULL);
 	status = t->status;
-	weft__task_put(t, 1);
+	weft__owner_release(t);
 	return status;
+}
+
+/*
+ * The owner gives up its handle (join returned, or detach): the handle's
+ * generation moves on at once, so the released handle is rejected even
+ * while the record lives on (a running detached task, or a tombstone of an
+ * inline run still holding a reference).
+ */
+void weft__owner_release(struct weft__task *t)
+{
+	atomic_fetch_add_explicit((_Atomic uint32_t *)&t->gen, 1,
+				  memory_order_relaxed);
+	weft__task_put(t, 1);
 }
 
 /* For group.c-style callers: begin an owner wait on @h. */
@@ -539,10 +653,39 @@ WEFT_API void weft_detach(weft_task *h)
 						      "being joined");
 		return;
 	}
-	weft__task_put(t, 1);
+	weft__owner_release(t);
 }
 
 /* ------------------------------------------------------------ cancel */
+
+/*
+ * Cancel the child t hosts. The child's record may be finishing: pin it
+ * with a reference taken only if the count is not zero, then make sure t
+ * still hosts it (the host clears hosting before it drops its reference,
+ * so a child still hosted after the pin is the real one).
+ */
+static void cancel_hosted(struct weft__task *t)
+{
+	struct weft__task *c =
+		atomic_load_explicit(&t->hosting, memory_order_seq_cst);
+	uint32_t r;
+
+	/* A shielded host does not see its cancellation, nor does the join
+	 * it runs the child from. (t is blocked in that join: its
+	 * shield_depth does not change meanwhile.) */
+	if (!c || t->shield_depth)
+		return;
+	r = atomic_load_explicit(&c->refs, memory_order_relaxed);
+	do {
+		if (r == 0)
+			return;
+	} while (!atomic_compare_exchange_weak_explicit(
+		&c->refs, &r, r + 1, memory_order_acquire,
+		memory_order_relaxed));
+	if (atomic_load_explicit(&t->hosting, memory_order_seq_cst) == c)
+		weft__task_cancel_internal(c);
+	weft__task_put(c, 1);
+}
 
 int weft__task_cancel_internal(struct weft__task *t)
 {
@@ -556,6 +699,9 @@ int weft__task_cancel_internal(struct weft__task *t)
 	cur = atomic_load_explicit(&t->wait_word, memory_order_seq_cst);
 	if (cur & WEFT__W_CANCELLABLE)
 		weft__wait_claim(t, cur, WEFT__WAKE_CANCEL);
+	/* A child running inline on t's stack waits in t's stead. */
+	if (atomic_load_explicit(&t->hosting, memory_order_seq_cst))
+		cancel_hosted(t);
 	return 1;
 }
 
@@ -637,5 +783,6 @@ WEFT_API int weft_local_set(weft_key k, void *value)
 	if (k >= atomic_load(&nkeys))
 		return -EINVAL;
 	t->locals[k] = value;
+	t->locals_mask |= 1u << k;
 	return 0;
 }

@@ -58,11 +58,20 @@ uint64_t weft__wait_prepare(struct weft__task *t, bool cancellable)
 	return word;
 }
 
-bool weft__task_cancel_pending(const struct weft__task *t)
+/*
+ * The error a suspension point returns for a wait that ended with @reason
+ * other than SOURCE: -ECANCELED, or for a timer the pending error (an own
+ * scope's deadline: -ETIMEDOUT; a host's deadline: -ECANCELED, the host's
+ * join cancelling us). 0 if the timer fired but no deadline is due (a
+ * deadline moved later meanwhile): the caller may wait again.
+ */
+int weft__wait_error(struct weft__task *t, int reason)
 {
-	return t->shield_depth == 0 &&
-	       (atomic_load_explicit(&t->join_word, memory_order_seq_cst) &
-		WEFT__J_CANCEL);
+	if (reason == WEFT__WAKE_CANCEL)
+		return -ECANCELED;
+	if (reason == WEFT__WAKE_TIMER)
+		return weft__pending_error(t);
+	return 0;
 }
 
 /*
@@ -154,13 +163,20 @@ void weft__wait_publish(struct weft__worker *w, struct weft__task *t)
 		weft__ready_local(w, t, true);
 }
 
-int weft__pending_error(struct weft__task *t)
+int weft__pending_error_slow(struct weft__task *t)
 {
 	if (weft__task_cancel_pending(t))
 		return -ECANCELED;
-	if (t->scope_deadline_ns != UINT64_MAX &&
-	    weft__clock_now() >= t->scope_deadline_ns)
+	if (weft__wait_deadline(t) == UINT64_MAX)
+		return 0;
+	uint64_t now = weft__clock_now();
+	if (now >= t->scope_deadline_ns)
 		return -ETIMEDOUT;
+	if (now >= t->inherited_deadline_ns && !t->shield_depth) {
+		atomic_fetch_or_explicit(&t->join_word, WEFT__J_CANCEL,
+					 memory_order_seq_cst);
+		return -ECANCELED;
+	}
 	return 0;
 }
 
@@ -206,18 +222,13 @@ WEFT_API int weft_sleep_until(uint64_t deadline_ns)
 		return weft_yield();
 	wt.publish = NULL;
 	wt.obj = NULL;
-	wt.deadline_ns = deadline_ns < t->scope_deadline_ns ?
-				 deadline_ns :
-				 t->scope_deadline_ns;
+	uint64_t sd = weft__wait_deadline(t);
+	wt.deadline_ns = deadline_ns < sd ? deadline_ns : sd;
 	wt.word = weft__wait_prepare(t, true);
 	reason = weft__wait_park(t, &wt);
-	if (reason == WEFT__WAKE_CANCEL)
-		return -ECANCELED;
-	/* TIMER: the sleep ended, or the scope's deadline came first. */
-	if (t->scope_deadline_ns != UINT64_MAX &&
-	    weft__clock_now() >= t->scope_deadline_ns)
-		return -ETIMEDOUT;
-	return 0;
+	/* TIMER: the sleep ended, or a scope's (or host's) deadline came
+	 * first: weft__wait_error() tells which. */
+	return weft__wait_error(t, reason);
 }
 
 WEFT_API int weft_sleep(uint64_t ns)

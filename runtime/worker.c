@@ -173,7 +173,7 @@ static struct weft__task *pin_pop(struct weft__worker *w)
 	return t;
 }
 
-static struct weft__task *deque_pop(struct weft__worker *w, bool fifo)
+static void *deque_pop(struct weft__worker *w, bool fifo)
 {
 	void *p = NULL;
 
@@ -190,9 +190,23 @@ static struct weft__task *deque_pop(struct weft__worker *w, bool fifo)
 	return weft__deque_take(&w->dq);
 }
 
+/* An injection-queue entry as a run-queue item: a fresh task becomes a
+ * tagged deque entry again (we own it now: nobody else can claim from
+ * RC_INJECT), so its joiner may still run it inline. */
+static void *inject_item(struct weft__task *t)
+{
+	if (atomic_load_explicit(&t->run_claim, memory_order_acquire) ==
+	    WEFT__RC_INJECT) {
+		atomic_store_explicit(&t->run_claim, WEFT__RC_DEQUE,
+				      memory_order_release);
+		return weft__item_fresh(t);
+	}
+	return t;
+}
+
 /* Take a fair share of the injection queue (at most 64) in one lock: the
- * first task is returned, the rest go to our deque. */
-static struct weft__task *inject_take(struct weft__worker *w)
+ * first item is returned, the rest go to our deque. */
+static void *inject_take(struct weft__worker *w)
 {
 	struct weft__runtime *rt = w->rt;
 	size_t len = atomic_load_explicit(&rt->inject_len,
@@ -210,10 +224,10 @@ static struct weft__task *inject_take(struct weft__worker *w)
 	t = first->next;
 	while (t) {
 		struct weft__task *next = t->next;
-		weft__deque_push_or_spill(w, t);
+		weft__deque_push_or_spill(w, inject_item(t));
 		t = next;
 	}
-	return first;
+	return inject_item(first);
 }
 
 static uint64_t next_rand(struct weft__worker *w)
@@ -227,7 +241,7 @@ static uint64_t next_rand(struct weft__worker *w)
 	return x * 0x2545F4914F6CDD1DULL;
 }
 
-static struct weft__task *steal_work(struct weft__worker *w)
+static void *steal_work(struct weft__worker *w)
 {
 	struct weft__runtime *rt = w->rt;
 	unsigned n = rt->nworkers, start = (unsigned)(next_rand(w) % n);
@@ -259,7 +273,7 @@ static struct weft__task *steal_work(struct weft__worker *w)
 	return inject_take(w);
 }
 
-static struct weft__task *search(struct weft__worker *w)
+static void *search(struct weft__worker *w)
 {
 	struct weft__runtime *rt = w->rt;
 
@@ -297,28 +311,31 @@ static void stop_searching(struct weft__worker *w)
  * alone: starting the oldest spawn first turns depth-first work (fib)
  * breadth-first and costs a stack per started task.
  */
-static struct weft__task *fair_pick(struct weft__worker *w)
+static void *fair_pick(struct weft__worker *w)
 {
 	int64_t top = atomic_load_explicit(&w->dq.top, memory_order_acquire);
 	int64_t bot = atomic_load_explicit(&w->dq.bottom, memory_order_relaxed);
-	struct weft__task *t;
+	void *item;
 
 	if (top >= bot)
 		return NULL;
-	t = atomic_load_explicit(&w->dq.buf[top & (WEFT__DEQUE_CAP - 1)],
-				 memory_order_relaxed);
-	/* A thief may take t meanwhile: we only read an atomic of a record
-	 * that is never freed, and deque_pop() takes whatever is on top. */
-	if (!t || !atomic_load_explicit(&t->started, memory_order_relaxed) ||
-	    atomic_load_explicit(&t->fair_tick, memory_order_relaxed) + 61 >
-		    w->tick)
+	item = atomic_load_explicit(&w->dq.buf[top & (WEFT__DEQUE_CAP - 1)],
+				    memory_order_relaxed);
+	/* A thief may take it meanwhile: we only read atomics of a record
+	 * that is never freed, and deque_pop() takes whatever is on top.
+	 * Fresh entries are unstarted by definition. */
+	if (!item || ((uintptr_t)item & WEFT__ITEM_FRESH))
+		return NULL;
+	struct weft__task *t = item;
+	if (atomic_load_explicit(&t->fair_tick, memory_order_relaxed) + 61 >
+	    w->tick)
 		return NULL;
 	return deque_pop(w, true);
 }
 
-static struct weft__task *next_task(struct weft__worker *w)
+static void *next_task(struct weft__worker *w)
 {
-	struct weft__task *t;
+	void *t;
 
 	w->tick++;
 	if (WEFT__UNLIKELY(w->tick % 61 == 0)) {
@@ -333,11 +350,18 @@ static struct weft__task *next_task(struct weft__worker *w)
 	if (WEFT__UNLIKELY(w->after_yield)) {
 		/* A yielder (pinned or not) goes behind the others: the
 		 * deque's oldest task first, then the pinned FIFO, so a
-		 * yielding pinned task cannot starve the deque either. */
+		 * yielding pinned task cannot starve the deque either.
+		 * Tombstones (fresh entries run inline) do not count. */
 		w->after_yield = false;
-		t = deque_pop(w, true);
-		if (t)
-			return t;
+		while ((t = deque_pop(w, true))) {
+			struct weft__task *u = weft__item_task(t);
+			if (!((uintptr_t)t & WEFT__ITEM_FRESH) ||
+			    atomic_load_explicit(&u->run_claim,
+						 memory_order_acquire) ==
+				    WEFT__RC_DEQUE)
+				return t;
+			weft__task_put(u, 1);
+		}
 	}
 	if (w->pin_head ||
 	    atomic_load_explicit(&w->inbox_len, memory_order_relaxed)) {
@@ -356,7 +380,7 @@ static struct weft__task *next_task(struct weft__worker *w)
 			/* Cap reached: run the deque's newest task first and
 			 * queue the slot's task behind it, so a pair
 			 * ping-ponging through the slot lets the rest run. */
-			struct weft__task *u = weft__deque_take(&w->dq);
+			void *u = weft__deque_take(&w->dq);
 			w->lifo_streak = 0;
 			weft__deque_push_or_spill(w, t);
 			if (u)
@@ -459,7 +483,7 @@ static bool work_hint(struct weft__worker *w)
 	       UINT64_MAX;
 }
 
-static struct weft__task *spin_for_work(struct weft__worker *w)
+static void *spin_for_work(struct weft__worker *w)
 {
 	struct weft__runtime *rt = w->rt;
 	uint64_t end;
@@ -478,7 +502,7 @@ static struct weft__task *spin_for_work(struct weft__worker *w)
 		for (int i = 0; i < 64; i++)
 			weft__cpu_relax();
 		if (work_hint(w)) {
-			struct weft__task *t = next_task(w);
+			void *t = next_task(w);
 			if (t)
 				return t;
 		}
@@ -491,10 +515,22 @@ static struct weft__task *spin_for_work(struct weft__worker *w)
 
 /* ------------------------------------------------------------ running */
 
-static void run_task(struct weft__worker *w, struct weft__task *t)
+static void run_task(struct weft__worker *w, void *item)
 {
 	struct weft__runtime *rt = w->rt;
+	struct weft__task *t = weft__item_task(item);
 
+	if ((uintptr_t)item & WEFT__ITEM_FRESH) {
+		int exp = WEFT__RC_DEQUE;
+		/* acq_rel: pairs with the inline claim in task.c. */
+		if (!atomic_compare_exchange_strong_explicit(
+			    &t->run_claim, &exp, WEFT__RC_RUN,
+			    memory_order_acq_rel, memory_order_acquire)) {
+			/* Its joiner ran it inline: a tombstone. */
+			weft__task_put(t, 1);
+			return;
+		}
+	}
 	if (WEFT__UNLIKELY(!t->stack)) {
 		struct weft__stack *s =
 			weft__stack_get(&rt->stacks, &w->stacks, t->stack_size);
@@ -504,6 +540,8 @@ static void run_task(struct weft__worker *w, struct weft__task *t)
 			weft__report("cannot allocate a stack for task '%s' "
 				     "(%s); retrying",
 				     t->name, strerror(errno));
+			atomic_store_explicit(&t->run_claim, WEFT__RC_INJECT,
+					      memory_order_release);
 			weft__inject_push(rt, t);
 			return;
 		}
@@ -520,6 +558,9 @@ static void run_task(struct weft__worker *w, struct weft__task *t)
 	weft__overflow_set_current(&oi);
 	weft__ctx_switch(&w->sched_ctx, &t->ctx);
 	weft__overflow_set_current(NULL);
+	/* The task that switched back may not be t: a child t was running
+	 * inline on its stack (task.c) switches out as itself. */
+	t = w->current;
 	w->current = NULL;
 
 	switch (t->switch_reason) {
@@ -563,7 +604,7 @@ void *weft__worker_main(void *arg)
 	if (weft__altstack_setup(&w->altstack) == 0)
 		weft__overflow_handler_install();
 	for (;;) {
-		struct weft__task *t = next_task(w);
+		void *t = next_task(w);
 		if (t) {
 			if (WEFT__UNLIKELY(w->searching))
 				stop_searching(w);

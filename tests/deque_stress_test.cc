@@ -36,7 +36,8 @@
 #include "runtime/deque.h"
 #include "tests/support/deque_adapters.h"
 
-namespace {
+namespace
+{
 
 using Clock = std::chrono::steady_clock;
 
@@ -68,16 +69,18 @@ constexpr int kThieves = 3;
 
 // One cache line per thread: what it consumed, by path.
 struct alignas(64) Counters {
-	std::atomic<uint64_t> consumed{0}; // watchdog progress
-	std::atomic<uint64_t> steals{0}, steal_halves{0}, half_items{0};
-	std::atomic<uint64_t> aborts{0}, own_takes{0}, cross_steals{0};
+	std::atomic<uint64_t> consumed{ 0 }; // watchdog progress
+	std::atomic<uint64_t> steals{ 0 }, steal_halves{ 0 }, half_items{ 0 };
+	std::atomic<uint64_t> aborts{ 0 }, own_takes{ 0 }, cross_steals{ 0 };
 };
 
 template <class Q>
-class Stress {
+class Stress
+{
 public:
 	Stress(size_t n, Clock::duration limit)
-		: n_(n), limit_(limit), items_(n), seen_(new std::atomic<uint8_t>[n])
+	    : n_(n), limit_(limit), items_(n),
+	      seen_(new std::atomic<uint8_t>[n])
 	{
 		for (size_t i = 0; i < n_; i++)
 			seen_[i].store(0, std::memory_order_relaxed);
@@ -96,9 +99,13 @@ public:
 	{
 		std::vector<std::thread> threads;
 
-		threads.emplace_back([this] { owner(); });
+		threads.emplace_back([this] {
+			owner();
+		});
 		for (int i = 0; i < kThieves; i++)
-			threads.emplace_back([this, i] { thief(i); });
+			threads.emplace_back([this, i] {
+				thief(i);
+			});
 		watchdog();
 		for (auto &t : threads)
 			t.join();
@@ -147,8 +154,8 @@ private:
 			// last items; in fast phases it overflows.
 			uint64_t r = rng();
 			if ((i >> 14) % 3 == 2) {
-				for (unsigned w = (unsigned)(r >> 32) % 128; w > 0;
-				     w--)
+				for (unsigned w = (unsigned)(r >> 32) % 128;
+				     w > 0; w--)
 					weft__cpu_relax();
 			}
 			if (r % 8 == 0) {
@@ -189,10 +196,12 @@ private:
 				int s = Q::steal(owner_, &x);
 				if (s == WEFT__STEAL_OK) {
 					consume(x, c);
-					c.steals.fetch_add(1, std::memory_order_relaxed);
+					c.steals.fetch_add(
+						1, std::memory_order_relaxed);
 					got = true;
 				} else if (s == WEFT__STEAL_ABORT) {
-					c.aborts.fetch_add(1, std::memory_order_relaxed);
+					c.aborts.fetch_add(
+						1, std::memory_order_relaxed);
 				}
 				break;
 			}
@@ -201,19 +210,23 @@ private:
 				size_t k = Q::steal_half(owner_, mine, &x);
 				if (k) {
 					consume(x, c);
-					c.steal_halves.fetch_add(1, std::memory_order_relaxed);
-					c.half_items.fetch_add(k, std::memory_order_relaxed);
+					c.steal_halves.fetch_add(
+						1, std::memory_order_relaxed);
+					c.half_items.fetch_add(
+						k, std::memory_order_relaxed);
 					got = true;
 				}
 				break;
 			}
 			case 6: {
 				// Another thief's deque: what it got by halves.
-				int v = (me + 1 + (int)((r >> 8) % (kThieves - 1))) %
+				int v = (me + 1 +
+					 (int)((r >> 8) % (kThieves - 1))) %
 					kThieves;
 				if (Q::steal(mine_[v], &x) == WEFT__STEAL_OK) {
 					consume(x, c);
-					c.cross_steals.fetch_add(1, std::memory_order_relaxed);
+					c.cross_steals.fetch_add(
+						1, std::memory_order_relaxed);
 					got = true;
 				}
 				break;
@@ -222,7 +235,8 @@ private:
 				x = Q::take(mine);
 				if (x) {
 					consume(x, c);
-					c.own_takes.fetch_add(1, std::memory_order_relaxed);
+					c.own_takes.fetch_add(
+						1, std::memory_order_relaxed);
 					got = true;
 				}
 				break;
@@ -260,9 +274,11 @@ private:
 		uint64_t last = progress();
 		auto last_change = Clock::now();
 
-		while (thieves_done_.load(std::memory_order_acquire) < kThieves ||
+		while (thieves_done_.load(std::memory_order_acquire) <
+			       kThieves ||
 		       !done_.load(std::memory_order_acquire)) {
-			std::this_thread::sleep_for(std::chrono::milliseconds(20));
+			std::this_thread::sleep_for(
+				std::chrono::milliseconds(20));
 			uint64_t p = progress();
 			if (p != last) {
 				last = p;
@@ -274,10 +290,11 @@ private:
 					"consumed %llu, owner len %zu, done %d, "
 					"thieves done %d\n",
 					(unsigned long long)p, Q::len(owner_),
-					(int)done_.load(), thieves_done_.load());
+					(int)done_.load(),
+					thieves_done_.load());
 				for (int i = 0; i < kThieves; i++)
-					fprintf(stderr, "  thief %d len %zu\n", i,
-						Q::len(mine_[i]));
+					fprintf(stderr, "  thief %d len %zu\n",
+						i, Q::len(mine_[i]));
 				std::abort();
 			}
 		}
@@ -339,11 +356,11 @@ private:
 	const Clock::duration limit_;
 	std::vector<Item> items_;
 	std::unique_ptr<std::atomic<uint8_t>[]> seen_;
-	std::atomic<size_t> corrupt_{0};
+	std::atomic<size_t> corrupt_{ 0 };
 	typename Q::D *owner_;
 	typename Q::D *mine_[kThieves];
-	std::atomic<bool> done_{false};
-	std::atomic<int> thieves_done_{0};
+	std::atomic<bool> done_{ false };
+	std::atomic<int> thieves_done_{ 0 };
 	// Written by the owner thread, read after join.
 	size_t pushed_ = 0, taken_ = 0, spills_ = 0;
 	std::mutex global_lock_;

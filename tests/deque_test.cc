@@ -36,7 +36,8 @@
 #include "runtime/deque.h"
 #include "tests/support/deque_adapters.h"
 
-namespace {
+namespace
+{
 
 size_t scaled(size_t n)
 {
@@ -73,13 +74,19 @@ struct Owned {
 	Owned() = default;
 	Owned(const Owned &) = delete;
 	Owned &operator=(const Owned &) = delete;
-	~Owned() { Q::destroy(d); }
+	~Owned()
+	{
+		Q::destroy(d);
+	}
 };
 
 template <class Q>
-class Deque : public ::testing::Test {};
+class Deque : public ::testing::Test
+{
+};
 
-class CapName {
+class CapName
+{
 public:
 	template <class Q>
 	static std::string GetName(int)
@@ -448,7 +455,7 @@ uint64_t check_of(uint64_t id)
 
 struct Ledger {
 	explicit Ledger(size_t size)
-		: n(size), seen(new std::atomic<uint8_t>[size])
+	    : n(size), seen(new std::atomic<uint8_t>[size])
 	{
 		for (size_t i = 0; i < n; i++)
 			seen[i].store(0, std::memory_order_relaxed);
@@ -474,7 +481,7 @@ struct Ledger {
 	}
 	size_t n;
 	std::unique_ptr<std::atomic<uint8_t>[]> seen;
-	std::atomic<size_t> corrupt{0};
+	std::atomic<size_t> corrupt{ 0 };
 };
 
 // RELIABILITY C8: an owner pushing and taking, 2 thieves stealing one at a
@@ -486,8 +493,8 @@ TYPED_TEST(Deque, OwnerAndTwoThievesTakeEachItemOnce)
 	std::vector<Item> items(n);
 	Ledger ledger(n);
 	Owned<Q> owner;
-	std::atomic<bool> done{false};
-	std::atomic<size_t> stolen{0};
+	std::atomic<bool> done{ false };
+	std::atomic<size_t> stolen{ 0 };
 	size_t taken = 0;
 
 	auto thief = [&](unsigned seed) {
@@ -502,7 +509,8 @@ TYPED_TEST(Deque, OwnerAndTwoThievesTakeEachItemOnce)
 				if (got) {
 					ledger.consume(x);
 					count++;
-					while ((x = Q::take(mine.d)) != nullptr) {
+					while ((x = Q::take(mine.d)) !=
+					       nullptr) {
 						ledger.consume(x);
 						count++;
 					}
@@ -571,6 +579,85 @@ TYPED_TEST(Deque, OwnerAndTwoThievesTakeEachItemOnce)
 	printf("owner took %zu, thieves stole %zu\n", taken, stolen.load());
 }
 
+// The case that forbids one CAS per steal_half batch (see steal_half() in
+// deque.c): the owner keeps only a few items and takes at the bottom, CAS
+// free, while 2 thieves steal by halves, so each batch reaches the items
+// the owner is taking.
+TYPED_TEST(Deque, StealHalfRacesOwnerTakesNearBottom)
+{
+	using Q = TypeParam;
+	const size_t n = scaled(200000);
+	std::vector<Item> items(n);
+	Ledger ledger(n);
+	Owned<Q> owner;
+	std::atomic<bool> done{ false };
+	std::atomic<size_t> stolen{ 0 };
+	size_t taken = 0;
+
+	auto thief = [&]() {
+		Owned<Q> mine;
+		size_t count = 0, idle = 0;
+		void *x = nullptr;
+
+		for (;;) {
+			if (Q::steal_half(owner.d, mine.d, &x)) {
+				ledger.consume(x);
+				count++;
+				while ((x = Q::take(mine.d)) != nullptr) {
+					ledger.consume(x);
+					count++;
+				}
+				continue;
+			}
+			if (done.load(std::memory_order_acquire) &&
+			    Q::len(owner.d) == 0)
+				break;
+			if (++idle % 64 == 0)
+				std::this_thread::yield();
+		}
+		stolen.fetch_add(count);
+	};
+	std::thread t1(thief), t2(thief);
+	std::mt19937 rng(11);
+
+	for (size_t i = 0; i < n; i++) {
+		items[i].id = i;
+		items[i].check = check_of(i);
+		while (!Q::push(owner.d, &items[i])) {
+			void *x = Q::take(owner.d);
+			if (x) {
+				ledger.consume(x);
+				taken++;
+			}
+		}
+		// Keep 1 .. 4 items: take down to a random small length.
+		size_t keep = 1 + rng() % 4;
+		while (Q::len(owner.d) > keep) {
+			void *x = Q::take(owner.d);
+			if (!x)
+				break;
+			ledger.consume(x);
+			taken++;
+		}
+		if (i % 512 == 0)
+			std::this_thread::yield();
+	}
+	for (void *x; (x = Q::take(owner.d)) != nullptr; taken++)
+		ledger.consume(x);
+	done.store(true, std::memory_order_release);
+	t1.join();
+	t2.join();
+
+	size_t missing, dup;
+	ledger.tally(n, &missing, &dup);
+	EXPECT_EQ(ledger.corrupt.load(), 0u);
+	EXPECT_EQ(missing, 0u);
+	EXPECT_EQ(dup, 0u);
+	EXPECT_EQ(taken + stolen.load(), n);
+	printf("owner took %zu, thieves stole %zu by halves\n", taken,
+	       stolen.load());
+}
+
 // RELIABILITY C6: the owner pushes one item and takes it while 2 thieves
 // try to steal it. Each round exactly one of them gets it.
 TYPED_TEST(Deque, LastItemGoesToExactlyOne)
@@ -580,11 +667,11 @@ TYPED_TEST(Deque, LastItemGoesToExactlyOne)
 	std::vector<Item> items(rounds + 1);
 	Ledger ledger(rounds + 1);
 	Owned<Q> owner;
-	std::atomic<size_t> round{0};
-	std::atomic<size_t> armed{0}; // thieves that saw the round
-	std::atomic<size_t> acks{0};  // thieves done with the round
-	std::atomic<size_t> thief_wins{0};
-	std::atomic<bool> stop{false};
+	std::atomic<size_t> round{ 0 };
+	std::atomic<size_t> armed{ 0 }; // thieves that saw the round
+	std::atomic<size_t> acks{ 0 }; // thieves done with the round
+	std::atomic<size_t> thief_wins{ 0 };
+	std::atomic<bool> stop{ false };
 	size_t owner_wins = 0;
 
 	auto thief = [&]() {

@@ -280,21 +280,44 @@ TEST(StackPool, CacheOverflowGoesToPoolAndComesBackInBatches)
 		pool.put(s);
 }
 
+// Does this kernel have MADV_GUARD_INSTALL (6.13+)?
+bool kernel_has_guard_install()
+{
+	void *m = mmap(nullptr, 2 * page(), PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (m == MAP_FAILED)
+		return false;
+	bool ok = madvise(m, page(), 102 /* MADV_GUARD_INSTALL */) == 0;
+	munmap(m, 2 * page());
+	return ok;
+}
+
 TEST(StackPool, HundredThousandStacksAliveAtOnce)
 {
 	Pool pool;
 	const size_t n = scaled(100000);
 	std::vector<weft__stack *> v;
+	int err = 0;
 	v.reserve(n);
 	for (size_t i = 0; i < n; i++) {
 		weft__stack *s = pool.get();
-		ASSERT_NE(s, nullptr)
-			<< "stack " << i << ": " << strerror(errno);
+		if (!s) {
+			err = errno;
+			break;
+		}
 		v.push_back(s);
 	}
-	EXPECT_EQ(pool.p.nr_carved, n);
-	EXPECT_EQ(pool.p.nr_chunks,
-		  (n + pool.p.chunk_slots - 1) / pool.p.chunk_slots);
+	const size_t got = v.size();
+	if (kernel_has_guard_install()) {
+		EXPECT_EQ(got, n) << strerror(err);
+		EXPECT_EQ(pool.p.nr_chunks,
+			  (n + pool.p.chunk_slots - 1) / pool.p.chunk_slots);
+	} else {
+		// mprotect guards: two VMAs a stack, so vm.max_map_count
+		// (65530 by default) stops us near 32k, cleanly.
+		EXPECT_TRUE(got == n || err == ENOMEM) << strerror(err);
+	}
+	EXPECT_EQ(pool.p.nr_carved, got);
 
 	// Disjoint: each guard starts at or above the previous header's end.
 	std::vector<weft__stack *> by_lo = v;
@@ -302,13 +325,13 @@ TEST(StackPool, HundredThousandStacksAliveAtOnce)
 		  [](weft__stack *a, weft__stack *b) {
 			  return a->lo < b->lo;
 		  });
-	for (size_t i = 1; i < n; i++)
+	for (size_t i = 1; i < got; i++)
 		ASSERT_LE((char *)(by_lo[i - 1] + 1),
 			  (char *)by_lo[i]->lo - weft__stack_guard_size());
 
 	for (weft__stack *s : v)
 		pool.put(s);
-	EXPECT_EQ(pool.p.nr_free + pool.c.count, n);
+	EXPECT_EQ(pool.p.nr_free + pool.c.count, got);
 }
 
 TEST(StackPool, ReleasesPagesOfStacksBeyondTheWarmLimit)

@@ -246,8 +246,22 @@ TEST(Runtime, SubmitRacingFreeRunsOrFails)
 		weft_runtime *rt;
 		ASSERT_EQ(0, weft_runtime_new(&rt, nullptr));
 		std::atomic<int> ran{ 0 }, accepted{ 0 }, refused{ 0 };
-		std::atomic<bool> go{ false };
+		std::atomic<bool> go{ false }, done{ false };
 		std::vector<std::thread> th;
+		// A task that ignores cancellation (it makes no weft call)
+		// until the submitters are done keeps free from returning
+		// while they may still call weft_submit: calls must overlap
+		// free, never follow it.
+		ASSERT_EQ(0, weft_submit(
+				     rt,
+				     [](void *p) -> int {
+					     while (!static_cast<
+						     std::atomic<bool> *>(p)
+							     ->load())
+						     usleep(100);
+					     return 0;
+				     },
+				     &done));
 		for (int i = 0; i < 4; i++)
 			th.emplace_back([&] {
 				while (!go)
@@ -263,10 +277,14 @@ TEST(Runtime, SubmitRacingFreeRunsOrFails)
 						ADD_FAILURE() << r;
 				}
 			});
-		go = true;
-		EXPECT_EQ(0, weft_runtime_free(rt));
+		std::thread freer([&] {
+			go = true;
+			EXPECT_EQ(0, weft_runtime_free(rt));
+		});
 		for (auto &t : th)
 			t.join();
+		done = true;
+		freer.join();
 		EXPECT_EQ(accepted.load(), ran.load());
 		EXPECT_EQ(8000, accepted.load() + refused.load());
 	}
@@ -935,4 +953,201 @@ TEST(Regress, SearcherThatFoundInjectedWorkStopsSearching)
 		EXPECT_EQ(2, r.met.load()) << "round " << round;
 		EXPECT_EQ(0, weft_runtime_free(rt));
 	}
+}
+
+// ---------------------------------------------------------------- inline join
+// A child that no worker started yet may run inline on its joiner's stack
+// (task.c, try_run_inline). It must stay a full task of its own.
+
+static int addr_probe(void *p)
+{
+	volatile char here = 0;
+	*static_cast<uintptr_t *>(p) = (uintptr_t)&here;
+	return 0;
+}
+
+TEST(InlineJoin, UnstartedChildRunsOnTheJoinersStack)
+{
+	WEFT_TEST_RUN(1, [] {
+		volatile char mine = 0;
+		uintptr_t child_addr = 0;
+		weft_task *t = weft_spawn(addr_probe, &child_addr);
+		EXPECT_EQ(0, weft_join(t)); // 1 worker: not started yet
+		uintptr_t me = (uintptr_t)&mine;
+		EXPECT_LT(child_addr, me);
+		EXPECT_LT(me - child_addr, (uintptr_t)64 << 10)
+			<< "the child did not run inline";
+	});
+}
+
+TEST(InlineJoin, ChildKeepsItsIdentityAndLocals)
+{
+	static weft_key k;
+	static bool made = false;
+	if (!made) {
+		ASSERT_EQ(0, weft_key_create(&k, nullptr));
+		made = true;
+	}
+	WEFT_TEST_RUN(1, [] {
+		weft_local_set(k, (void *)1);
+		struct A {
+			weft_task *parent;
+			uint64_t self_id;
+			void *local_at_start;
+		} a{ weft_self(), 0, (void *)7 };
+		weft_task *t = weft_spawn(
+			[](void *p) -> int {
+				auto *ax = static_cast<A *>(p);
+				ax->self_id = weft_task_id(nullptr);
+				ax->local_at_start = weft_local_get(k);
+				weft_local_set(k, (void *)2);
+				return weft_self() == ax->parent ? -1 : 11;
+			},
+			&a);
+		uint64_t child_id = weft_task_id(t);
+		EXPECT_EQ(11, weft_join(t));
+		EXPECT_EQ(child_id, a.self_id);
+		EXPECT_EQ(nullptr, a.local_at_start);
+		EXPECT_EQ((void *)1, weft_local_get(k)); // ours untouched
+		EXPECT_NE(child_id, weft_task_id(nullptr));
+		weft_local_set(k, nullptr);
+	});
+}
+
+TEST(InlineJoin, InlineChildThatSuspendsAndMigrates)
+{
+	WEFT_TEST_RUN(2, [] {
+		for (int i = 0; i < 200; i++) {
+			weft_task *t = weft_spawn(
+				[](void *) -> int {
+					for (int k = 0; k < 5; k++)
+						if (weft_sleep(WEFT_USEC(30)))
+							return -1;
+					return 3;
+				},
+				nullptr);
+			ASSERT_EQ(3, weft_join(t));
+			ASSERT_EQ(0, weft_checkpoint());
+		}
+	});
+}
+
+TEST(InlineJoin, CancellingTheJoinerCancelsTheInlineChild)
+{
+	WEFT_TEST_RUN(2, [] {
+		for (int round = 0; round < 20; round++) {
+			struct A {
+				int join_result = 1, after = 1;
+				std::atomic<int> child_seen{ 1 };
+			} a;
+			weft_task *j = weft_spawn(
+				[](void *p) -> int {
+					auto *ax = static_cast<A *>(p);
+					weft_task *c = weft_spawn(
+						[](void *q) -> int {
+							auto *ay =
+								static_cast<A *>(q);
+							int r = weft_sleep(
+								WEFT_FOREVER);
+							ay->child_seen = r;
+							return r;
+						},
+						ax);
+					ax->join_result = weft_join(c);
+					ax->after = weft_checkpoint();
+					return 0;
+				},
+				&a);
+			weft_sleep(WEFT_USEC(200 + 37 * round));
+			EXPECT_EQ(1, weft_cancel(j));
+			EXPECT_EQ(0, weft_join(j));
+			EXPECT_EQ(-ECANCELED, a.child_seen.load());
+			EXPECT_EQ(-ECANCELED, a.join_result);
+			EXPECT_EQ(-ECANCELED, a.after);
+		}
+	});
+}
+
+TEST(InlineJoin, ChildOfACancelledJoinerStartsCancelled)
+{
+	WEFT_TEST_RUN(1, [] {
+		weft_task *c = weft_spawn(
+			[](void *) -> int { return weft_yield(); }, nullptr);
+		weft_cancel(weft_self());
+		// We are cancelled: the join cancels the child; inline or not,
+		// the child's first suspension point fails.
+		EXPECT_EQ(-ECANCELED, weft_join(c));
+	});
+}
+
+TEST(InlineJoin, CancelTheInlineChildByItsHandle)
+{
+	WEFT_TEST_RUN(2, [] {
+		struct A {
+			weft_task *child = nullptr;
+			int r = 1;
+		} a;
+		a.child = weft_spawn(sleep_forever, nullptr);
+		weft_task *j = weft_spawn(
+			[](void *p) -> int {
+				auto *ax = static_cast<A *>(p);
+				ax->r = weft_join(ax->child);
+				return 0;
+			},
+			&a);
+		weft_sleep(WEFT_MSEC(5));
+		// j owns a.child now and is (probably) running it inline
+		weft_cancel(a.child);
+		EXPECT_EQ(0, weft_join(j));
+		EXPECT_EQ(-ECANCELED, a.r);
+	});
+}
+
+static int fib_task(void *p)
+{
+	intptr_t n = (intptr_t)p;
+	if (n < 2)
+		return (int)n;
+	weft_task *t = weft_spawn(fib_task, (void *)(n - 1));
+	int b = fib_task((void *)(n - 2));
+	return weft_join(t) + b;
+}
+
+TEST(InlineJoin, DeepNestingFibIsExact)
+{
+	WEFT_TEST_RUN(1, [] { EXPECT_EQ(6765, fib_task((void *)20)); });
+	WEFT_TEST_RUN(2, [] { EXPECT_EQ(10946, fib_task((void *)21)); });
+}
+
+TEST(InlineJoin, PinnedJoinerKeepsTheChildOnItsWorker)
+{
+	WEFT_TEST_RUN(2, [] {
+		weft_spawn_opts o{};
+		o.flags = WEFT_SPAWN_PINNED;
+		weft_task *p;
+		ASSERT_EQ(0, weft_spawn_ex(
+				     &p, &o,
+				     [](void *) -> int {
+					     int w = weft_worker_index();
+					     int bad = 0;
+					     for (int i = 0; i < 50; i++) {
+						     weft_task *c = weft_spawn(
+							     [](void *q) -> int {
+								     // Stolen children run
+								     // anywhere; inline ones
+								     // on the pinned stack.
+								     (void)q;
+								     for (int k = 0; k < 3; k++)
+									     weft_sleep(WEFT_USEC(20));
+								     return 0;
+							     },
+							     (void *)(intptr_t)w);
+						     bad += weft_join(c);
+						     bad += weft_worker_index() != w;
+					     }
+					     return bad;
+				     },
+				     nullptr));
+		EXPECT_EQ(0, weft_join(p));
+	});
 }

@@ -19,18 +19,36 @@
 struct BigDeque {
 	using D = struct weft__deque;
 	static constexpr size_t kCap = WEFT__DEQUE_CAP;
-	static size_t steal_max() { return WEFT__DEQUE_STEAL_MAX; }
+	static size_t steal_max()
+	{
+		return WEFT__DEQUE_STEAL_MAX;
+	}
 	static D *make()
 	{
 		D *d = new D;
 		weft__deque_init(d);
 		return d;
 	}
-	static void destroy(D *d) { delete d; }
-	static bool push(D *d, void *x) { return weft__deque_push(d, x); }
-	static void *take(D *d) { return weft__deque_take(d); }
-	static int steal(D *d, void **out) { return weft__deque_steal(d, out); }
-	static size_t len(const D *d) { return weft__deque_len(d); }
+	static void destroy(D *d)
+	{
+		delete d;
+	}
+	static bool push(D *d, void *x)
+	{
+		return weft__deque_push(d, x);
+	}
+	static void *take(D *d)
+	{
+		return weft__deque_take(d);
+	}
+	static int steal(D *d, void **out)
+	{
+		return weft__deque_steal(d, out);
+	}
+	static size_t len(const D *d)
+	{
+		return weft__deque_len(d);
+	}
 	static size_t steal_half(D *v, D *t, void **first)
 	{
 		return weft__deque_steal_half(v, t, first);
@@ -44,7 +62,10 @@ struct BigDeque {
 struct SmallDeque {
 	using D = struct weft__deque_small;
 	static constexpr size_t kCap = WEFT__DEQUE_SMALL_CAP;
-	static size_t steal_max() { return weft__deque_small_steal_max(); }
+	static size_t steal_max()
+	{
+		return weft__deque_small_steal_max();
+	}
 	static D *make()
 	{
 		D *d = weft__deque_small_new();
@@ -52,14 +73,26 @@ struct SmallDeque {
 			throw std::bad_alloc();
 		return d;
 	}
-	static void destroy(D *d) { weft__deque_small_free(d); }
-	static bool push(D *d, void *x) { return weft__deque_small_push(d, x); }
-	static void *take(D *d) { return weft__deque_small_take(d); }
+	static void destroy(D *d)
+	{
+		weft__deque_small_free(d);
+	}
+	static bool push(D *d, void *x)
+	{
+		return weft__deque_small_push(d, x);
+	}
+	static void *take(D *d)
+	{
+		return weft__deque_small_take(d);
+	}
 	static int steal(D *d, void **out)
 	{
 		return weft__deque_small_steal(d, out);
 	}
-	static size_t len(const D *d) { return weft__deque_small_len(d); }
+	static size_t len(const D *d)
+	{
+		return weft__deque_small_len(d);
+	}
 	static size_t steal_half(D *v, D *t, void **first)
 	{
 		return weft__deque_small_steal_half(v, t, first);
