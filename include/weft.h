@@ -15,5 +15,7 @@
 #include "weft/runtime.h"
 #include "weft/task.h"
 #include "weft/local.h"
+#include "weft/sync.h"
+#include "weft/queue.h"
 
 #endif /* WEFT_H */

@@ -11,7 +11,11 @@
 #ifndef WEFT_RUNTIME_INTERNAL_H
 #define WEFT_RUNTIME_INTERNAL_H
 
+#ifndef __cplusplus
+/* C++ tests include this header for the helpers only; <stdatomic.h>'s
+ * macros would break the C++ standard headers included after it. */
 #include <stdatomic.h>
+#endif
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -27,7 +31,11 @@ extern "C" {
 #define WEFT__NOINLINE __attribute__((noinline))
 #define WEFT__HIDDEN __attribute__((visibility("hidden")))
 #define WEFT__CACHELINE 64
+#ifdef __cplusplus
+#define WEFT__ALIGNED_CL alignas(WEFT__CACHELINE)
+#else
 #define WEFT__ALIGNED_CL _Alignas(WEFT__CACHELINE)
+#endif
 
 #define weft__container_of(ptr, type, member) \
 	((type *)(void *)((char *)(ptr) - offsetof(type, member)))

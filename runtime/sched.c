@@ -215,14 +215,18 @@ static void inbox_push(struct weft__worker *w, struct weft__task *t)
 void weft__ready_local(struct weft__worker *w, struct weft__task *t,
 		       bool lifo)
 {
+	/* Read what we need before t is published: once on a queue it may
+	 * run, finish and be recycled (pinned_to reset) under us. */
+	struct weft__worker *pin = t->pinned_to;
+
 	atomic_store_explicit(&t->state, WEFT__TASK_RUNNABLE,
 			      memory_order_relaxed);
-	if (t->pinned_to) {
-		if (t->pinned_to == w) {
+	if (pin) {
+		if (pin == w) {
 			pin_append(w, t);
 		} else {
-			inbox_push(t->pinned_to, t);
-			weft__wake_worker(t->pinned_to);
+			inbox_push(pin, t);
+			weft__wake_worker(pin);
 		}
 		return;
 	}
@@ -247,15 +251,20 @@ void weft__task_ready(struct weft__task *t)
 		weft__ready_local(w, t, true);
 		return;
 	}
+	/* As in weft__ready_local(): nothing of t is read after it is
+	 * published. */
+	struct weft__worker *pin = t->pinned_to;
+	struct weft__runtime *rt = t->rt;
+
 	atomic_store_explicit(&t->state, WEFT__TASK_RUNNABLE,
 			      memory_order_relaxed);
-	if (t->pinned_to) {
-		inbox_push(t->pinned_to, t);
-		weft__wake_worker(t->pinned_to);
+	if (pin) {
+		inbox_push(pin, t);
+		weft__wake_worker(pin);
 		return;
 	}
-	weft__inject_push(t->rt, t);
-	weft__notify(t->rt);
+	weft__inject_push(rt, t);
+	weft__notify(rt);
 }
 
 /* ------------------------------------------------------------ waking */
@@ -302,13 +311,17 @@ void weft__notify(struct weft__runtime *rt)
 		idle_remove_locked(rt, v);
 		atomic_store_explicit(&v->park_word, PARK_SEARCHING,
 				      memory_order_release);
+	} else {
+		/* Undo the searcher role under idle_lock (as Go's startm):
+		 * undone after the unlock, a worker could park and a waker
+		 * see our phantom searcher in between, and wake nobody
+		 * (found by tests/model/park.pml, park_two_submitters). */
+		atomic_fetch_sub_explicit(&rt->nsearching, 1,
+					  memory_order_seq_cst);
 	}
 	pthread_mutex_unlock(&rt->idle_lock);
 	if (v)
 		futex_wake(&v->park_word, 1);
-	else
-		atomic_fetch_sub_explicit(&rt->nsearching, 1,
-					  memory_order_seq_cst);
 }
 
 void weft__wake_worker(struct weft__worker *w)

@@ -658,6 +658,21 @@ WEFT_API void weft_detach(weft_task *h)
 
 /* ------------------------------------------------------------ cancel */
 
+/* Take a reference only if the record is still referenced (never from 0:
+ * a recycled record stays recycled). */
+static bool ref_get_not_zero(struct weft__task *t)
+{
+	uint32_t r = atomic_load_explicit(&t->refs, memory_order_relaxed);
+
+	do {
+		if (r == 0)
+			return false;
+	} while (!atomic_compare_exchange_weak_explicit(
+		&t->refs, &r, r + 1, memory_order_acquire,
+		memory_order_relaxed));
+	return true;
+}
+
 /*
  * Cancel the child t hosts. The child's record may be finishing: pin it
  * with a reference taken only if the count is not zero, then make sure t
@@ -668,20 +683,14 @@ static void cancel_hosted(struct weft__task *t)
 {
 	struct weft__task *c =
 		atomic_load_explicit(&t->hosting, memory_order_seq_cst);
-	uint32_t r;
 
 	/* A shielded host does not see its cancellation, nor does the join
 	 * it runs the child from. (t is blocked in that join: its
 	 * shield_depth does not change meanwhile.) */
 	if (!c || t->shield_depth)
 		return;
-	r = atomic_load_explicit(&c->refs, memory_order_relaxed);
-	do {
-		if (r == 0)
-			return;
-	} while (!atomic_compare_exchange_weak_explicit(
-		&c->refs, &r, r + 1, memory_order_acquire,
-		memory_order_relaxed));
+	if (!ref_get_not_zero(c))
+		return;
 	if (atomic_load_explicit(&t->hosting, memory_order_seq_cst) == c)
 		weft__task_cancel_internal(c);
 	weft__task_put(c, 1);
@@ -708,10 +717,22 @@ int weft__task_cancel_internal(struct weft__task *t)
 WEFT_API int weft_cancel(weft_task *h)
 {
 	struct weft__task *t = weft__handle_decode(h);
+	int r;
 
 	if (!t)
 		return -EINVAL;
-	return weft__task_cancel_internal(t);
+	/* Decode and cancel are two steps: the owner may release the handle
+	 * and the record be reused by a new task in between. Pin the record,
+	 * then re-check the handle, so an unrelated task is never hit. */
+	if (!ref_get_not_zero(t))
+		return -EINVAL;
+	if (weft__handle_decode(h) != t) {
+		weft__task_put(t, 1);
+		return -EINVAL;
+	}
+	r = weft__task_cancel_internal(t);
+	weft__task_put(t, 1);
+	return r;
 }
 
 WEFT_API weft_task *weft_self(void)

@@ -353,6 +353,14 @@ static void *next_task(struct weft__worker *w)
 		 * yielding pinned task cannot starve the deque either.
 		 * Tombstones (fresh entries run inline) do not count. */
 		w->after_yield = false;
+		/* A task woken into the LIFO slot counts as "other runnable
+		 * tasks" too: it runs before the yielder comes back. */
+		if (atomic_load_explicit(&w->lifo, memory_order_relaxed)) {
+			t = atomic_exchange_explicit(&w->lifo, NULL,
+						     memory_order_acq_rel);
+			if (t)
+				return t;
+		}
 		while ((t = deque_pop(w, true))) {
 			struct weft__task *u = weft__item_task(t);
 			if (!((uintptr_t)t & WEFT__ITEM_FRESH) ||

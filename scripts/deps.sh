@@ -6,7 +6,7 @@
 # else); not root: say what to run and exit 1.
 set -euo pipefail
 
-pkgs=(liburing-dev libjemalloc-dev libgtest-dev cmake g++ pkg-config make)
+pkgs=(liburing-dev libjemalloc-dev libgtest-dev cmake g++ pkg-config make spin)
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
 	echo "weft: not a Debian system (no dpkg-query); make sure these are installed: ${pkgs[*]}" >&2
