@@ -1010,7 +1010,14 @@ TEST(Runtime, CreateFreeLeavesNothing)
 	Counts end = counts();
 	EXPECT_EQ(base.fds, end.fds) << "fds leaked";
 	EXPECT_EQ(base.threads, end.threads) << "threads left behind";
+#ifdef WEFT_TSAN
+	// TSan's runtime maps its own allocator regions and shadow lazily,
+	// a few in total. A leak of ours would leave at least one mapping
+	// per runtime (a stack chunk, a thread stack): i of them.
+	EXPECT_LT(end.maps, base.maps + i / 2 + 1) << "mappings left behind";
+#else
 	EXPECT_EQ(base.maps, end.maps) << "mappings left behind";
+#endif
 	fprintf(stderr,
 		"%" PRIu64 " runtimes: fds %u -> %u, threads %u -> %u, "
 		"maps %u -> %u\n",
