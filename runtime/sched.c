@@ -78,25 +78,6 @@ static void inject_push_list(struct weft__runtime *rt, struct weft__task *h,
 	pthread_mutex_unlock(&rt->inject_lock);
 }
 
-struct weft__task *weft__inject_pop(struct weft__runtime *rt)
-{
-	struct weft__task *t;
-
-	if (atomic_load_explicit(&rt->inject_len, memory_order_relaxed) == 0)
-		return NULL;
-	pthread_mutex_lock(&rt->inject_lock);
-	t = rt->inject_head;
-	if (t) {
-		rt->inject_head = t->next;
-		if (!rt->inject_head)
-			rt->inject_tail = NULL;
-		atomic_fetch_sub_explicit(&rt->inject_len, 1,
-					  memory_order_relaxed);
-	}
-	pthread_mutex_unlock(&rt->inject_lock);
-	return t;
-}
-
 /* Pop up to @max tasks in one lock; returns the first, linked by ->next. */
 struct weft__task *weft__inject_pop_batch(struct weft__runtime *rt, size_t max)
 {

@@ -315,7 +315,6 @@ static inline int weft__pending_error(struct weft__task *t)
 void weft__task_ready(struct weft__task *t);
 void weft__ready_local(struct weft__worker *w, struct weft__task *t, bool lifo);
 void weft__inject_push(struct weft__runtime *rt, struct weft__task *t);
-struct weft__task *weft__inject_pop(struct weft__runtime *rt);
 struct weft__task *weft__inject_pop_batch(struct weft__runtime *rt, size_t max);
 void weft__notify(struct weft__runtime *rt);
 void weft__wake_worker(struct weft__worker *w);
