@@ -157,6 +157,12 @@ struct weft__task {
 	unsigned shield_depth;
 	void *scope_top;
 
+	/* Task groups (group.c): the group this task is a child of, and its
+	 * links in the group's list of live children (under the group's
+	 * lock). */
+	struct weft_group *group;
+	struct weft__task *grp_prev, *grp_next;
+
 	struct weft__task *next;	/* run-queue link (inject, pinned) */
 	struct weft__worker *pinned_to; /* set at first run if pinned */
 	unsigned spawn_flags;
@@ -337,12 +343,27 @@ void weft__task_put(struct weft__task *t, uint32_t n);
 void weft__owner_release(struct weft__task *t);
 void weft__task_complete(struct weft__worker *w, struct weft__task *t);
 void weft__task_entry(void *arg) __attribute__((noreturn));
+bool weft__join_register(struct weft__task *self, struct weft__task *child,
+			 uint64_t word);
+int weft__join_wait(struct weft__task *self, struct weft__task *t,
+		    uint64_t deadline_ns, bool *timed_out);
+struct weft__task *weft__owner_wait_begin(weft_task *h, int *err);
+struct weft__task *weft__spawn_child(struct weft__worker *w,
+				     const weft_spawn_opts *o, weft_fn fn,
+				     void *arg, struct weft_group *g);
+int weft__spawn_opts_check(const weft_spawn_opts *o);
+
+/* group.c */
+void weft__group_child_done(struct weft__task *t);
 struct weft__task *weft__handle_decode(const weft_task *h);
 weft_task *weft__handle_encode(struct weft__task *t);
 void weft__registry_free_all(struct weft__runtime *rt);
 int weft__task_cancel_internal(struct weft__task *t);
 void weft__stat_live(struct weft__runtime *rt, uint64_t *spawned,
 		     uint64_t *completed);
+
+/* scope.c */
+void weft__scopes_unwind(struct weft__task *t, void *keep, const char *what);
 
 /* runtime.c */
 bool weft__rt_draining(const struct weft__runtime *rt);

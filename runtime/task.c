@@ -230,6 +230,8 @@ static void task_init(struct weft__task *t, struct weft__runtime *rt,
 			      weft__rt_draining(rt) ? WEFT__J_CANCEL : 0,
 			      memory_order_relaxed);
 	atomic_store_explicit(&t->wait_word, 0, memory_order_relaxed);
+	atomic_store_explicit(&t->joiner_seq, 0, memory_order_relaxed);
+	t->group = NULL;
 	atomic_store_explicit(&t->timer_worker, NULL, memory_order_relaxed);
 	weft__timer_init(&t->timer);
 	t->scope_deadline_ns = UINT64_MAX;
@@ -269,22 +271,57 @@ static void count_spawn(struct weft__runtime *rt, struct weft__worker *w,
 	}
 }
 
+/* 0 if @o (may be NULL) is acceptable, else -EINVAL. */
+int weft__spawn_opts_check(const weft_spawn_opts *o)
+{
+	if (!o)
+		return 0;
+	for (size_t i = 0; i < WEFT__ARRAY_SIZE(o->reserved); i++)
+		if (o->reserved[i])
+			return -EINVAL;
+	if ((o->flags & ~WEFT_SPAWN_PINNED) ||
+	    o->stack_size > ((size_t)1 << 30))
+		return -EINVAL;
+	return 0;
+}
+
+/*
+ * A child of group @g (group.c): nobody owns it (one reference, "alive";
+ * DETACHED, so it is never reported as unjoined), its completion goes
+ * through weft__group_child_done(). Not made runnable: the caller links it
+ * into the group first, then calls weft__ready_fresh().
+ * Context: a task on worker @w; the caller holds @g's lock.
+ * Return: the record, or NULL (-ENOMEM).
+ */
+struct weft__task *weft__spawn_child(struct weft__worker *w,
+				     const weft_spawn_opts *o, weft_fn fn,
+				     void *arg, struct weft_group *g)
+{
+	struct weft__task *t = weft__task_alloc(w->rt, w);
+
+	if (!t)
+		return NULL;
+	task_init(t, w->rt, fn, arg, o ? o->name : NULL);
+	if (o) {
+		t->spawn_flags = o->flags;
+		t->stack_size = o->stack_size;
+	}
+	atomic_store_explicit(&t->refs, 1, memory_order_relaxed);
+	atomic_store_explicit(&t->flags, WEFT__T_DETACHED,
+			      memory_order_relaxed);
+	t->group = g;
+	count_spawn(w->rt, w, t);
+	return t;
+}
+
 WEFT_API int weft_spawn_ex(weft_task **out, const weft_spawn_opts *o,
 			   weft_fn fn, void *arg)
 {
 	struct weft__worker *w = weft__worker_current();
 	struct weft__task *t;
 
-	if (!out || !fn)
+	if (!out || !fn || weft__spawn_opts_check(o))
 		return -EINVAL;
-	if (o) {
-		for (size_t i = 0; i < WEFT__ARRAY_SIZE(o->reserved); i++)
-			if (o->reserved[i])
-				return -EINVAL;
-		if ((o->flags & ~WEFT_SPAWN_PINNED) ||
-		    o->stack_size > ((size_t)1 << 30))
-			return -EINVAL;
-	}
 	if (!w || !w->current)
 		return -EPERM;
 	t = weft__task_alloc(w->rt, w);
@@ -366,11 +403,9 @@ static void task_finish(struct weft__task *t)
 		if (v && d)
 			d(v); /* may set other locals: the loop sees them */
 	}
-	if (t->scope_top) {
-		weft__report("task '%s' returned with a cancel scope still "
-			     "open", t->name);
-		t->scope_top = NULL;
-	}
+	weft__scopes_unwind(t, NULL, "returned");
+	if (t->group)
+		weft__group_child_done(t);
 }
 
 void weft__task_entry(void *arg)
@@ -496,27 +531,52 @@ static bool try_run_inline(struct weft__task *host, struct weft__task *c)
 
 /* ------------------------------------------------------------ join */
 
+/*
+ * weft__join_register() - Make @self the joiner @child's completion wakes,
+ * for @self's wait @word.
+ *
+ * The pointer in join_word and joiner_seq are two words, so the finisher
+ * may read them from different registrations. When the pointer changes
+ * (the first registration, or the handle moved to a new owner after a
+ * weft_wait_any()), joiner_seq is cleared first (0 matches no wait): a
+ * finisher that reads the new pointer then reads 0 or the new word, and one
+ * that reads the old pointer finds the old owner's stale word, never the
+ * new owner's word under the wrong task. The store of @word and the load of
+ * join_word that follows are Dekker with the finisher's fetch_or(J_DONE)
+ * and its load of joiner_seq (all seq_cst): either it claims this wait or
+ * we see J_DONE.
+ *
+ * Return: true if @child is done (the caller claims its own wait).
+ * Context: the scheduler stack (a wait's publish callback) or @self.
+ */
+bool weft__join_register(struct weft__task *self, struct weft__task *child,
+			 uint64_t word)
+{
+	uintptr_t cur = atomic_load_explicit(&child->join_word,
+					     memory_order_seq_cst);
+
+	if (cur & WEFT__J_DONE)
+		return true;
+	if ((cur & ~(uintptr_t)WEFT__J_FLAGS) != (uintptr_t)self) {
+		atomic_store_explicit(&child->joiner_seq, 0,
+				      memory_order_seq_cst);
+		do {
+			if (cur & WEFT__J_DONE)
+				return true;
+		} while (!atomic_compare_exchange_weak_explicit(
+			&child->join_word, &cur,
+			(cur & (uintptr_t)WEFT__J_FLAGS) | (uintptr_t)self,
+			memory_order_seq_cst, memory_order_seq_cst));
+	}
+	atomic_store_explicit(&child->joiner_seq, word, memory_order_seq_cst);
+	return atomic_load_explicit(&child->join_word, memory_order_seq_cst) &
+	       WEFT__J_DONE;
+}
+
 static void join_publish(struct weft__task *self, struct weft__wait *wt)
 {
-	struct weft__task *child = wt->obj;
-	uintptr_t cur;
-
-	atomic_store_explicit(&child->joiner_seq, wt->word,
-			      memory_order_seq_cst);
-	cur = atomic_load_explicit(&child->join_word, memory_order_seq_cst);
-	for (;;) {
-		if (cur & WEFT__J_DONE) {
-			weft__wait_try_claim(self, wt->word,
-					     WEFT__WAKE_SOURCE);
-			return;
-		}
-		if (cur & ~(uintptr_t)WEFT__J_FLAGS)
-			return; /* registered by an earlier wait */
-		if (atomic_compare_exchange_weak_explicit(
-			    &child->join_word, &cur, cur | (uintptr_t)self,
-			    memory_order_seq_cst, memory_order_seq_cst))
-			return;
-	}
+	if (weft__join_register(self, wt->obj, wt->word))
+		weft__wait_try_claim(self, wt->word, WEFT__WAKE_SOURCE);
 }
 
 /*
@@ -525,8 +585,6 @@ static void join_publish(struct weft__task *self, struct weft__wait *wt)
  * was not interrupted, else the interruption (-ECANCELED / -ETIMEDOUT).
  * Context: task; suspension point.
  */
-int weft__join_wait(struct weft__task *self, struct weft__task *t,
-		    uint64_t deadline_ns, bool *timed_out);
 int weft__join_wait(struct weft__task *self, struct weft__task *t,
 		    uint64_t deadline_ns, bool *timed_out)
 {
@@ -629,8 +687,7 @@ void weft__owner_release(struct weft__task *t)
 	weft__task_put(t, 1);
 }
 
-/* For group.c-style callers: begin an owner wait on @h. */
-struct weft__task *weft__owner_wait_begin(weft_task *h, int *err);
+/* For gather.c: begin an owner wait on @h. */
 struct weft__task *weft__owner_wait_begin(weft_task *h, int *err)
 {
 	return owner_wait_begin(h, err);
