@@ -359,6 +359,7 @@ WEFT_API int weft_runtime_free(weft_runtime *h)
 	weft__registry_free_all(rt);
 	free_workers(rt);
 	weft__stack_pool_destroy(&rt->stacks);
+	weft__inject_free_chunks(rt);
 	pthread_mutex_destroy(&rt->inject_lock);
 	pthread_mutex_destroy(&rt->idle_lock);
 	pthread_mutex_destroy(&rt->reg_lock);

@@ -52,112 +52,251 @@ void weft__futex_wake_all(_Atomic uint32_t *addr)
 
 /* ------------------------------------------------------------ inject */
 
-void weft__inject_push(struct weft__runtime *rt, struct weft__task *t)
+/*
+ * The injection queue holds queue items (tasks, or tagged fresh tasks:
+ * sched.h) in array chunks, so moving a batch in or out copies pointers
+ * and never touches the task records (cold, in a spawn-heavy program), and
+ * a fresh task waiting here may still be run inline by its joiner (its
+ * entry becomes a tombstone, dropped by whoever pops it). Chunks are
+ * recycled through a short free list. If a chunk cannot be allocated, the
+ * remaining items go to the intrusive fallback list instead (never lost,
+ * never an error): a fresh task there gets RC_INJECT (its link is in use,
+ * so it must not be run inline) and is tagged fresh again when popped.
+ */
+#define INJ_CHUNK 254
+#define INJ_KEEP_FREE 16
+
+struct weft__inject_chunk {
+	struct weft__inject_chunk *next;
+	uint32_t head, tail;		/* items [head, tail) are queued */
+	void *item[INJ_CHUNK];
+};
+
+/* A chunk from the free list or the allocator. Context: inject_lock held;
+ * may drop and retake it around the allocation. */
+static struct weft__inject_chunk *chunk_get(struct weft__runtime *rt)
 {
+	struct weft__inject_chunk *c = rt->inj_free;
+
+	if (c) {
+		rt->inj_free = c->next;
+		rt->inj_nfree--;
+	} else {
+		pthread_mutex_unlock(&rt->inject_lock);
+		c = weft__alloc(sizeof(*c));
+		pthread_mutex_lock(&rt->inject_lock);
+		if (!c)
+			return NULL;
+	}
+	c->next = NULL;
+	c->head = c->tail = 0;
+	return c;
+}
+
+/* Context: inject_lock held. */
+static void chunk_put(struct weft__runtime *rt, struct weft__inject_chunk *c)
+{
+	if (rt->inj_nfree < INJ_KEEP_FREE) {
+		c->next = rt->inj_free;
+		rt->inj_free = c;
+		rt->inj_nfree++;
+	} else {
+		weft__free(c);
+	}
+}
+
+/* The fallback: link @item's task into the intrusive list. Context:
+ * inject_lock held. Return: 1 if queued, 0 if it was a tombstone. */
+static int fallback_push(struct weft__runtime *rt, void *item)
+{
+	struct weft__task *t = weft__item_task(item);
+
+	if ((uintptr_t)item & WEFT__ITEM_FRESH) {
+		int exp = WEFT__RC_DEQUE;
+		if (!atomic_compare_exchange_strong_explicit(
+			    &t->run_claim, &exp, WEFT__RC_INJECT,
+			    memory_order_acq_rel, memory_order_acquire))
+			return 0; /* run inline meanwhile: a tombstone */
+	}
 	t->next = NULL;
-	pthread_mutex_lock(&rt->inject_lock);
 	if (rt->inject_tail)
 		rt->inject_tail->next = t;
 	else
 		rt->inject_head = t;
 	rt->inject_tail = t;
-	atomic_fetch_add_explicit(&rt->inject_len, 1, memory_order_seq_cst);
-	pthread_mutex_unlock(&rt->inject_lock);
+	return 1;
 }
 
-static void inject_push_list(struct weft__runtime *rt, struct weft__task *h,
-			     struct weft__task *tail, size_t n)
+/*
+ * Drop tombstones at the head of the chunks, at most @max, stopping at the
+ * first live item. A task that spawns thousands and runs them inline as it
+ * joins never lets its worker pop their spilled entries; without this they
+ * would pile up (8 bytes a task) until it suspends. Reads run_claim of the
+ * records looked at. Context: inject_lock held. Return: how many dropped.
+ */
+static size_t purge_head_tombstones(struct weft__runtime *rt, size_t max)
 {
+	size_t n = 0;
+
+	while (n < max && rt->inj_head) {
+		struct weft__inject_chunk *c = rt->inj_head;
+		while (n < max && c->head < c->tail) {
+			void *it = c->item[c->head];
+			if (!((uintptr_t)it & WEFT__ITEM_FRESH) ||
+			    atomic_load_explicit(
+				    &weft__item_task(it)->run_claim,
+				    memory_order_relaxed) == WEFT__RC_DEQUE)
+				return n;
+			c->head++;
+			n++;
+		}
+		if (c->head < c->tail)
+			break;
+		rt->inj_head = c->next;
+		if (!rt->inj_head)
+			rt->inj_tail = NULL;
+		chunk_put(rt, c);
+	}
+	return n;
+}
+
+#define INJ_PURGE_AT 1024 /* queued items before a spill purges */
+
+static void inject_push_items(struct weft__runtime *rt, void *const *items,
+			      size_t n)
+{
+	size_t queued = 0, i = 0;
+
 	pthread_mutex_lock(&rt->inject_lock);
-	if (rt->inject_tail)
-		rt->inject_tail->next = h;
-	else
-		rt->inject_head = h;
-	rt->inject_tail = tail;
-	atomic_fetch_add_explicit(&rt->inject_len, n, memory_order_seq_cst);
+	while (i < n) {
+		struct weft__inject_chunk *c = rt->inj_tail;
+		if (!c || c->tail == INJ_CHUNK) {
+			c = chunk_get(rt);
+			if (!c)
+				break;
+			/* the lock may have been dropped: re-read the tail */
+			if (rt->inj_tail)
+				rt->inj_tail->next = c;
+			else
+				rt->inj_head = c;
+			rt->inj_tail = c;
+		}
+		while (i < n && c->tail < INJ_CHUNK)
+			c->item[c->tail++] = items[i++];
+	}
+	queued = i;
+	for (; i < n; i++)
+		queued += (size_t)fallback_push(rt, items[i]);
+	if (n > 1 && atomic_load_explicit(&rt->inject_len,
+					  memory_order_relaxed) > INJ_PURGE_AT) {
+		size_t dropped = purge_head_tombstones(rt, 2 * n);
+		/* the caller's items are queued at the tail: never dropped
+		 * here unless everything before them was dead, and then they
+		 * are tombstones too */
+		atomic_fetch_sub_explicit(&rt->inject_len, dropped,
+					  memory_order_relaxed);
+	}
+	/* seq_cst: the Dekker store of weft__notify()'s pairing (park()
+	 * re-checks inject_len after announcing itself idle). */
+	atomic_fetch_add_explicit(&rt->inject_len, queued,
+				  memory_order_seq_cst);
 	pthread_mutex_unlock(&rt->inject_lock);
 }
 
-/* Pop up to @max tasks in one lock; returns the first, linked by ->next. */
-struct weft__task *weft__inject_pop_batch(struct weft__runtime *rt, size_t max)
+void weft__inject_push(struct weft__runtime *rt, void *item)
 {
-	struct weft__task *h, *t;
-	size_t n = 1;
+	inject_push_items(rt, &item, 1);
+}
+
+/*
+ * Pop up to @max items (oldest first, the fallback list before the chunks:
+ * it only fills while allocation fails, so it holds the older items).
+ * Return: how many were stored in @out.
+ */
+size_t weft__inject_pop(struct weft__runtime *rt, void **out, size_t max)
+{
+	size_t n = 0;
 
 	if (!max ||
 	    atomic_load_explicit(&rt->inject_len, memory_order_relaxed) == 0)
-		return NULL;
+		return 0;
 	pthread_mutex_lock(&rt->inject_lock);
-	h = t = rt->inject_head;
-	if (h) {
-		while (n < max && t->next) {
-			t = t->next;
-			n++;
-		}
+	while (n < max && rt->inject_head) {
+		struct weft__task *t = rt->inject_head;
 		rt->inject_head = t->next;
 		if (!rt->inject_head)
 			rt->inject_tail = NULL;
 		t->next = NULL;
-		atomic_fetch_sub_explicit(&rt->inject_len, n,
-					  memory_order_relaxed);
+		/* Ours now: nobody else claims from RC_INJECT. Tagged fresh
+		 * again, its joiner may still run it inline. */
+		if (atomic_load_explicit(&t->run_claim, memory_order_acquire) ==
+		    WEFT__RC_INJECT) {
+			atomic_store_explicit(&t->run_claim, WEFT__RC_DEQUE,
+					      memory_order_release);
+			out[n++] = weft__item_fresh(t);
+		} else {
+			out[n++] = t;
+		}
 	}
+	while (n < max && rt->inj_head) {
+		struct weft__inject_chunk *c = rt->inj_head;
+		while (n < max && c->head < c->tail)
+			out[n++] = c->item[c->head++];
+		if (c->head < c->tail)
+			break;
+		rt->inj_head = c->next;
+		if (!rt->inj_head)
+			rt->inj_tail = NULL;
+		chunk_put(rt, c);
+	}
+	atomic_fetch_sub_explicit(&rt->inject_len, n, memory_order_relaxed);
 	pthread_mutex_unlock(&rt->inject_lock);
-	return h;
+	return n;
+}
+
+/* At runtime free, every queue is empty: release the chunks. */
+void weft__inject_free_chunks(struct weft__runtime *rt)
+{
+	struct weft__inject_chunk *c, *next;
+
+	for (c = rt->inj_head; c; c = next) {
+		next = c->next;
+		weft__free(c);
+	}
+	for (c = rt->inj_free; c; c = next) {
+		next = c->next;
+		weft__free(c);
+	}
+	rt->inj_head = rt->inj_tail = rt->inj_free = NULL;
+	rt->inj_nfree = 0;
 }
 
 /* ------------------------------------------------------------ local */
 
 /*
  * Push @item (a task, or a tagged fresh task) to w's deque; when it is full
- * move the older half to the injection queue first. A fresh entry whose
- * task was meanwhile run inline by its joiner is a tombstone: it is dropped
- * here with its reference instead of moving.
+ * move the older half to the injection queue first.
  */
 void weft__deque_push_or_spill(struct weft__worker *w, void *item)
 {
 	void *batch[WEFT__DEQUE_CAP / 2];
-	struct weft__task *head = NULL, *tail = NULL;
-	size_t n, i, moved = 0;
+	size_t n;
 
-	atomic_store_explicit(&weft__item_task(item)->fair_tick, w->tick,
-			      memory_order_relaxed);
+	/* Fairness bookkeeping only for started tasks (fair_pick() leaves
+	 * fresh entries alone): a spawn does not touch that line. */
+	if (!((uintptr_t)item & WEFT__ITEM_FRESH))
+		atomic_store_explicit(&weft__item_task(item)->fair_tick,
+				      w->tick, memory_order_relaxed);
 	if (WEFT__LIKELY(weft__deque_push(&w->dq, item)))
 		return;
+	/* Full: the older half moves to the injection queue as it is
+	 * (tombstones included: whoever pops one drops it), without
+	 * touching a record. */
 	n = weft__deque_take_top(&w->dq, batch, WEFT__ARRAY_SIZE(batch));
-	for (i = 0; i < n; i++) {
-		struct weft__task *t = weft__item_task(batch[i]);
-		if ((uintptr_t)batch[i] & WEFT__ITEM_FRESH) {
-			int exp = WEFT__RC_DEQUE;
-			if (!atomic_compare_exchange_strong_explicit(
-				    &t->run_claim, &exp, WEFT__RC_INJECT,
-				    memory_order_acq_rel,
-				    memory_order_acquire)) {
-				weft__task_put(t, 1); /* tombstone */
-				continue;
-			}
-		}
-		t->next = NULL;
-		if (tail)
-			tail->next = t;
-		else
-			head = t;
-		tail = t;
-		moved++;
-	}
-	if (moved)
-		inject_push_list(w->rt, head, tail, moved);
-	if (!weft__deque_push(&w->dq, item)) {
-		struct weft__task *t = weft__item_task(item);
-		if ((uintptr_t)item & WEFT__ITEM_FRESH) {
-			int exp = WEFT__RC_DEQUE;
-			if (!atomic_compare_exchange_strong(&t->run_claim, &exp,
-							    WEFT__RC_INJECT)) {
-				weft__task_put(t, 1);
-				return;
-			}
-		}
-		weft__inject_push(w->rt, t);
-	}
+	if (n)
+		inject_push_items(w->rt, batch, n);
+	if (!weft__deque_push(&w->dq, item))
+		weft__inject_push(w->rt, item);
 }
 
 /* A freshly spawned task of this worker: its tagged entry goes to the
@@ -166,6 +305,11 @@ void weft__ready_fresh(struct weft__worker *w, struct weft__task *t)
 {
 	atomic_store_explicit(&t->state, WEFT__TASK_RUNNABLE,
 			      memory_order_relaxed);
+	/* release: the record is complete before any entry naming it can
+	 * claim it (sched.h, run_claim). t may run, end and be recycled
+	 * from here on: only the item is used below. */
+	atomic_store_explicit(&t->run_claim, WEFT__RC_DEQUE,
+			      memory_order_release);
 	weft__deque_push_or_spill(w, weft__item_fresh(t));
 	weft__notify(w->rt);
 }

@@ -89,10 +89,24 @@ enum weft__switch_reason {
 /*
  * run_claim: a fresh (never started) task may be started by a worker that
  * pops its queue entry, or run inline by its joiner (task.c). Exactly one
- * CAS to RC_RUN wins; a loser's queue entry is a tombstone, dropped with
- * the reference it holds. Fresh deque entries are tagged (bit 0 of the
- * item); a fresh task in the injection queue has RC_INJECT and is never
- * run inline (its intrusive link is in use).
+ * CAS RC_DEQUE -> RC_RUN wins; a loser's queue entry is a tombstone. Fresh
+ * entries are tagged (bit 0 of the item), in deques and in the injection
+ * queue's chunks alike.
+ *
+ * A queue entry holds no reference: a tombstone may outlive its task and
+ * even see its record reused by a new fresh task. That is harmless, since
+ * records are never freed while the runtime lives and a fresh record can
+ * be started by any entry that names it: whichever entry claims it first
+ * runs it, once, and the other is the tombstone. So run_claim is set to
+ * RC_DEQUE (release) only after the whole record is written, just before
+ * the task's own entry is published, and set to RC_RUN again when the
+ * record is freed. A popped tombstone is simply dropped; nothing piles up
+ * when a joiner runs thousands of spilled tasks inline without ever
+ * letting its worker pop their entries.
+ *
+ * Only a fresh task on the injection queue's fallback list (no chunk
+ * could be allocated) has RC_INJECT and is never run inline: its intrusive
+ * link is in use.
  */
 #define WEFT__RC_DEQUE 0
 #define WEFT__RC_INJECT 2
@@ -118,62 +132,76 @@ static inline struct weft__task *weft__item_task(void *item)
 #define WEFT__T_DETACHED 1u	  /* owner reference given up */
 #define WEFT__T_OWNER_WAITING 2u  /* a join/wait is in progress */
 #define WEFT__T_FOREIGN 4u	  /* submitted from outside the runtime */
+#define WEFT__T_NAMED 8u	  /* name[] written at spawn (reset at recycle) */
+#define WEFT__T_GROUP 16u	  /* a group's child (group.c) */
 
+/*
+ * Layout: records are cache-line aligned and the fields are grouped by when
+ * they are touched, because a spawn-heavy program (spawn 10,000, join them)
+ * is bound by cache misses on cold records. A spawn writes lines 0 and 2
+ * only (and the name when one is given); running adds line 1. The fields of
+ * lines 3 and 4 keep their idle values in a free record (set when the slab
+ * is made, restored by whoever changed them before the task ends: scopes,
+ * inline runs, groups, timers), so spawn does not write them.
+ */
 struct weft__task {
-	struct weft__ctx ctx;		/* owned by whoever runs the task */
-	struct weft__stack *stack;	/* NULL until first run and after exit */
-	struct weft__runtime *rt;	/* set at spawn */
-	weft_fn fn;
+	/* line 0: spawn, run claim, join, completion */
+	WEFT__ALIGNED_CL weft_fn fn;
 	void *arg;
+	struct weft__runtime *rt;	/* set at spawn */
+	_Atomic uintptr_t join_word;	/* joiner | J_DONE | J_CANCEL */
+	struct weft__task *free_next;	/* free-list link */
 	int status;			/* fn's result; read after J_DONE */
 	uint32_t gen;			/* handle generation; bumped on free */
-
 	_Atomic uint32_t refs;		/* owner handle + "alive" */
 	_Atomic uint32_t flags;		/* WEFT__T_* */
-	_Atomic uintptr_t join_word;	/* joiner | J_DONE | J_CANCEL */
-	_Atomic uint64_t joiner_seq;	/* joiner's wait word, for its claim */
+	_Atomic int state;		/* WEFT__TASK_*, informational */
+	_Atomic int run_claim;		/* WEFT__RC_*: who starts a fresh task */
 
+	/* line 1: running */
+	struct weft__ctx ctx;		/* owned by whoever runs the task */
+	struct weft__stack *stack;	/* NULL until first run and after exit */
+	/* joiner's wait word, for its claim; meaningful only once a joiner
+	 * pointer is in join_word (weft__join_register() sets it then) */
+	_Atomic uint64_t joiner_seq;
+
+	/* line 2: set at spawn; waits */
 	_Atomic uint64_t wait_word;	/* see WEFT__W_* */
 	uint64_t wait_seq;		/* task-owned counter */
 	struct weft__wait *cur_wait;	/* read by the publisher */
-	int switch_reason;		/* WEFT__SW_*, read by the scheduler */
-	_Atomic int state;		/* WEFT__TASK_*, informational */
-	_Atomic bool started;		/* has a stack: ran at least once */
-	_Atomic int run_claim;		/* WEFT__RC_*: who starts a fresh task */
-	bool stack_borrowed;		/* running inline on its joiner's stack */
-	struct weft__task *inline_host;	/* the joiner whose stack it runs on */
-	_Atomic(struct weft__task *) hosting; /* child running inline on ours */
-	uint64_t inherited_deadline_ns;	/* hosts' deadlines (inline run) */
+	uint64_t id;
+	struct weft__worker *pinned_to; /* set at first run if pinned */
+	size_t stack_size;		/* 0: default */
+	unsigned spawn_flags;		/* WEFT_SPAWN_* */
 	uint32_t locals_mask;		/* bit k: locals[k] was set */
-	_Atomic uint64_t fair_tick;	/* worker tick when queued (fairness) */
+	uint8_t switch_reason;		/* WEFT__SW_*, read by the scheduler */
+	bool scoped;			/* a cancel scope was entered */
+	uint16_t shield_depth;		/* open shields (own task) */
+	_Atomic bool started;		/* has a stack: ran at least once */
+	bool stack_borrowed;		/* running inline on its joiner's stack */
 
-	struct weft__timer timer;	/* deadline of the current wait */
-	uint64_t timer_seq;		/* the wait word the timer claims */
-	_Atomic(struct weft__worker *) timer_worker; /* whose heap holds it */
-
-	/* Cancel scopes: the earliest open deadline and shield depth
-	 * (written by the task itself). */
+	/* line 3: scopes, groups, inline runs (idle values: MAX/NULL/0) */
+	/* Cancel scopes (scope.c): the earliest deadline in force and the
+	 * innermost open scope (written by the task itself). */
 	uint64_t scope_deadline_ns;
-	unsigned shield_depth;
+	uint64_t inherited_deadline_ns;	/* hosts' deadlines (inline run) */
 	void *scope_top;
-
 	/* Task groups (group.c): the group this task is a child of, and its
-	 * links in the group's list of live children (under the group's
-	 * lock). */
+	 * links in the group's list of live children (under its lock). */
 	struct weft_group *group;
 	struct weft__task *grp_prev, *grp_next;
+	struct weft__task *inline_host;	/* the joiner whose stack it runs on */
+	_Atomic(struct weft__task *) hosting; /* child running inline on ours */
 
+	/* line 4: queues and timers */
 	struct weft__task *next;	/* run-queue link (inject, pinned) */
-	struct weft__worker *pinned_to; /* set at first run if pinned */
-	unsigned spawn_flags;
-	size_t stack_size;		/* 0: default */
-	uint64_t id;
-
-	struct weft__task *free_next;	/* free-list link */
-	struct weft__task *reg_next;	/* registry: every record ever made */
+	_Atomic uint64_t fair_tick;	/* worker tick when queued (fairness) */
+	_Atomic(struct weft__worker *) timer_worker; /* whose heap holds it */
+	uint64_t timer_seq;		/* the wait word the timer claims */
+	struct weft__timer timer;	/* deadline of the current wait */
 
 	void *locals[WEFT_KEYS_MAX];
-	char name[WEFT_TASK_NAME_MAX + 1];
+	char name[WEFT_TASK_NAME_MAX + 1]; /* "" unless WEFT__T_NAMED */
 };
 
 /* ---------------------------------------------------------------- workers */
@@ -235,10 +263,15 @@ struct weft__runtime {
 	weft_config cfg;
 	size_t stack_size;
 
-	/* global injection queue: foreign submits and deque overflow */
+	/* global injection queue: foreign submits and deque overflow
+	 * (sched.c). Items (tagged like deque items) in a list of array
+	 * chunks; when a chunk cannot be allocated, tasks go to the
+	 * intrusive fallback list (fresh ones with RC_INJECT). */
 	WEFT__ALIGNED_CL pthread_mutex_t inject_lock;
-	struct weft__task *inject_head, *inject_tail;
-	_Atomic size_t inject_len;
+	struct weft__inject_chunk *inj_head, *inj_tail, *inj_free;
+	unsigned inj_nfree;
+	struct weft__task *inject_head, *inject_tail; /* fallback list */
+	_Atomic size_t inject_len;	/* items in both */
 
 	/* idle workers and searchers (Go's discipline, see sched.c) */
 	WEFT__ALIGNED_CL _Atomic unsigned nsearching;
@@ -320,8 +353,9 @@ static inline int weft__pending_error(struct weft__task *t)
 /* sched.c */
 void weft__task_ready(struct weft__task *t);
 void weft__ready_local(struct weft__worker *w, struct weft__task *t, bool lifo);
-void weft__inject_push(struct weft__runtime *rt, struct weft__task *t);
-struct weft__task *weft__inject_pop_batch(struct weft__runtime *rt, size_t max);
+void weft__inject_push(struct weft__runtime *rt, void *item);
+size_t weft__inject_pop(struct weft__runtime *rt, void **out, size_t max);
+void weft__inject_free_chunks(struct weft__runtime *rt);
 void weft__notify(struct weft__runtime *rt);
 void weft__wake_worker(struct weft__worker *w);
 void weft__wake_all(struct weft__runtime *rt);

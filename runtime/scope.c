@@ -93,6 +93,11 @@ static void scope_open(weft_scope *us, uint64_t deadline_ns, bool shielded,
 			     !s ? "NULL scope" : "called outside a task");
 		return;
 	}
+	if (shielded && t->shield_depth == UINT16_MAX) {
+		weft__report("%s: more than %u nested shields in task '%s'",
+			     who, UINT16_MAX, t->name);
+		return;
+	}
 	if (in_chain(t, s)) {
 		weft__report("%s: scope %p is already open in task '%s'", who,
 			     (void *)us, t->name);
@@ -112,6 +117,7 @@ static void scope_open(weft_scope *us, uint64_t deadline_ns, bool shielded,
 		t->scope_deadline_ns = deadline_ns;
 	}
 	t->scope_top = s;
+	t->scoped = true;
 }
 
 WEFT_API void weft_scope_enter_at(weft_scope *s, uint64_t deadline_ns)

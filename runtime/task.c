@@ -73,6 +73,15 @@ struct weft__task *weft__handle_decode(const weft_task *h)
 
 /* ------------------------------------------------------------ records */
 
+/* The idle values of a free record's lines 3 and 4 (sched.h): spawn does
+ * not write them; whoever changes one restores it before the task ends. */
+static void record_idle_init(struct weft__task *t)
+{
+	t->scope_deadline_ns = UINT64_MAX;
+	t->inherited_deadline_ns = UINT64_MAX;
+	weft__timer_init(&t->timer);
+}
+
 static struct weft__task *slab_new(struct weft__runtime *rt)
 {
 	/* Called with reg_lock held. Returns one record; the others go to
@@ -81,6 +90,12 @@ static struct weft__task *slab_new(struct weft__runtime *rt)
 
 	if (!s)
 		return NULL;
+	memset(s, 0, sizeof(*s));
+	for (int i = 0; i < SLAB_RECORDS; i++) {
+		record_idle_init(&s->rec[i]);
+		atomic_store_explicit(&s->rec[i].run_claim, WEFT__RC_RUN,
+				      memory_order_relaxed);
+	}
 	s->next = (struct slab *)rt->registry;
 	rt->registry = (struct weft__task *)(void *)s;
 	for (int i = SLAB_RECORDS - 1; i >= 1; i--) {
@@ -127,8 +142,16 @@ static void task_recycle(struct weft__task *t)
 	struct weft__runtime *rt = t->rt;
 	struct weft__worker *w = weft__worker_current();
 
+	/* A free record's name is "" (task_init() writes it only when one
+	 * is given); line 0's flags say whether this one was. */
+	if (atomic_load_explicit(&t->flags, memory_order_relaxed) &
+	    WEFT__T_NAMED)
+		t->name[0] = 0;
 	atomic_fetch_add_explicit((_Atomic uint32_t *)&t->gen, 1,
 				  memory_order_relaxed);
+	/* A stale queue entry naming this record must not start it. */
+	atomic_store_explicit(&t->run_claim, WEFT__RC_RUN,
+			      memory_order_relaxed);
 	atomic_store_explicit(&t->state, WEFT__TASK_FREE, memory_order_release);
 	if (w && w->rt == rt && w->nfree_tasks < 4096) {
 		t->free_next = w->free_tasks;
@@ -209,38 +232,43 @@ void weft__stat_live(struct weft__runtime *rt, uint64_t *spawned,
 
 /* ------------------------------------------------------------ spawn */
 
+/*
+ * Fill a record for a new task. Only lines 0 and 2 are written (and the
+ * name when one is given): the rest holds its idle values already
+ * (record_idle_init(), sched.h). Debug builds check that it does.
+ */
 static void task_init(struct weft__task *t, struct weft__runtime *rt,
 		      weft_fn fn, void *arg, const char *name)
 {
-	t->rt = rt;
+#ifndef NDEBUG /* reads the lines spawn means not to touch */
+	WEFT__BUG_ON(t->stack || t->scope_top || t->group || t->inline_host ||
+		     atomic_load_explicit(&t->hosting, memory_order_relaxed) ||
+		     atomic_load_explicit(&t->timer_worker,
+					  memory_order_relaxed) ||
+		     t->scope_deadline_ns != UINT64_MAX ||
+		     t->inherited_deadline_ns != UINT64_MAX ||
+		     weft__timer_linked(&t->timer) || t->stack_borrowed);
+#endif
 	t->fn = fn;
 	t->arg = arg;
-	t->status = 0;
-	t->stack = NULL;
-	atomic_store_explicit(&t->started, false, memory_order_relaxed);
-	atomic_store_explicit(&t->run_claim, WEFT__RC_DEQUE,
-			      memory_order_relaxed);
-	atomic_store_explicit(&t->hosting, NULL, memory_order_relaxed);
-	t->inline_host = NULL;
-	t->stack_borrowed = false;
-	t->inherited_deadline_ns = UINT64_MAX;
-	atomic_store_explicit(&t->refs, 2, memory_order_relaxed);
-	atomic_store_explicit(&t->flags, 0, memory_order_relaxed);
+	t->rt = rt;
 	atomic_store_explicit(&t->join_word,
 			      weft__rt_draining(rt) ? WEFT__J_CANCEL : 0,
 			      memory_order_relaxed);
+	t->status = 0;
+	atomic_store_explicit(&t->refs, 2, memory_order_relaxed);
+	atomic_store_explicit(&t->flags, name ? WEFT__T_NAMED : 0,
+			      memory_order_relaxed);
+	/* run_claim stays RC_RUN (a free record's): RC_DEQUE is stored last,
+	 * by weft__ready_fresh() (sched.h, run_claim). */
+
 	atomic_store_explicit(&t->wait_word, 0, memory_order_relaxed);
-	atomic_store_explicit(&t->joiner_seq, 0, memory_order_relaxed);
-	t->group = NULL;
-	atomic_store_explicit(&t->timer_worker, NULL, memory_order_relaxed);
-	weft__timer_init(&t->timer);
-	t->scope_deadline_ns = UINT64_MAX;
-	t->shield_depth = 0;
-	t->scope_top = NULL;
 	t->pinned_to = NULL;
-	t->spawn_flags = 0;
 	t->stack_size = 0;
-	t->next = NULL;
+	t->spawn_flags = 0;
+	t->shield_depth = 0;
+	t->scoped = false;
+	atomic_store_explicit(&t->started, false, memory_order_relaxed);
 	if (t->locals_mask) {
 		memset(t->locals, 0, sizeof(t->locals));
 		t->locals_mask = 0;
@@ -249,8 +277,6 @@ static void task_init(struct weft__task *t, struct weft__runtime *rt,
 		size_t n = strnlen(name, WEFT_TASK_NAME_MAX);
 		memcpy(t->name, name, n);
 		t->name[n] = 0;
-	} else {
-		t->name[0] = 0;
 	}
 }
 
@@ -303,11 +329,14 @@ struct weft__task *weft__spawn_child(struct weft__worker *w,
 		return NULL;
 	task_init(t, w->rt, fn, arg, o ? o->name : NULL);
 	if (o) {
-		t->spawn_flags = o->flags;
+		t->spawn_flags |= o->flags;
 		t->stack_size = o->stack_size;
 	}
 	atomic_store_explicit(&t->refs, 1, memory_order_relaxed);
-	atomic_store_explicit(&t->flags, WEFT__T_DETACHED,
+	atomic_store_explicit(&t->flags,
+			      atomic_load_explicit(&t->flags,
+						   memory_order_relaxed) |
+				      WEFT__T_DETACHED | WEFT__T_GROUP,
 			      memory_order_relaxed);
 	t->group = g;
 	count_spawn(w->rt, w, t);
@@ -329,7 +358,7 @@ WEFT_API int weft_spawn_ex(weft_task **out, const weft_spawn_opts *o,
 		return -ENOMEM;
 	task_init(t, w->rt, fn, arg, o ? o->name : NULL);
 	if (o) {
-		t->spawn_flags = o->flags;
+		t->spawn_flags |= o->flags;
 		t->stack_size = o->stack_size;
 	}
 	count_spawn(w->rt, w, t);
@@ -371,15 +400,22 @@ struct weft__task *weft__spawn_foreign(struct weft__runtime *rt, weft_fn fn,
 	task_init(t, rt, fn, arg, name);
 	if (!owned) {
 		atomic_store_explicit(&t->refs, 1, memory_order_relaxed);
-		atomic_store_explicit(&t->flags, WEFT__T_DETACHED,
-				      memory_order_relaxed);
+		atomic_store_explicit(
+			&t->flags,
+			atomic_load_explicit(&t->flags, memory_order_relaxed) |
+				WEFT__T_DETACHED,
+			memory_order_relaxed);
 	}
 	count_spawn(rt, NULL, t);
-	/* Fresh in the injection queue: never run inline (its link is in
-	 * use); inject_item() re-tags it when a worker takes it. */
-	atomic_store_explicit(&t->run_claim, WEFT__RC_INJECT,
+	/* A fresh entry in the injection queue, claimed by whichever worker
+	 * pops it (its owner is a foreign thread: never run inline).
+	 * release: the record is complete before it can be claimed. */
+	atomic_store_explicit(&t->state, WEFT__TASK_RUNNABLE,
 			      memory_order_relaxed);
-	weft__task_ready(t);
+	atomic_store_explicit(&t->run_claim, WEFT__RC_DEQUE,
+			      memory_order_release);
+	weft__inject_push(rt, weft__item_fresh(t));
+	weft__notify(rt);
 	return t;
 }
 
@@ -403,8 +439,10 @@ static void task_finish(struct weft__task *t)
 		if (v && d)
 			d(v); /* may set other locals: the loop sees them */
 	}
-	weft__scopes_unwind(t, NULL, "returned");
-	if (t->group)
+	if (t->scoped)
+		weft__scopes_unwind(t, NULL, "returned");
+	if (atomic_load_explicit(&t->flags, memory_order_relaxed) &
+	    WEFT__T_GROUP)
 		weft__group_child_done(t);
 }
 
@@ -465,9 +503,9 @@ void weft__task_complete(struct weft__worker *w, struct weft__task *t)
  * deadlines reach it: a cancellation is copied into it (at the start, or
  * by weft__task_cancel_internal() through hosting, which also ends a wait
  * in progress), and the joiner's deadline is inherited
- * (inherited_deadline_ns, weft__pending_error()). The child's queue entry becomes a
- * tombstone holding the reference the running task would hold; whoever
- * pops it drops it.
+ * (inherited_deadline_ns, weft__pending_error()). The child's queue entry
+ * becomes a tombstone (sched.h, run_claim); the inline run drops the
+ * "alive" reference itself, as a worker's completion would.
  *
  * Eligible: unpinned children spawned with the default stack size, when at
  * least 3/4 of a default stack is free below the joiner's frame (the
@@ -519,6 +557,7 @@ static bool try_run_inline(struct weft__task *host, struct weft__task *c)
 	w->current = host;
 	atomic_store_explicit(&host->hosting, NULL, memory_order_seq_cst);
 	c->inline_host = NULL;
+	c->inherited_deadline_ns = UINT64_MAX; /* idle value (sched.h) */
 	c->stack = NULL;
 	c->stack_borrowed = false;
 	atomic_store_explicit(&c->state, WEFT__TASK_DONE, memory_order_relaxed);
@@ -526,6 +565,7 @@ static bool try_run_inline(struct weft__task *host, struct weft__task *c)
 	atomic_fetch_or_explicit(&c->join_word, WEFT__J_DONE,
 				 memory_order_seq_cst);
 	count_completion(w, rt);
+	weft__task_put(c, 1); /* "alive"; the owner's reference remains */
 	return true;
 }
 
@@ -677,7 +717,7 @@ WEFT_API int weft_join(weft_task *h)
 /*
  * The owner gives up its handle (join returned, or detach): the handle's
  * generation moves on at once, so the released handle is rejected even
- * while the record lives on (a running detached task, or a tombstone of an
+ * while the record lives on (a running detached task, or a task its
  * inline run still holding a reference).
  */
 void weft__owner_release(struct weft__task *t)

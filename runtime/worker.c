@@ -190,20 +190,6 @@ static void *deque_pop(struct weft__worker *w, bool fifo)
 	return weft__deque_take(&w->dq);
 }
 
-/* An injection-queue entry as a run-queue item: a fresh task becomes a
- * tagged deque entry again (we own it now: nobody else can claim from
- * RC_INJECT), so its joiner may still run it inline. */
-static void *inject_item(struct weft__task *t)
-{
-	if (atomic_load_explicit(&t->run_claim, memory_order_acquire) ==
-	    WEFT__RC_INJECT) {
-		atomic_store_explicit(&t->run_claim, WEFT__RC_DEQUE,
-				      memory_order_release);
-		return weft__item_fresh(t);
-	}
-	return t;
-}
-
 /* Take a fair share of the injection queue (at most 64) in one lock: the
  * first item is returned, the rest go to our deque. */
 static void *inject_take(struct weft__worker *w)
@@ -211,23 +197,19 @@ static void *inject_take(struct weft__worker *w)
 	struct weft__runtime *rt = w->rt;
 	size_t len = atomic_load_explicit(&rt->inject_len,
 					  memory_order_relaxed);
-	size_t want = len / rt->nworkers + 1;
-	struct weft__task *first, *t;
+	size_t want = len / rt->nworkers + 1, n;
+	void *items[64];
 
 	if (!len)
 		return NULL;
-	if (want > 64)
-		want = 64;
-	first = weft__inject_pop_batch(rt, want);
-	if (!first)
+	if (want > WEFT__ARRAY_SIZE(items))
+		want = WEFT__ARRAY_SIZE(items);
+	n = weft__inject_pop(rt, items, want);
+	if (!n)
 		return NULL;
-	t = first->next;
-	while (t) {
-		struct weft__task *next = t->next;
-		weft__deque_push_or_spill(w, inject_item(t));
-		t = next;
-	}
-	return inject_item(first);
+	for (size_t i = 1; i < n; i++)
+		weft__deque_push_or_spill(w, items[i]);
+	return items[0];
 }
 
 static uint64_t next_rand(struct weft__worker *w)
@@ -368,7 +350,7 @@ static void *next_task(struct weft__worker *w)
 						 memory_order_acquire) ==
 				    WEFT__RC_DEQUE)
 				return t;
-			weft__task_put(u, 1);
+			/* a tombstone: dropped (it holds no reference) */
 		}
 	}
 	if (w->pin_head ||
@@ -535,7 +517,6 @@ static void run_task(struct weft__worker *w, void *item)
 			    &t->run_claim, &exp, WEFT__RC_RUN,
 			    memory_order_acq_rel, memory_order_acquire)) {
 			/* Its joiner ran it inline: a tombstone. */
-			weft__task_put(t, 1);
 			return;
 		}
 	}
@@ -548,8 +529,8 @@ static void run_task(struct weft__worker *w, void *item)
 			weft__report("cannot allocate a stack for task '%s' "
 				     "(%s); retrying",
 				     t->name, strerror(errno));
-			atomic_store_explicit(&t->run_claim, WEFT__RC_INJECT,
-					      memory_order_release);
+			/* Claimed (RC_RUN): queued as a started task, it
+			 * comes back here and gets its stack then. */
 			weft__inject_push(rt, t);
 			return;
 		}

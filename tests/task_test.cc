@@ -980,6 +980,54 @@ TEST(InlineJoin, UnstartedChildRunsOnTheJoinersStack)
 	});
 }
 
+// A joiner that runs thousands of spilled tasks inline never lets its
+// worker pop their queue entries: those tombstones hold no reference, so
+// the records are recycled at once and the next batch reuses them (no new
+// slabs), and a stale entry that meets a reused record never runs a task
+// twice.
+TEST(InlineJoin, SpilledTasksRunInlineAndTheirRecordsAreReused)
+{
+	WEFT_TEST_RUN(1, [] {
+		const int n = 5000; // far beyond a deque's 256 slots
+		std::vector<weft_task *> h(n);
+		std::vector<int> runs(n);
+		struct Arg {
+			int *runs;
+			int i;
+		};
+		std::vector<Arg> args(n);
+		unsigned long allocs_after_first = 0;
+		for (int round = 0; round < 6; round++) {
+			for (int i = 0; i < n; i++) {
+				args[i] = Arg{ runs.data(), i };
+				h[i] = weft_spawn(
+					[](void *p) -> int {
+						auto *a = static_cast<Arg *>(p);
+						a->runs[a->i]++;
+						return a->i & 0xff;
+					},
+					&args[i]);
+				ASSERT_NE(nullptr, h[i]);
+			}
+			for (int i = 0; i < n; i++)
+				ASSERT_EQ(i & 0xff, weft_join(h[i]));
+#ifdef WEFT_TEST_HOOKS
+			if (round == 1)
+				allocs_after_first = weft_test_alloc_count();
+#endif
+		}
+		for (int i = 0; i < n; i++)
+			EXPECT_EQ(6, runs[i]) << i;
+#ifdef WEFT_TEST_HOOKS
+		// Rounds 2..5 reused the records of rounds 0..1: at most a
+		// few allocations (injection-queue chunks), not slabs.
+		EXPECT_LE(weft_test_alloc_count() - allocs_after_first, 64u);
+#else
+		(void)allocs_after_first;
+#endif
+	});
+}
+
 TEST(InlineJoin, ChildKeepsItsIdentityAndLocals)
 {
 	static weft_key k;
