@@ -2,9 +2,10 @@
 /*
  * runtime/timer.h - per-worker timer heap and the time helpers every file uses.
  *
- * The heap is an intrusive pairing heap (theory of operation in timer.c):
- * nodes live inside task records and scope/I/O records, so arming a timer
- * never allocates, and a sleeping task never needs memory. The heap itself
+ * The "heap" is an intrusive hierarchical timing wheel in front of an exact
+ * pairing heap (theory of operation in timer.c): nodes live inside task
+ * records and scope/I/O records, so arming a timer never allocates, and a
+ * sleeping task never needs memory. The structure
  * is single-threaded; the worker that owns it wraps every call in its own
  * timer lock. Deadlines are absolute CLOCK_MONOTONIC nanoseconds; UINT64_MAX
  * (WEFT_FOREVER) means "never".
@@ -29,17 +30,29 @@ extern "C" {
 struct weft__timer {
 	uint64_t deadline_ns; /* absolute CLOCK_MONOTONIC ns; set by insert */
 	uint64_t order; /* insertion counter: FIFO among equal ones */
-	/* heap links; prev == NULL <=> not linked */
+	/* heap links, or wheel-slot list links (next/prev);
+	 * prev == NULL <=> not linked */
 	struct weft__timer *child, *next, *prev;
+	uint16_t wslot; /* wheel slot (level * 64 + index) when in_wheel */
+	bool in_wheel;
 };
 
+#define WEFT__WHEEL_LEVELS 6
+#define WEFT__WHEEL_SLOTS 64
+
 /*
- * A worker's timers. Written and read only under that worker's timer lock.
+ * A worker's timers: a hierarchical wheel for the far ones and an exact
+ * pairing heap for the near ones (timer.c). Written and read only under
+ * that worker's timer lock.
  */
 struct weft__timer_heap {
-	struct weft__timer *root; /* first (deadline, order); NULL if empty */
+	struct weft__timer *root; /* heap: first (deadline, order) */
 	uint64_t next_order; /* next insertion counter; never wraps */
-	size_t count; /* number of linked timers */
+	size_t count; /* linked timers, heap and wheel */
+	size_t wheel_count; /* of which in the wheel */
+	uint64_t wheel_now; /* the wheel's reference tick (timer.c) */
+	uint64_t occupied[WEFT__WHEEL_LEVELS]; /* bit i: slot i not empty */
+	struct weft__timer *slot[WEFT__WHEEL_LEVELS * WEFT__WHEEL_SLOTS];
 };
 
 /**
@@ -95,9 +108,9 @@ void weft__timer_insert(struct weft__timer_heap *h, struct weft__timer *t,
  *   be told apart cheaply and corrupts both heaps, so callers keep the
  *   owning worker next to the timer.
  *
- * Amortised O(log n); O(1) for a timer that has no children, which is the
- * common case of a recently armed timer cancelled before it fires. @t is
- * unlinked on return.
+ * O(1) for a timer in the wheel (most far ones); in the heap amortised
+ * O(log n), O(1) for a timer that has no children. @t is unlinked on
+ * return.
  *
  * Context: under the heap's timer lock; never suspends.
  */
@@ -107,11 +120,12 @@ void weft__timer_remove(struct weft__timer_heap *h, struct weft__timer *t);
  * weft__timer_min() - The timer that expires first.
  * @h: the heap.
  *
+ * Moves wheel slots into the heap as needed to know.
  * Context: under the heap's timer lock.
  * Return: the linked timer with the smallest (deadline, order); NULL when
  * @h is empty.
  */
-struct weft__timer *weft__timer_min(const struct weft__timer_heap *h);
+struct weft__timer *weft__timer_min(struct weft__timer_heap *h);
 
 /**
  * weft__timer_pop_expired() - Take the first timer if it has expired.
@@ -133,10 +147,12 @@ struct weft__timer *weft__timer_pop_expired(struct weft__timer_heap *h,
  * weft__timer_next_deadline() - When the worker must wake up next.
  * @h: the heap.
  *
+ * Exact: moves the wheel slots that may hold it into the heap (cheap: at
+ * most a few slots, and only the first tick's timers end in the heap).
  * Context: under the heap's timer lock.
  * Return: the smallest linked deadline_ns; UINT64_MAX when @h is empty.
  */
-uint64_t weft__timer_next_deadline(const struct weft__timer_heap *h);
+uint64_t weft__timer_next_deadline(struct weft__timer_heap *h);
 
 /**
  * weft__clock_now() - Read CLOCK_MONOTONIC.

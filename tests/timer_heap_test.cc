@@ -58,21 +58,56 @@ bool KeyBefore(const weft__timer *a, const weft__timer *b)
 // Walks the whole heap without recursion and checks every link: first
 // child's prev is the parent, a later sibling's prev is the previous
 // sibling, every child's key is after its parent's, and the node count.
+// The wheel in front of the heap (timer.c): every slot's list is doubly
+// linked from the slot head, its occupied bit matches, and every timer is
+// in the slot its tick gives relative to wheel_now. Return: the count.
+size_t CheckWheel(const weft__timer_heap *h)
+{
+	size_t seen = 0;
+	for (unsigned s = 0; s < WEFT__WHEEL_LEVELS * WEFT__WHEEL_SLOTS; s++) {
+		unsigned level = s / WEFT__WHEEL_SLOTS;
+		bool bit = (h->occupied[level] >> (s % WEFT__WHEEL_SLOTS)) & 1;
+		EXPECT_EQ(bit, h->slot[s] != nullptr) << "slot " << s;
+		const weft__timer *prev = nullptr;
+		for (const weft__timer *n = h->slot[s]; n; n = n->next) {
+			seen++;
+			EXPECT_TRUE(n->in_wheel);
+			EXPECT_EQ(n->wslot, s);
+			EXPECT_TRUE(weft__timer_linked(n));
+			if (prev) {
+				EXPECT_EQ(n->prev, prev);
+			}
+			uint64_t tick = n->deadline_ns >> 20;
+			EXPECT_GT(tick, h->wheel_now);
+			unsigned l = (unsigned)(63 - __builtin_clzll(
+							     tick ^ h->wheel_now)) /
+				     6;
+			EXPECT_EQ(l, level) << "tick " << tick;
+			EXPECT_EQ((tick >> (6 * l)) & 63, s % WEFT__WHEEL_SLOTS);
+			prev = n;
+		}
+	}
+	EXPECT_EQ(seen, h->wheel_count);
+	return seen;
+}
+
 void CheckHeap(const weft__timer_heap *h)
 {
+	size_t in_wheel = CheckWheel(h);
 	if (!h->root) {
-		ASSERT_EQ(h->count, 0u);
+		ASSERT_EQ(h->count, in_wheel);
 		return;
 	}
 	ASSERT_NE(h->root->prev, nullptr);
 	ASSERT_EQ(h->root->next, nullptr);
-	size_t seen = 0;
+	size_t seen = in_wheel;
 	std::vector<const weft__timer *> todo{ h->root };
 	while (!todo.empty()) {
 		const weft__timer *n = todo.back();
 		todo.pop_back();
 		seen++;
 		ASSERT_TRUE(weft__timer_linked(n));
+		ASSERT_FALSE(n->in_wheel);
 		const weft__timer *prev = n;
 		for (const weft__timer *c = n->child; c; c = c->next) {
 			ASSERT_EQ(c->prev, prev);
@@ -422,7 +457,7 @@ struct Model {
 	std::map<std::pair<uint64_t, uint64_t>, size_t> ref;
 	weft__timer_heap h;
 	uint64_t seq = 0, now = 0, ops = 0;
-	size_t max_live = 0;
+	size_t max_live = 0, max_wheel = 0;
 	std::mt19937_64 rng;
 
 	Model(size_t n, uint64_t seed) : t(n), key(n), pos(n), rng(seed)
@@ -479,6 +514,7 @@ struct Model {
 		ref.emplace(key[i], i);
 		Move(unlinked, linked, pos, i);
 		max_live = std::max(max_live, linked.size());
+		max_wheel = std::max(max_wheel, h.wheel_count);
 	}
 
 	void Remove()
@@ -577,6 +613,8 @@ struct Model {
 		}
 		ASSERT_EQ(weft__timer_pop_expired(&h, UINT64_MAX), nullptr);
 		ASSERT_EQ(h.count, 0u);
+		// The far timers went through the wheel, not just the heap.
+		EXPECT_GT(max_wheel, 0u);
 	}
 
 	static bool HasFatalFailure()
