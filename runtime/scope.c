@@ -172,12 +172,21 @@ WEFT_API int weft_scope_exit(weft_scope *us)
 		return -EINVAL;
 	}
 	if (t->scope_top != s) {
+		bool open = in_chain(t, s);
 		weft__report("weft_scope_exit: scope %p %s in task '%s'",
 			     (void *)us,
-			     in_chain(t, s) ? "exited out of order (an inner "
-					      "scope is still open)" :
-					      "is not open",
+			     open ? "exited out of order: it and the scopes "
+				    "inside it are closed" :
+				    "is not open",
 			     t->name);
+		/* Repair (RELIABILITY A10): close s and everything entered
+		 * after it, so no forgotten deadline fails later waits;
+		 * their own exits then report "not open". */
+		if (open) {
+			while (t->scope_top != s)
+				scope_pop(t, t->scope_top);
+			scope_pop(t, s);
+		}
 		return -EINVAL;
 	}
 	return scope_pop(t, s) ? -ETIMEDOUT : 0;

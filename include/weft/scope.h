@@ -79,8 +79,9 @@ WEFT_API void weft_scope_enter_shielded(weft_scope *s, uint64_t timeout_ns);
  * Context: task only; never suspends.
  * Return: -ETIMEDOUT if this scope's own deadline passed while it was
  * open (even if no wait noticed), else 0; -EINVAL (reported on stderr)
- * for a scope that is not open in this task or not the innermost one
- * (nothing changes then).
+ * for a scope that is not open in this task (nothing changes), or one
+ * that is not the innermost: then it is closed together with every scope
+ * entered inside it, whose own exits later give -EINVAL.
  */
 WEFT_API int weft_scope_exit(weft_scope *s);
 
