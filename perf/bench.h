@@ -70,6 +70,7 @@ extern const struct bench_workload bench_offload_c64;
 /* Not in the spec: the sync primitives' costs (issue 4), perf/sync.c. */
 extern const struct bench_workload bench_mutex_pair;
 extern const struct bench_workload bench_mutex_convoy;
+extern const struct bench_workload bench_mutex_handoff;
 extern const struct bench_workload bench_sem_pair;
 extern const struct bench_workload bench_queue_pair;
 extern const struct bench_workload bench_queue_mpmc;

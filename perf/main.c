@@ -69,6 +69,7 @@ static const struct bench_workload *const workloads[] = {
 	&bench_offload_c64, /* 6. */
 	&bench_mutex_pair, /* perf/sync.c: issue 4, not the spec */
 	&bench_mutex_convoy,
+	&bench_mutex_handoff,
 	&bench_sem_pair,
 	&bench_queue_pair,
 	&bench_queue_mpmc,

@@ -17,7 +17,13 @@
  *                    (N/64 each), each holding the mutex for a small
  *                    critical section (a shared counter and one splitmix64
  *                    step of shared state). ns_per_acquire = wall ns / N,
- *                    acquires_per_s. The counter must equal N.
+ *                    acquires_per_s, and waited_pct: the share of
+ *                    acquisitions that found the mutex held (a trylock
+ *                    first, then lock). The counter must equal N.
+ *   mutex_handoff    the same, but each holder calls weft_yield() inside
+ *                    its critical section, so the other tasks of its
+ *                    worker find the mutex held and queue: the wait, wake
+ *                    and hand-over path, the convoy's worst case.
  *   sem_pair         one task: N x (weft_sem_acquire; weft_sem_release) on
  *                    a semaphore of 1. ns_per_pair.
  *   queue_pair       one task: a queue of capacity 16 holding 8 items;
@@ -43,6 +49,7 @@
  */
 #include <limits.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 
 #include "bench.h"
@@ -61,6 +68,7 @@ struct sync_run {
 	long long n; /* the size argument */
 	uint64_t wall_ns;
 	long long check; /* the workload's invariant value */
+	long long waited; /* convoys: acquisitions that had to wait */
 	int failed; /* first failed weft call, as -errno */
 };
 
@@ -123,7 +131,9 @@ static int mutex_pair_driver(void *arg)
 struct convoy {
 	weft_mutex m;
 	long long each; /* acquisitions per task */
+	bool yield_inside; /* mutex_handoff: suspend while holding m */
 	long long counter; /* under m */
+	long long waited; /* under m: acquisitions that found m held */
 	uint64_t state; /* under m: splitmix64 state */
 };
 
@@ -134,25 +144,51 @@ static int convoy_task(void *arg)
 	int ret;
 
 	for (i = 0; i < c->each; i++) {
-		ret = weft_mutex_lock(&c->m);
-		if (ret < 0)
-			return ret;
+		/* trylock first only to count the waits: on a free mutex
+		 * it is the same single CAS as weft_mutex_lock(). */
+		bool waited = weft_mutex_trylock(&c->m) != 0;
+
+		if (waited) {
+			ret = weft_mutex_lock(&c->m);
+			if (ret < 0)
+				return ret;
+		}
 		c->counter++;
+		c->waited += waited;
 		(void)bench_splitmix64(&c->state);
+		if (c->yield_inside) {
+			ret = weft_yield();
+			if (ret < 0) {
+				weft_mutex_unlock(&c->m);
+				return ret;
+			}
+		}
 		weft_mutex_unlock(&c->m);
 	}
 	return 0;
 }
 
-static int mutex_convoy_driver(void *arg)
+static int convoy_driver(struct sync_run *r, bool yield_inside)
 {
-	struct sync_run *r = arg;
-	struct convoy c = { .each = r->n / CONVOY_TASKS, .state = 42 };
+	struct convoy c = { .each = r->n / CONVOY_TASKS,
+			    .yield_inside = yield_inside,
+			    .state = 42 };
 
 	spawn_join_all(r, CONVOY_TASKS, convoy_task, &c);
 	r->check = c.counter;
+	r->waited = c.waited;
 	weft_mutex_destroy(&c.m);
 	return r->failed;
+}
+
+static int mutex_convoy_driver(void *arg)
+{
+	return convoy_driver(arg, false);
+}
+
+static int mutex_handoff_driver(void *arg)
+{
+	return convoy_driver(arg, true);
 }
 
 /* ---- semaphore ------------------------------------------------------------ */
@@ -382,21 +418,32 @@ static int run_mutex_pair(const struct bench_opts *o, long long n)
 	return 0;
 }
 
-static int run_mutex_convoy(const struct bench_opts *o, long long n)
+static int run_convoy(const struct bench_opts *o, long long n,
+		      const char *name, weft_fn driver)
 {
 	struct sync_run r;
 
 	n -= n % CONVOY_TASKS;
 	r = (struct sync_run){ .n = n };
-	if (measure(o, "mutex_convoy", mutex_convoy_driver, &r))
+	if (measure(o, name, driver, &r))
 		return 1;
 	if (r.check != n)
-		return bench_fail("mutex_convoy", "counter %lld, want %lld",
-				  r.check, n);
-	bench_emit("mutex_convoy", "ns_per_acquire", per(&r, n), "ns", n);
-	bench_emit("mutex_convoy", "acquires_per_s", 1e9 / per(&r, n),
-		   "acq/s", n);
+		return bench_fail(name, "counter %lld, want %lld", r.check, n);
+	bench_emit(name, "ns_per_acquire", per(&r, n), "ns", n);
+	bench_emit(name, "acquires_per_s", 1e9 / per(&r, n), "acq/s", n);
+	bench_emit(name, "waited_pct", 100.0 * (double)r.waited / (double)n,
+		   "%", n);
 	return 0;
+}
+
+static int run_mutex_convoy(const struct bench_opts *o, long long n)
+{
+	return run_convoy(o, n, "mutex_convoy", mutex_convoy_driver);
+}
+
+static int run_mutex_handoff(const struct bench_opts *o, long long n)
+{
+	return run_convoy(o, n, "mutex_handoff", mutex_handoff_driver);
 }
 
 static int run_sem_pair(const struct bench_opts *o, long long n)
@@ -474,6 +521,14 @@ const struct bench_workload bench_mutex_convoy = {
 	.size_full = 2000000,
 	.size_quick = 1000000,
 	.run = run_mutex_convoy,
+};
+
+const struct bench_workload bench_mutex_handoff = {
+	.name = "mutex_handoff",
+	.spec = "issue 4: 64 tasks, each yields while holding the weft_mutex",
+	.size_full = 400000,
+	.size_quick = 200000,
+	.run = run_mutex_handoff,
 };
 
 const struct bench_workload bench_sem_pair = {
