@@ -73,13 +73,13 @@ static int fetch_with_limit(void *arg)
 
 static int failures;
 
-#define CHECK(cond, ...)                                   \
-	do {                                               \
-		if (!(cond)) {                             \
+#define CHECK(cond, ...)                                       \
+	do {                                                   \
+		if (!(cond)) {                                 \
 			fprintf(stderr, "FAIL: " __VA_ARGS__); \
-			fputc('\n', stderr);               \
-			failures++;                        \
-		}                                          \
+			fputc('\n', stderr);                   \
+			failures++;                            \
+		}                                              \
 	} while (0)
 
 static int main_task(void *arg)

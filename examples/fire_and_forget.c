@@ -113,13 +113,13 @@ static int run_capturing_stderr(weft_fn fn, void *arg, char *out, size_t len)
 
 static int failures;
 
-#define CHECK(cond, ...)                                   \
-	do {                                               \
-		if (!(cond)) {                             \
+#define CHECK(cond, ...)                                       \
+	do {                                                   \
+		if (!(cond)) {                                 \
 			fprintf(stderr, "FAIL: " __VA_ARGS__); \
-			fputc('\n', stderr);               \
-			failures++;                        \
-		}                                          \
+			fputc('\n', stderr);                   \
+			failures++;                            \
+		}                                              \
 	} while (0)
 
 int main(void)

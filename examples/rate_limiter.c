@@ -18,14 +18,18 @@
  * GCRA) and sleeps until it, so the rate holds however many tasks call at
  * once, on however many workers.
  *
- * The "server" records when each call arrives (after acquire returned).
+ * The 64 callers are started first and released together by an event, so
+ * they really call at once. The "server" records when each call arrives
+ * (after acquire returned).
  * Checked, from those times, not assumed:
  *  1. exactly, the bucket's promise: sorted, the k-th call (from 0) comes
  *     no earlier than start + (k - BURST + 1) / RATE seconds - a limiter
  *     that let even one call through early fails this;
- *  2. over every sliding 1 s window at most BURST + RATE calls arrive
- *     (plus JITTER_CALLS: a call that wakes a little late may join the
- *     next window, which the server sees too);
+ *  2. over every sliding 1 s window at most BURST + RATE calls arrive,
+ *     give or take delivery: a caller that wakes late (a loaded machine, a
+ *     sanitizer) may slip into the next window - a real server would see
+ *     that too - so up to LATE_MS of lateness is allowed for, and the
+ *     worst lateness seen is printed;
  *  3. every call got through (no caller failed).
  */
 #define _GNU_SOURCE
@@ -42,10 +46,12 @@
 #define CALLS_EACH 3
 #define NR_CALLS (NR_CALLERS * CALLS_EACH) /* 192: about 1.9 s */
 #define WINDOW WEFT_SEC(1)
-#define JITTER_CALLS 2
+#define LATE_MS 50 /* delivery lateness the window check allows for */
 
 struct server {
 	weft_limiter *limiter;
+	weft_sem ready; /* one unit per caller started */
+	weft_event go; /* all callers start calling at once */
 	uint64_t arrivals[NR_CALLS]; /* weft_now() at each call */
 	_Atomic int nr_arrivals;
 };
@@ -55,6 +61,10 @@ static int caller(void *arg)
 	struct server *s = arg;
 	int i, ret;
 
+	weft_sem_release(&s->ready);
+	ret = weft_event_wait(&s->go);
+	if (ret < 0)
+		return ret;
 	for (i = 0; i < CALLS_EACH; i++) {
 		ret = weft_limiter_acquire(s->limiter); /* async with limiter */
 		if (ret < 0)
@@ -74,13 +84,13 @@ static int cmp_u64(const void *a, const void *b)
 
 static int failures;
 
-#define CHECK(cond, ...)                                   \
-	do {                                               \
-		if (!(cond)) {                             \
+#define CHECK(cond, ...)                                       \
+	do {                                                   \
+		if (!(cond)) {                                 \
 			fprintf(stderr, "FAIL: " __VA_ARGS__); \
-			fputc('\n', stderr);               \
-			failures++;                        \
-		}                                          \
+			fputc('\n', stderr);                   \
+			failures++;                            \
+		}                                              \
 	} while (0)
 
 /* The most arrivals in any window [t, t + WINDOW) (@t sorted). */
@@ -102,12 +112,12 @@ static int main_task(void *arg)
 	struct server *s = arg;
 	weft_task *tasks[NR_CALLERS];
 	uint64_t start, period = (uint64_t)(1e9 / RATE), took;
-	int i, k, ret, spawned, early = 0, n;
+	int i, k, ret, spawned, early = 0, n, max_window, allowed;
+	int64_t late, worst_late = 0;
 
 	s->limiter = weft_limiter_new(RATE, BURST);
 	if (!s->limiter)
 		return -errno;
-	start = weft_now();
 	for (spawned = 0; spawned < NR_CALLERS; spawned++) {
 		tasks[spawned] = weft_spawn(caller, s);
 		if (!tasks[spawned]) {
@@ -115,27 +125,44 @@ static int main_task(void *arg)
 			break;
 		}
 	}
+	/* Let every caller start, then release them together. */
+	for (i = 0; i < spawned; i++)
+		weft_sem_acquire(&s->ready);
+	start = weft_now();
+	weft_event_set(&s->go);
 	for (i = 0; i < spawned; i++) {
 		ret = weft_join(tasks[i]);
 		CHECK(ret == 0, "caller %d: %d", i, ret);
 	}
 	took = weft_now() - start;
 	weft_limiter_free(s->limiter);
+	weft_event_destroy(&s->go);
+	weft_sem_destroy(&s->ready);
 
 	n = s->nr_arrivals;
 	CHECK(n == NR_CALLS, "%d calls arrived, want %d", n, NR_CALLS);
 	qsort(s->arrivals, (size_t)n, sizeof(s->arrivals[0]), cmp_u64);
-	for (k = BURST; k < n; k++)
+	for (k = BURST; k < n; k++) {
 		if (s->arrivals[k] - start < (uint64_t)(k - BURST + 1) * period)
 			early++;
+		/* All callers queue, so slots come exactly every period
+		 * after the burst: how late was this call? */
+		late = (int64_t)(s->arrivals[k] - s->arrivals[0]) -
+		       (int64_t)((uint64_t)(k - BURST + 1) * period);
+		if (late > worst_late)
+			worst_late = late;
+	}
+	max_window = max_in_window(s->arrivals, n);
+	allowed = BURST + (int)RATE + (int)(LATE_MS * RATE / 1000);
 	printf("%d calls from %d tasks in %.2f s: %.1f calls/s (limit %.0f/s, burst %d)\n",
 	       n, NR_CALLERS, (double)took / 1e9,
 	       (double)(n - BURST) * 1e9 / (double)took, RATE, BURST);
-	printf("most calls in any 1 s window: %d (allowed %d + %d jitter)\n",
-	       max_in_window(s->arrivals, n), BURST + (int)RATE, JITTER_CALLS);
+	printf("most calls in any 1 s window: %d (limit %d); latest call %.1f ms after its slot\n",
+	       max_window, BURST + (int)RATE, (double)worst_late / 1e6);
 	CHECK(early == 0, "%d calls arrived before their slot", early);
-	CHECK(max_in_window(s->arrivals, n) <= BURST + (int)RATE + JITTER_CALLS,
-	      "the rate was exceeded over a 1 s window");
+	CHECK(max_window <= allowed,
+	      "%d calls in a 1 s window: over %d even allowing %d ms of lateness",
+	      max_window, BURST + (int)RATE, LATE_MS);
 	return 0;
 }
 

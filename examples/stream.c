@@ -142,13 +142,13 @@ static int stream_close(struct stream *s)
 
 static int failures;
 
-#define CHECK(cond, ...)                                   \
-	do {                                               \
-		if (!(cond)) {                             \
+#define CHECK(cond, ...)                                       \
+	do {                                                   \
+		if (!(cond)) {                                 \
 			fprintf(stderr, "FAIL: " __VA_ARGS__); \
-			fputc('\n', stderr);               \
-			failures++;                        \
-		}                                          \
+			fputc('\n', stderr);                   \
+			failures++;                            \
+		}                                              \
 	} while (0)
 
 static void read_all(void)

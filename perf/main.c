@@ -109,7 +109,8 @@ static const struct reference references[] = {
 	/* issue 4: "tens of nanoseconds at most" uncontended */
 	{ "mutex_pair", "ns_per_pair", "", '<', 100 },
 	{ "queue_pair", "ns_per_pair", "", '<', 100 },
-	{ "queue_mpmc", "msgs_per_s", "ping_pong_pairs: tokio 22.0M, go 16.4M", 0, 0 },
+	{ "queue_mpmc", "msgs_per_s", "ping_pong_pairs: tokio 22.0M, go 16.4M",
+	  0, 0 },
 };
 
 /* Peers in the order their medians are shown (others follow, as found). */

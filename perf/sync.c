@@ -389,8 +389,8 @@ static int limiter_c64_driver(void *arg)
 /* ---- the workloads' run() ------------------------------------------------- */
 
 /* Run @driver in a runtime; 0, or 1 once bench_fail() reported why. */
-static int measure(const struct bench_opts *o, const char *name,
-		   weft_fn driver, struct sync_run *r)
+static int measure(const struct bench_opts *o, const char *name, weft_fn driver,
+		   struct sync_run *r)
 {
 	int ret = bench_weft_run(o, driver, r);
 
@@ -418,8 +418,8 @@ static int run_mutex_pair(const struct bench_opts *o, long long n)
 	return 0;
 }
 
-static int run_convoy(const struct bench_opts *o, long long n,
-		      const char *name, weft_fn driver)
+static int run_convoy(const struct bench_opts *o, long long n, const char *name,
+		      weft_fn driver)
 {
 	struct sync_run r;
 

@@ -78,7 +78,6 @@ inline void run(unsigned workers, std::function<void()> fn,
 	EXPECT_EQ(0, weft_runtime_free(rt));
 }
 
-
 // ------------------------------------------------------------ task helpers
 
 struct Fn {
@@ -225,7 +224,8 @@ private:
 		uint64_t last = progress_();
 		auto since = Clock::now();
 		while (!stop_.load()) {
-			std::this_thread::sleep_for(std::chrono::milliseconds(50));
+			std::this_thread::sleep_for(
+				std::chrono::milliseconds(50));
 			uint64_t now = progress_();
 			if (now != last) {
 				last = now;

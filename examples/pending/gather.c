@@ -76,13 +76,13 @@ static int spawn_fetches(struct fetch *f, size_t n, weft_task **tasks)
 
 static int failures;
 
-#define CHECK(cond, ...)                                   \
-	do {                                               \
-		if (!(cond)) {                             \
+#define CHECK(cond, ...)                                       \
+	do {                                                   \
+		if (!(cond)) {                                 \
 			fprintf(stderr, "FAIL: " __VA_ARGS__); \
-			fputc('\n', stderr);               \
-			failures++;                        \
-		}                                          \
+			fputc('\n', stderr);                   \
+			failures++;                            \
+		}                                              \
 	} while (0)
 
 static void all_succeed(void)
@@ -118,7 +118,9 @@ static void return_exceptions(void)
 {
 	struct fetch f[] = {
 		{ .symbol = "n1", .delay_ns = WEFT_MSEC(5) },
-		{ .symbol = "n2", .delay_ns = WEFT_MSEC(1), .fail_with = -EINVAL },
+		{ .symbol = "n2",
+		  .delay_ns = WEFT_MSEC(1),
+		  .fail_with = -EINVAL },
 		{ .symbol = "n3", .delay_ns = WEFT_MSEC(5) },
 	};
 	weft_task *tasks[3];
@@ -147,7 +149,9 @@ static void cancel_on_error(void)
 {
 	struct fetch f[] = {
 		{ .symbol = "slow1", .delay_ns = WEFT_SEC(10) },
-		{ .symbol = "fails", .delay_ns = WEFT_MSEC(5), .fail_with = -EINVAL },
+		{ .symbol = "fails",
+		  .delay_ns = WEFT_MSEC(5),
+		  .fail_with = -EINVAL },
 		{ .symbol = "slow2", .delay_ns = WEFT_SEC(10) },
 	};
 	weft_task *tasks[3];

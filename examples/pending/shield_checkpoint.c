@@ -123,13 +123,13 @@ static int flushing_worker(void *arg)
 
 static int failures;
 
-#define CHECK(cond, ...)                                   \
-	do {                                               \
-		if (!(cond)) {                             \
+#define CHECK(cond, ...)                                       \
+	do {                                                   \
+		if (!(cond)) {                                 \
 			fprintf(stderr, "FAIL: " __VA_ARGS__); \
-			fputc('\n', stderr);               \
-			failures++;                        \
-		}                                          \
+			fputc('\n', stderr);                   \
+			failures++;                            \
+		}                                              \
 	} while (0)
 
 static void cancel_during_checkpoint(void)
@@ -154,8 +154,7 @@ static void cancel_during_checkpoint(void)
 	       strerrorname_np(-ret));
 	CHECK(w.ckpt.blocks_written == CKPT_BLOCKS && w.ckpt.committed,
 	      "the checkpoint was torn");
-	CHECK(w.shield_status == 0, "weft_shield returned %d",
-	      w.shield_status);
+	CHECK(w.shield_status == 0, "weft_shield returned %d", w.shield_status);
 	CHECK(ret == -ECANCELED, "the worker ended with %d", ret);
 	weft_event_destroy(&w.ckpt.started);
 }

@@ -121,13 +121,13 @@ static int fetch(void *arg)
 
 static int failures;
 
-#define CHECK(cond, ...)                                   \
-	do {                                               \
-		if (!(cond)) {                             \
+#define CHECK(cond, ...)                                       \
+	do {                                                   \
+		if (!(cond)) {                                 \
 			fprintf(stderr, "FAIL: " __VA_ARGS__); \
-			fputc('\n', stderr);               \
-			failures++;                        \
-		}                                          \
+			fputc('\n', stderr);                   \
+			failures++;                            \
+		}                                              \
 	} while (0)
 
 static void one_child_fails(void)

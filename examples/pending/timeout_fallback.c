@@ -58,8 +58,7 @@ static void default_recommendations(struct recs *out)
 			      false };
 }
 
-static int get_recommendations_with_fallback(uint64_t latency,
-					     struct recs *out)
+static int get_recommendations_with_fallback(uint64_t latency, struct recs *out)
 {
 	weft_scope sla;
 	int ret;
@@ -89,13 +88,13 @@ static int handle_request(uint64_t budget, uint64_t latency, struct recs *out)
 
 static int failures;
 
-#define CHECK(cond, ...)                                   \
-	do {                                               \
-		if (!(cond)) {                             \
+#define CHECK(cond, ...)                                       \
+	do {                                                   \
+		if (!(cond)) {                                 \
 			fprintf(stderr, "FAIL: " __VA_ARGS__); \
-			fputc('\n', stderr);               \
-			failures++;                        \
-		}                                          \
+			fputc('\n', stderr);                   \
+			failures++;                            \
+		}                                              \
 	} while (0)
 
 static int main_task(void *arg)
