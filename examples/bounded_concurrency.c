@@ -2,6 +2,9 @@
 /*
  * examples/bounded_concurrency.c - at most 5 of 20 jobs in flight.
  *
+ * Seed files: shared/seeds/002_9ceb21de6e9778d1.txt,
+ * 001_7802f0af235a723e.txt, 004_636619dee873197f.txt.
+ *
  * Ports the seeds' Semaphore pattern: seed 002 "Semaphore: limit
  * concurrency" (20 URLs, asyncio.Semaphore(5)), also seed 001 "Pattern 2:
  * Bounded Concurrency" and seed 004 "Semaphore — Concurrency Limiting".

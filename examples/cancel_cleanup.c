@@ -3,6 +3,9 @@
  * examples/cancel_cleanup.c - cancel a looping worker; it sees
  * -ECANCELED, cleans up and reports.
  *
+ * Seed files: shared/seeds/002_9ceb21de6e9778d1.txt,
+ * 000_30f16e6467157b09.txt, 004_636619dee873197f.txt.
+ *
  * Ports seed 002's "Cancellation" (also seed 000's "Cooperative
  * cancellation done right" and seed 004's long_running_job):
  *

@@ -3,6 +3,8 @@
  * examples/connection_pool.c - a pool of reusable connections: a queue of
  * idle ones, guarded by a semaphore of max_size permits.
  *
+ * Seed files: shared/seeds/002_9ceb21de6e9778d1.txt, 003_7eae0f6a7e03e310.txt.
+ *
  * Ports seed 002's "Real-world: async database connection pool" (asyncpg
  * create_pool(min_size=2, max_size=10), 20 fetch_user calls sharing it)
  * and the acquire/release of seed 003's DatabasePool:
@@ -124,7 +126,7 @@ static void pool_close(struct pool *p)
 	weft_sem_destroy(&p->permits);
 }
 
-/* ---- the application ------------------------------------------------------ */
+/* ---- the application ----------------------------------------------------- */
 
 struct fetch_user {
 	struct pool *pool;
@@ -186,7 +188,8 @@ static int main_task(void *arg)
 	}
 	pool_close(&pool);
 
-	printf("%d queries on %d connections (max %d), at most %d in use at once; %d closed\n",
+	printf("%d queries on %d connections (max %d), at most %d in use "
+	       "at once; %d closed\n",
 	       spawned, atomic_load(&pool.opened), MAX_SIZE,
 	       atomic_load(&pool.max_in_use), atomic_load(&pool.closed));
 	CHECK(spawned == NR_QUERIES, "only %d queries spawned", spawned);

@@ -2,6 +2,8 @@
 /*
  * examples/event_bus.c - an in-process publish/subscribe bus on a queue.
  *
+ * Seed file: shared/seeds/004_636619dee873197f.txt.
+ *
  * Ports seed 004's "Event-Driven Async with Queue" (class AsyncEventBus):
  *
  *     async def run(self):
@@ -130,7 +132,7 @@ static int bus_run(void *arg)
 	return ret == -EPIPE ? 0 : ret; /* -EPIPE: closed and drained */
 }
 
-/* ---- the subscribers ---------------------------------------------------- */
+/* ---- the subscribers ----------------------------------------------------- */
 
 static atomic_int emails_sent, orders_tracked, welcomes_sent;
 

@@ -3,6 +3,8 @@
  * examples/fire_and_forget.c - background tasks done right: detached,
  * then drained at shutdown; and the report for a task nobody owns.
  *
+ * Seed files: shared/seeds/000_30f16e6467157b09.txt, 001_7802f0af235a723e.txt.
+ *
  * Ports seed 000's "Fire-and-forget: the pitfall" (also seed 001's "WRONG
  * - orphaned task"):
  *

@@ -3,6 +3,8 @@
  * examples/producer_consumer.c - producers and consumers on a bounded
  * queue, with task_done() and join().
  *
+ * Seed files: shared/seeds/001_7802f0af235a723e.txt, 003_7eae0f6a7e03e310.txt.
+ *
  * Ports seed 001's "Quick Reference: Queue() — Producer-consumer" (and
  * the Queue of seed 003's "Concurrency Primitives"), written the way the
  * asyncio.Queue documentation does it:

@@ -2,6 +2,8 @@
 /*
  * examples/rate_limiter.c - 64 concurrent callers held to 100 calls/s.
  *
+ * Seed file: shared/seeds/004_636619dee873197f.txt.
+ *
  * Ports seed 004's "Rate limiting: requests per second" (class
  * RateLimiter) and its "Common Failure Cases: RateLimiter not working
  * correctly across concurrent callers":
@@ -154,10 +156,12 @@ static int main_task(void *arg)
 	}
 	max_window = max_in_window(s->arrivals, n);
 	allowed = BURST + (int)RATE + (int)(LATE_MS * RATE / 1000);
-	printf("%d calls from %d tasks in %.2f s: %.1f calls/s (limit %.0f/s, burst %d)\n",
+	printf("%d calls from %d tasks in %.2f s: %.1f calls/s "
+	       "(limit %.0f/s, burst %d)\n",
 	       n, NR_CALLERS, (double)took / 1e9,
 	       (double)(n - BURST) * 1e9 / (double)took, RATE, BURST);
-	printf("most calls in any 1 s window: %d (limit %d); latest call %.1f ms after its slot\n",
+	printf("most calls in any 1 s window: %d (limit %d); "
+	       "latest call %.1f ms after its slot\n",
 	       max_window, BURST + (int)RATE, (double)worst_late / 1e6);
 	CHECK(early == 0, "%d calls arrived before their slot", early);
 	CHECK(max_window <= allowed,

@@ -3,6 +3,8 @@
  * examples/stream.c - an async generator: a producer task streams rows
  * through a small queue, the consumer iterates, and may stop early.
  *
+ * Seed files: shared/seeds/004_636619dee873197f.txt, 002_9ceb21de6e9778d1.txt.
+ *
  * Ports seed 004's "Async Generators and Streaming" (stream_database_rows
  * and managed_stream) and seed 002's "Async generators":
  *

@@ -106,7 +106,7 @@ static int spawn_join_all(struct sync_run *r, unsigned nr, weft_fn fn,
 	return r->failed;
 }
 
-/* ---- mutex ---------------------------------------------------------------- */
+/* ---- mutex --------------------------------------------------------------- */
 
 static int mutex_pair_driver(void *arg)
 {
@@ -191,7 +191,7 @@ static int mutex_handoff_driver(void *arg)
 	return convoy_driver(arg, true);
 }
 
-/* ---- semaphore ------------------------------------------------------------ */
+/* ---- semaphore ----------------------------------------------------------- */
 
 static int sem_pair_driver(void *arg)
 {
@@ -215,7 +215,7 @@ static int sem_pair_driver(void *arg)
 	return 0;
 }
 
-/* ---- queue ---------------------------------------------------------------- */
+/* ---- queue --------------------------------------------------------------- */
 
 static int queue_pair_driver(void *arg)
 {
@@ -329,7 +329,7 @@ static int queue_mpmc_driver(void *arg)
 	return r->failed;
 }
 
-/* ---- limiter -------------------------------------------------------------- */
+/* ---- limiter ------------------------------------------------------------- */
 
 static int limiter_driver(void *arg)
 {
@@ -386,7 +386,7 @@ static int limiter_c64_driver(void *arg)
 	return r->failed;
 }
 
-/* ---- the workloads' run() ------------------------------------------------- */
+/* ---- the workloads' run() ------------------------------------------------ */
 
 /* Run @driver in a runtime; 0, or 1 once bench_fail() reported why. */
 static int measure(const struct bench_opts *o, const char *name, weft_fn driver,

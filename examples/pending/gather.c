@@ -3,6 +3,9 @@
  * examples/gather.c - run tasks concurrently and collect their results:
  * weft_gather() with and without return_exceptions semantics.
  *
+ * Seed files: shared/seeds/002_9ceb21de6e9778d1.txt,
+ * 000_30f16e6467157b09.txt, 004_636619dee873197f.txt.
+ *
  * Ports seed 002's "gather: run tasks in parallel" (four price fetches:
  * the total time is the longest delay, not the sum) and its
  * return_exceptions=True example (might_fail(2) raises), with seed 000's

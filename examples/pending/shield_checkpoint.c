@@ -3,6 +3,8 @@
  * examples/shield_checkpoint.c - a checkpoint write that cancellation
  * cannot tear, and cleanup bounded by a shielded scope's own deadline.
  *
+ * Seed file: shared/seeds/004_636619dee873197f.txt.
+ *
  * Ports seed 004's "Shield: prevent cancellation of critical cleanup":
  *
  *     async def save_checkpoint(data):

@@ -4,6 +4,8 @@
  * children all finish before the group's wait returns, and where one
  * child's failure cancels its siblings.
  *
+ * Seed files: shared/seeds/000_30f16e6467157b09.txt, 004_636619dee873197f.txt.
+ *
  * Ports seed 000's "TaskGroup (3.11+): structured concurrency with proper
  * cancellation" (fetch(2) raises ValueError) and seed 004's
  * load_dashboard_data (user, orders, preferences fetched together):
@@ -94,7 +96,7 @@ static int load_dashboard_data(struct dashboard *d)
 	return ret < 0 ? ret : wait;
 }
 
-/* ---- seed 000: fetch(2) raises --------------------------------------------- */
+/* ---- seed 000: fetch(2) raises ------------------------------------------- */
 
 struct fetch {
 	int n;

@@ -3,6 +3,8 @@
  * examples/timeout_fallback.c - a 200 ms budget with a fallback value,
  * and nested deadlines.
  *
+ * Seed files: shared/seeds/004_636619dee873197f.txt, 002_9ceb21de6e9778d1.txt.
+ *
  * Ports seed 004's "Timeout Management: Timeout with fallback" (also seed
  * 001's "Pattern 4: Timeout" and seed 002's asyncio.timeout):
  *

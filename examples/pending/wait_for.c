@@ -3,6 +3,9 @@
  * examples/wait_for.c - join a job with a time limit; on expiry the job is
  * cancelled, cleans up, and is waited for.
  *
+ * Seed files: shared/seeds/004_636619dee873197f.txt,
+ * 002_9ceb21de6e9778d1.txt, 003_7eae0f6a7e03e310.txt.
+ *
  * Ports seed 004's "Task Cancellation" run_with_deadline (also seed 002's
  * and seed 003's asyncio.wait_for):
  *
