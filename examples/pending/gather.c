@@ -38,6 +38,7 @@
 struct fetch {
 	const char *symbol;
 	uint64_t delay_ns;
+	double quote; /* what the server answers */
 	int fail_with; /* 0, or the error this fetch fails with */
 	double price; /* the result */
 	bool saw_cancel;
@@ -54,7 +55,7 @@ static int fetch_price(void *arg)
 	}
 	if (f->fail_with)
 		return f->fail_with; /* raise ValueError(...) */
-	f->price = 100.0 + (double)strlen(f->symbol);
+	f->price = f->quote;
 	return 0;
 }
 
@@ -91,10 +92,10 @@ static int failures;
 static void all_succeed(void)
 {
 	struct fetch f[] = {
-		{ .symbol = "AAPL", .delay_ns = WEFT_MSEC(30) },
-		{ .symbol = "GOOG", .delay_ns = WEFT_MSEC(10) },
-		{ .symbol = "MSFT", .delay_ns = WEFT_MSEC(20) },
-		{ .symbol = "TSLA", .delay_ns = WEFT_MSEC(15) },
+		{ .symbol = "AAPL", .delay_ns = WEFT_MSEC(30), .quote = 182.5 },
+		{ .symbol = "GOOG", .delay_ns = WEFT_MSEC(10), .quote = 175.3 },
+		{ .symbol = "MSFT", .delay_ns = WEFT_MSEC(20), .quote = 415.1 },
+		{ .symbol = "TSLA", .delay_ns = WEFT_MSEC(15), .quote = 245.0 },
 	};
 	weft_task *tasks[4];
 	uint64_t start = weft_now(), took;
@@ -120,11 +121,11 @@ static void all_succeed(void)
 static void return_exceptions(void)
 {
 	struct fetch f[] = {
-		{ .symbol = "n1", .delay_ns = WEFT_MSEC(5) },
+		{ .symbol = "n1", .delay_ns = WEFT_MSEC(5), .quote = 10 },
 		{ .symbol = "n2",
 		  .delay_ns = WEFT_MSEC(1),
 		  .fail_with = -EINVAL },
-		{ .symbol = "n3", .delay_ns = WEFT_MSEC(5) },
+		{ .symbol = "n3", .delay_ns = WEFT_MSEC(5), .quote = 30 },
 	};
 	weft_task *tasks[3];
 	int statuses[3], ret, i;
