@@ -48,7 +48,7 @@
 #define CALLS_EACH 3
 #define NR_CALLS (NR_CALLERS * CALLS_EACH) /* 192: about 1.9 s */
 #define WINDOW WEFT_SEC(1)
-#define LATE_MS 50 /* delivery lateness the window check allows for */
+#define LATE_MS 100 /* delivery lateness the window check allows for */
 
 struct server {
 	weft_limiter *limiter;
