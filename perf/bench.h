@@ -67,6 +67,15 @@ extern const struct bench_workload bench_fib;
 extern const struct bench_workload bench_sleepers;
 extern const struct bench_workload bench_offload;
 extern const struct bench_workload bench_offload_c64;
+/* Not in the spec: the sync primitives' costs (issue 4), perf/sync.c. */
+extern const struct bench_workload bench_mutex_pair;
+extern const struct bench_workload bench_mutex_convoy;
+extern const struct bench_workload bench_mutex_handoff;
+extern const struct bench_workload bench_sem_pair;
+extern const struct bench_workload bench_queue_pair;
+extern const struct bench_workload bench_queue_mpmc;
+extern const struct bench_workload bench_limiter_acquire;
+extern const struct bench_workload bench_limiter_c64;
 
 /**
  * bench_emit() - Print one result line on stdout (and flush it).

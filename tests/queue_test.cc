@@ -36,45 +36,9 @@ enum {
 	JOINERS = 2
 };
 
-struct Fn {
-	std::function<int()> f;
-};
-
-int run_fn(void *p)
-{
-	std::unique_ptr<Fn> f(static_cast<Fn *>(p));
-	return f->f();
-}
-
-weft_task *go(std::function<int()> f)
-{
-	auto *p = new Fn{ std::move(f) };
-	weft_task *t = weft_spawn(run_fn, p);
-	if (!t)
-		delete p;
-	return t;
-}
-
-// A suspension point that lets the worker's other runnable tasks run.
-// Not weft_yield(): the core's yield currently skips the worker's LIFO slot
-// (worker.c next_task(), after_yield), so a task woken into that slot
-// starves behind tasks that yield in a loop without ever parking.
-void let_others_run()
-{
-	weft_sleep(WEFT_USEC(1));
-}
-
-template <class P>
-bool wait_until(P pred, uint64_t guard_ns = WEFT_SEC(30))
-{
-	uint64_t end = weft_now() + guard_ns;
-	while (!pred()) {
-		if (weft_now() > end)
-			return false;
-		weft_sleep(WEFT_USEC(20));
-	}
-	return true;
-}
+using weft_test::go;
+using weft_test::let_others_run;
+using weft_test::wait_until;
 
 void *P(uintptr_t v)
 {

@@ -45,85 +45,16 @@ unsigned weft__limiter_nsleepers(weft_limiter *l);
 namespace
 {
 
-struct Fn {
-	std::function<int()> f;
-};
-
-int run_fn(void *p)
-{
-	std::unique_ptr<Fn> f(static_cast<Fn *>(p));
-	return f->f();
-}
-
-// Spawn a lambda as a task (joined by the caller).
-weft_task *go(std::function<int()> f)
-{
-	auto *p = new Fn{ std::move(f) };
-	weft_task *t = weft_spawn(run_fn, p);
-	if (!t)
-		delete p;
-	return t;
-}
-
-// A suspension point that lets the worker's other runnable tasks run.
-// Not weft_yield(): the core's yield currently skips the worker's LIFO slot
-// (worker.c next_task(), after_yield), so a task woken into that slot
-// starves behind tasks that yield in a loop without ever parking.
-void let_others_run()
-{
-	weft_sleep(WEFT_USEC(1));
-}
-
-// Let other tasks run until pred() holds; false after the hang guard.
-template <class P>
-bool wait_until(P pred, uint64_t guard_ns = WEFT_SEC(30))
-{
-	uint64_t end = weft_now() + guard_ns;
-	while (!pred()) {
-		if (weft_now() > end)
-			return false;
-		weft_sleep(WEFT_USEC(20));
-	}
-	return true;
-}
+using weft_test::go;
+using weft_test::let_others_run;
+using weft_test::race;
+using weft_test::wait_until;
 
 // Run fn on a plain thread (not a weft task) and wait for it.
 void on_thread(std::function<void()> fn)
 {
 	std::thread th(std::move(fn));
 	th.join();
-}
-
-// Run a() in the calling task and b() in a helper task at about the same
-// moment, b() @offset spin loops later (negative: earlier). With two or
-// more workers the helper runs on another worker, spinning until the
-// signal, so both sides really run in parallel; neither side ever spins
-// for long without suspending (a worker must stay free to run the other).
-void race(std::function<void()> a, std::function<void()> b, int offset)
-{
-	std::atomic<int> ready{ 0 }, go_flag{ 0 };
-	auto spin = [](int n) {
-		for (int k = n; k > 0; k--)
-			__asm__ __volatile__("" ::: "memory");
-	};
-	auto wait_for = [](std::atomic<int> &f) {
-		uint64_t t0 = weft_now();
-		while (!f.load(std::memory_order_acquire))
-			if (weft_now() - t0 > WEFT_USEC(200))
-				weft_sleep(WEFT_USEC(1)); // let the other run
-	};
-	weft_task *h = go([&] {
-		ready.store(1, std::memory_order_release);
-		wait_for(go_flag);
-		spin(offset);
-		b();
-		return 0;
-	});
-	wait_for(ready);
-	go_flag.store(1, std::memory_order_release);
-	spin(-offset);
-	a();
-	weft_join(h);
 }
 
 } // namespace

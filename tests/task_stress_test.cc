@@ -41,20 +41,11 @@ using namespace std::chrono_literals;
 
 // ------------------------------------------------------------ helpers
 
-unsigned test_scale()
-{
-	const char *s = getenv("WEFT_TEST_SCALE");
-	unsigned long v = s ? strtoul(s, nullptr, 10) : 1;
-	return v ? (unsigned)v : 1;
-}
-
-uint64_t splitmix64(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
+using weft_test::Deadline;
+using weft_test::kBudget;
+using weft_test::splitmix64;
+using weft_test::Watchdog;
+using weft_test::worker_name;
 
 // Busy-wait ns nanoseconds without a suspension point.
 void spin_ns(uint64_t ns)
@@ -62,100 +53,6 @@ void spin_ns(uint64_t ns)
 	uint64_t end = weft_now() + ns;
 	while (weft_now() < end) {
 	}
-}
-
-// Print every thread's stack with gdb (installed on CI), to stderr.
-void dump_threads()
-{
-	if (system("command -v gdb >/dev/null 2>&1") != 0)
-		return;
-	prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY, 0, 0, 0);
-	char cmd[256];
-	snprintf(cmd, sizeof(cmd),
-		 "timeout 60 gdb -batch -nx -p %d -ex 'thread apply all bt' "
-		 "</dev/null 1>&2 2>/dev/null",
-		 (int)getpid());
-	if (system(cmd) != 0)
-		fprintf(stderr, "(gdb failed)\n");
-}
-
-// Watchdog: aborts with a report if progress() does not change for
-// 10 s x WEFT_TEST_SCALE. report() must only read atomics: it runs while
-// the test is stuck.
-class Watchdog
-{
-public:
-	Watchdog(std::string what, std::function<uint64_t()> progress,
-		 std::function<void()> report)
-	    : what_(std::move(what)), progress_(std::move(progress)),
-	      report_(std::move(report)), th_([this] {
-		      loop();
-	      })
-	{
-	}
-	~Watchdog()
-	{
-		stop_.store(true);
-		th_.join();
-	}
-	[[noreturn]] void fire(const char *why)
-	{
-		fprintf(stderr, "\n=== WATCHDOG %s: %s\n", what_.c_str(), why);
-		report_();
-		dump_threads();
-		fflush(stderr);
-		abort();
-	}
-
-private:
-	void loop()
-	{
-		const auto limit = std::chrono::seconds(10) * test_scale();
-		uint64_t last = progress_();
-		auto since = Clock::now();
-		while (!stop_.load()) {
-			std::this_thread::sleep_for(50ms);
-			uint64_t now = progress_();
-			if (now != last) {
-				last = now;
-				since = Clock::now();
-			} else if (Clock::now() - since > limit) {
-				char why[96];
-				snprintf(
-					why, sizeof(why),
-					"no progress for %u s (counter %" PRIu64
-					")",
-					10 * test_scale(), now);
-				fire(why);
-			}
-		}
-	}
-
-	std::string what_;
-	std::function<uint64_t()> progress_;
-	std::function<void()> report_;
-	std::atomic<bool> stop_{ false };
-	std::thread th_;
-};
-
-// The time budget of one test: it stops early after this and still checks
-// what ran.
-constexpr auto kBudget = 20s;
-
-struct Deadline {
-	Clock::time_point end;
-	explicit Deadline(Clock::duration d) : end(Clock::now() + d)
-	{
-	}
-	bool passed() const
-	{
-		return Clock::now() >= end;
-	}
-};
-
-std::string worker_name(const ::testing::TestParamInfo<unsigned> &i)
-{
-	return "w" + std::to_string(i.param);
 }
 
 } // namespace
