@@ -4,6 +4,7 @@
  * handle why it switched back; steal; fire timers; park.
  *
  * Pick order of a tick (tick = one task run):
+ *  0. every 4th tick, while a timer is armed: fire the due ones;
  *  1. every 61st tick: fire due timers and take one task from the
  *     injection queue first, so foreign submits never starve;
  *  2. tasks pinned to this worker (its FIFO, then its inbox);
@@ -320,6 +321,13 @@ static void *next_task(struct weft__worker *w)
 	void *t;
 
 	w->tick++;
+	/* Due timers are checked every 4th run while any is armed (one clock
+	 * read), so a worker that always has work still wakes sleepers within
+	 * a few task runs of their deadline, not only when it runs dry. */
+	if ((w->tick & 3) == 0 &&
+	    atomic_load_explicit(&w->next_deadline, memory_order_relaxed) !=
+		    UINT64_MAX)
+		fire_timers(w);
 	if (WEFT__UNLIKELY(w->tick % 61 == 0)) {
 		fire_timers(w);
 		t = inject_take(w);

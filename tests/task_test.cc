@@ -597,6 +597,45 @@ TEST(Sleep, NeverEarly)
 	});
 }
 
+// A worker that always has a runnable task still fires its timers within
+// a few task runs of the deadline: a 1 ms sleep next to a task that
+// busy-waits 200 us between yields sees only a handful of those yields
+// (it used to wait for the 61st).
+TEST(Sleep, WakesOnTimeOnABusyWorker)
+{
+	WEFT_TEST_RUN(1, [] {
+		std::atomic<bool> stop{ false };
+		std::atomic<uint64_t> yields{ 0 };
+		weft_task *busy = weft_spawn(
+			[](void *p) -> int {
+				auto *a = static_cast<std::pair<std::atomic<bool> *,
+							std::atomic<uint64_t> *> *>(p);
+				while (!a->first->load()) {
+					uint64_t end = weft_now() + WEFT_USEC(200);
+					while (weft_now() < end)
+						;
+					a->second->fetch_add(1);
+					if (weft_yield())
+						break;
+				}
+				return 0;
+			},
+			new std::pair<std::atomic<bool> *, std::atomic<uint64_t> *>(
+				&stop, &yields));
+		ASSERT_NE(nullptr, busy);
+		uint64_t worst = 0;
+		for (int i = 0; i < 10; i++) {
+			uint64_t y0 = yields.load();
+			EXPECT_EQ(0, weft_sleep(WEFT_MSEC(1)));
+			worst = std::max(worst, yields.load() - y0);
+		}
+		stop = true;
+		EXPECT_EQ(0, weft_join(busy));
+		// ~5 yields fit in 1 ms; allow plenty, far below 60.
+		EXPECT_LE(worst, 20u);
+	});
+}
+
 TEST(Sleep, ZeroAndPastDeadlineYield)
 {
 	WEFT_TEST_RUN(1, [] {
