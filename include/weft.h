@@ -17,5 +17,7 @@
 #include "weft/local.h"
 #include "weft/sync.h"
 #include "weft/queue.h"
+#include "weft/offload.h"
+#include "weft/observe.h"
 
 #endif /* WEFT_H */

@@ -562,6 +562,7 @@ int weft__join_wait(struct weft__task *self, struct weft__task *t,
 		}
 		wt.deadline_ns = dl;
 		wt.word = weft__wait_prepare(self, cancellable);
+		weft__set_wait_kind(self, WEFT__WK_JOIN); /* for dumps */
 		weft__wait_park(self, &wt);
 		/* Loop: re-check done, cancellation and the deadlines. */
 	}
