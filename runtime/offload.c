@@ -37,7 +37,9 @@
  *     reports it.
  *
  * A pool thread's loop: run its request; then, under the lock, take the
- * FIFO's head, or push itself on the idle stack (LIFO: the thread that
+ * FIFO's head, or push itself on the idle stack, and only then claim the
+ * finished request's wait (so a caller that offloads again at once finds
+ * it idle instead of starting a new thread); idle stack is LIFO (the thread that
  * went idle last is handed work first, so work concentrates on threads
  * whose caches and wake-up state are hot and the rest time out). Idle, it
  * spins for SPIN_NS on its hand-off slot (if fewer than max_spinners
@@ -55,7 +57,12 @@
  *
  * Exit and join: an exiting thread leaves its record as the pool's
  * "zombie" and joins the previous zombie, so at most one exited thread is
- * unjoined at a time; weft__offload_stop() wakes every idle thread with
+ * unjoined at a time. Joined records are kept for reuse and freed only by
+ * weft__offload_stop(): a submitter wakes its thread after dropping the
+ * lock, and by then the thread may have run the request, idled out and
+ * exited (found by TSan in offload_stress_test, IdleExitVsNewRequest), so
+ * that late wake() must hit a live record; on a reused record it is at
+ * worst a spurious wake-up, which the sleep loop tolerates. weft__offload_stop() wakes every idle thread with
  * the STOP hand-off, waits until no thread is alive and joins the last
  * zombie. It runs after the workers exited: every task has finished, so no
  * call is in flight (shutdown waits for offloaded calls through the task
@@ -82,17 +89,25 @@
 #include "runtime/test_hooks.h"
 
 /*
- * How long a thread that just finished a call polls its hand-off slot
- * before sleeping on the futex. A futex sleep/wake round costs the waker a
- * syscall and the caller 20-50 us of wake-up latency on these machines;
- * a polled hand-off costs well under a microsecond. Measured with
- * perf/offload.c (see the commit message and the report for the figures).
- * WEFT_OFFLOAD_SPIN_NS overrides it (0: never spin) for measurements.
+ * How long an idle thread polls its hand-off slot before sleeping on the
+ * futex, when it may spin at all (want_spin(): adaptive, at most
+ * max_spinners at once, handed work first). A futex wake costs the
+ * submitter a syscall and the call 5-20 us of wake-up latency on these
+ * machines; a polled hand-off well under a microsecond. Measured with
+ * perf/offload.c on the shared 2-core machine (load 3-5 from other
+ * builds): 64 concurrent callers 1.7-4.4 us/call with spinning against
+ * 5.3-6.1 without; the sequential caller never profits (its next call
+ * comes only after a worker wake-up, and a spinner holding a core delays
+ * exactly that: a fixed 50 us spin made it 50-90 us instead of 10-15),
+ * which the adaptive score detects. WEFT_OFFLOAD_SPIN_NS overrides the
+ * value (0: never spin) for measurements.
  */
-#define SPIN_NS 50000u
+#define SPIN_NS 20000u
 #define IDLE_NS ((uint64_t)10 * 1000 * 1000 * 1000)
 
 #define STOP_REQ ((struct offload_req *)(uintptr_t)1)
+
+enum { ON_NONE, ON_SPIN, ON_SLEEP };
 
 struct offload_req {
 	struct offload_req *next;	/* FIFO link; under the pool lock */
@@ -106,12 +121,14 @@ struct offload_req {
 struct pool_thread {
 	struct weft__offload_pool *pool;
 	struct pool_thread *next_idle;	/* idle stack; under the lock */
-	bool idle;			/* on the idle stack; under the lock */
+	int on;				/* ON_NONE / ON_SPIN / ON_SLEEP: which
+					 * idle stack; under the lock */
 	/* Set by a waker under the lock (seq_cst), read and cleared by the
 	 * thread: the request to run next, or STOP_REQ. */
 	_Atomic(struct offload_req *) handoff;
 	/* futex word: 1 while the thread sleeps or is about to (see top). */
 	_Atomic uint32_t sleeping;
+	unsigned idle_periods;		/* for the spin probe */
 	pthread_t thread;
 };
 
@@ -121,15 +138,19 @@ struct weft__offload_pool {
 					 * while stopping */
 	struct weft__runtime *rt;
 	struct offload_req *head, *tail; /* requests waiting for a thread */
-	struct pool_thread *idle;	/* LIFO of idle threads */
+	/* idle threads, LIFO: spinning ones (handed work first: no futex
+	 * wake) and sleeping ones; nspin = length of idle_spin */
+	struct pool_thread *idle_spin, *idle_sleep;
+	unsigned nspin;
 	struct pool_thread *zombie;	/* exited, not yet joined */
+	struct pool_thread *free_recs;	/* joined records, for reuse */
 	unsigned nthreads;		/* alive (started, not exited) */
 	unsigned max;			/* offload_max */
 	bool stopping;
 	_Atomic unsigned nthreads_pub;	/* nthreads, for weft_stats */
-	_Atomic unsigned nspinning;	/* threads polling their slot */
 	unsigned max_spinners;
 	uint64_t spin_ns;
+	_Atomic int spin_score;		/* adaptive spinning, see want_spin() */
 	sigset_t sigmask;		/* the runtime creator's */
 };
 
@@ -230,15 +251,94 @@ static void thread_exit_unlock(struct weft__offload_pool *pool,
 	 * zombie (this thread, once it has joined prev). */
 	if (prev) {
 		pthread_join(prev->thread, NULL);
-		weft__free(prev);
+		pthread_mutex_lock(&pool->lock);
+		prev->next_idle = pool->free_recs;
+		pool->free_recs = prev;
+		pthread_mutex_unlock(&pool->lock);
 	}
 }
 
-/* Wait for a hand-off while idle (on the idle stack, lock not held).
- * Return: the request, STOP_REQ, or NULL when the idle time ran out and
- * the thread left the idle stack (it must exit; lock held on return). */
+/*
+ * Adaptive spinning (as glibc's adaptive mutexes): a spin that catches a
+ * request scores +1, one that times out -2, within [0, SPIN_SCORE_MAX];
+ * threads spin while the score is positive, and otherwise only on every
+ * 256th idle period, to find out whether spinning pays again. A spinner
+ * that times out has kept a core from the workers for nothing, which on a
+ * loaded 2-core machine cost sequential callers 30-80 us per call
+ * (measured); with a steady stream of calls nearly every spin succeeds.
+ * The score is a hint: relaxed, racy updates are fine.
+ */
+#define SPIN_SCORE_MAX 8
+
+static bool want_spin(struct weft__offload_pool *pool, struct pool_thread *th)
+{
+	return pool->spin_ns && pool->nspin < pool->max_spinners &&
+	       (atomic_load_explicit(&pool->spin_score, memory_order_relaxed) >
+			0 ||
+		(++th->idle_periods & 255) == 0);
+}
+
+static void stack_push(struct pool_thread **top, struct pool_thread *th)
+{
+	th->next_idle = *top;
+	*top = th;
+}
+
+static void stack_remove(struct pool_thread **top, struct pool_thread *th)
+{
+	while (*top != th)
+		top = &(*top)->next_idle;
+	*top = th->next_idle;
+}
+
+/* Go idle: on the spinning stack if this thread may spin. Context: pool
+ * lock held. Return: true if it should spin. */
+static bool idle_push_locked(struct weft__offload_pool *pool,
+			     struct pool_thread *th)
+{
+	if (want_spin(pool, th)) {
+		stack_push(&pool->idle_spin, th);
+		pool->nspin++;
+		th->on = ON_SPIN;
+		return true;
+	}
+	stack_push(&pool->idle_sleep, th);
+	th->on = ON_SLEEP;
+	return false;
+}
+
+/* Take an idle thread, spinning ones first. Context: pool lock held. */
+static struct pool_thread *idle_pop_locked(struct weft__offload_pool *pool)
+{
+	struct pool_thread *th = pool->idle_spin;
+
+	if (th) {
+		pool->idle_spin = th->next_idle;
+		pool->nspin--;
+	} else {
+		th = pool->idle_sleep;
+		if (!th)
+			return NULL;
+		pool->idle_sleep = th->next_idle;
+	}
+	th->on = ON_NONE;
+	return th;
+}
+
+static void spin_scored(struct weft__offload_pool *pool, bool caught)
+{
+	int s = atomic_load_explicit(&pool->spin_score, memory_order_relaxed);
+
+	s = caught ? (s < SPIN_SCORE_MAX ? s + 1 : s) : (s > 2 ? s - 2 : 0);
+	atomic_store_explicit(&pool->spin_score, s, memory_order_relaxed);
+}
+
+/* Wait for a hand-off while idle (on an idle stack, lock not held;
+ * @spin: on the spinning one). Return: the request, STOP_REQ, or NULL when
+ * the idle time ran out and the thread left the idle stack (it must exit;
+ * lock held on return). */
 static struct offload_req *idle_wait(struct weft__offload_pool *pool,
-				     struct pool_thread *th)
+				     struct pool_thread *th, bool spin)
 {
 	struct offload_req *req;
 	uint64_t idle_ns = atomic_load_explicit(&idle_ns_override,
@@ -248,10 +348,7 @@ static struct offload_req *idle_wait(struct weft__offload_pool *pool,
 
 	if (!idle_ns)
 		idle_ns = IDLE_NS;
-	if (pool->spin_ns &&
-	    atomic_fetch_add_explicit(&pool->nspinning, 1,
-				      memory_order_relaxed) <
-		    pool->max_spinners) {
+	if (spin) {
 		uint64_t end = now + pool->spin_ns;
 		unsigned n = 0;
 
@@ -264,14 +361,23 @@ static struct offload_req *idle_wait(struct weft__offload_pool *pool,
 			if ((++n & 63) == 0 && weft__clock_now() >= end)
 				break;
 		}
-		atomic_fetch_sub_explicit(&pool->nspinning, 1,
-					  memory_order_relaxed);
+		spin_scored(pool, req != NULL);
+		if (req)
+			goto got;
+		/* Move to the sleeping stack, unless a waker popped us
+		 * meanwhile (it stores the hand-off under the lock). */
+		pthread_mutex_lock(&pool->lock);
+		req = atomic_load_explicit(&th->handoff, memory_order_acquire);
+		if (!req) {
+			stack_remove(&pool->idle_spin, th);
+			pool->nspin--;
+			stack_push(&pool->idle_sleep, th);
+			th->on = ON_SLEEP;
+		}
+		pthread_mutex_unlock(&pool->lock);
 		if (req)
 			goto got;
 		now = weft__clock_now();
-	} else if (pool->spin_ns) {
-		atomic_fetch_sub_explicit(&pool->nspinning, 1,
-					  memory_order_relaxed);
 	}
 	deadline = weft__deadline_after(now, idle_ns);
 	weft__ns_to_timespec(deadline, &ts);
@@ -296,11 +402,8 @@ static struct offload_req *idle_wait(struct weft__offload_pool *pool,
 				break;
 			}
 			/* Still idle: leave the stack, then exit. */
-			struct pool_thread **pp = &pool->idle;
-			while (*pp != th)
-				pp = &(*pp)->next_idle;
-			*pp = th->next_idle;
-			th->idle = false;
+			stack_remove(&pool->idle_sleep, th);
+			th->on = ON_NONE;
 			return NULL;
 		}
 	}
@@ -310,49 +413,51 @@ got:
 	return req;
 }
 
-static void run_request(struct offload_req *req)
-{
-	struct weft__task *t;
-	uint64_t word;
-
-	req->status = req->fn(req->arg);
-	/* Read what the claim needs before it: after a successful claim the
-	 * caller may return and its frame (req) be gone. */
-	t = req->task;
-	word = req->word;
-	/* The claim's release publishes status to the caller. Not
-	 * cancellable, no timer: this claim is the only one. */
-	weft__wait_claim(t, word, WEFT__WAKE_SOURCE);
-}
-
 static void *pool_main(void *arg)
 {
 	struct pool_thread *th = arg;
 	struct weft__offload_pool *pool = th->pool;
-	struct offload_req *req;
+	struct offload_req *req, *next;
+	struct weft__task *t;
+	uint64_t word;
+	bool spin = false;
 
 	tls_offload_rt = pool->rt;
 	pthread_setname_np(pthread_self(), "weft-offload");
 	req = atomic_load_explicit(&th->handoff, memory_order_acquire);
 	atomic_store_explicit(&th->handoff, NULL, memory_order_relaxed);
 	for (;;) {
-		run_request(req);
+		req->status = req->fn(req->arg);
+		/* Read what the claim needs before it: after a successful
+		 * claim the caller may return and its frame (req) be gone. */
+		t = req->task;
+		word = req->word;
+		/* Become available BEFORE waking the caller: a caller that
+		 * offloads again at once must find this thread idle, not
+		 * start a new one (measured: claiming first made a
+		 * sequential caller create a thread per call whenever it
+		 * won that race). A request handed to us meanwhile waits in
+		 * our slot until idle_wait() looks. */
 		pthread_mutex_lock(&pool->lock);
-		req = pool->head;
-		if (req) {
-			pool->head = req->next;
+		next = pool->head;
+		if (next) {
+			pool->head = next->next;
 			if (!pool->head)
 				pool->tail = NULL;
-			pthread_mutex_unlock(&pool->lock);
+		} else {
+			spin = idle_push_locked(pool, th);
+		}
+		pthread_mutex_unlock(&pool->lock);
+		/* The claim's release publishes status to the caller. Not
+		 * cancellable, no timer: this claim is the only one. */
+		weft__wait_claim(t, word, WEFT__WAKE_SOURCE);
+		if (next) {
+			req = next;
 			continue;
 		}
-		if (pool->stopping)
-			break;
-		th->next_idle = pool->idle;
-		pool->idle = th;
-		th->idle = true;
-		pthread_mutex_unlock(&pool->lock);
-		req = idle_wait(pool, th);
+		/* Idle. Shutdown (which can only begin after the claim above
+		 * let the last task finish) pops us and hands STOP_REQ. */
+		req = idle_wait(pool, th, spin);
 		if (!req)
 			break; /* lock held */
 		if (req == STOP_REQ) {
@@ -371,13 +476,24 @@ static void *pool_main(void *arg)
 static int thread_start(struct weft__offload_pool *pool,
 			struct offload_req *req)
 {
-	struct pool_thread *th = weft__calloc(1, sizeof(*th));
+	struct pool_thread *th;
 	pthread_attr_t attr;
 	int err;
 
-	if (!th)
-		return -ENOMEM;
+	pthread_mutex_lock(&pool->lock);
+	th = pool->free_recs;
+	if (th)
+		pool->free_recs = th->next_idle;
+	pthread_mutex_unlock(&pool->lock);
+	if (!th) {
+		th = weft__calloc(1, sizeof(*th));
+		if (!th)
+			return -ENOMEM;
+	}
 	th->pool = pool;
+	th->next_idle = NULL;
+	th->on = ON_NONE;
+	atomic_store_explicit(&th->sleeping, 0, memory_order_relaxed);
 	atomic_store_explicit(&th->handoff, req, memory_order_relaxed);
 	pthread_attr_init(&attr);
 	/* The creator's mask, whatever the submitting worker's is now. */
@@ -387,7 +503,10 @@ static int thread_start(struct weft__offload_pool *pool,
 		      pthread_create(&th->thread, &attr, pool_main, th);
 	pthread_attr_destroy(&attr);
 	if (err) {
-		weft__free(th);
+		pthread_mutex_lock(&pool->lock);
+		th->next_idle = pool->free_recs;
+		pool->free_recs = th;
+		pthread_mutex_unlock(&pool->lock);
 		return -err;
 	}
 	return 0;
@@ -406,10 +525,8 @@ static int submit(struct weft__offload_pool *pool, struct offload_req *req)
 
 	req->next = NULL;
 	pthread_mutex_lock(&pool->lock);
-	th = pool->idle;
+	th = idle_pop_locked(pool);
 	if (th) {
-		pool->idle = th->next_idle;
-		th->idle = false;
 		hand_locked(th, req);
 		pthread_mutex_unlock(&pool->lock);
 		wake(th);
@@ -435,10 +552,8 @@ static int submit(struct weft__offload_pool *pool, struct offload_req *req)
 		/* Threads exist: queue on them. One may have gone idle
 		 * meanwhile; the FIFO is checked before idling, but an
 		 * already idle one would not look: hand to it instead. */
-		th = pool->idle;
+		th = idle_pop_locked(pool);
 		if (th) {
-			pool->idle = th->next_idle;
-			th->idle = false;
 			hand_locked(th, req);
 			pthread_mutex_unlock(&pool->lock);
 			wake(th);
@@ -539,9 +654,7 @@ void weft__offload_stop(struct weft__runtime *rt)
 	/* No call is in flight (every task finished): a non-empty FIFO
 	 * would be a request whose caller is gone. */
 	WEFT__BUG_ON(pool->head != NULL);
-	while ((th = pool->idle)) {
-		pool->idle = th->next_idle;
-		th->idle = false;
+	while ((th = idle_pop_locked(pool))) {
 		hand_locked(th, STOP_REQ);
 		wake(th); /* a futex wake under the lock: shutdown only */
 	}
@@ -552,6 +665,11 @@ void weft__offload_stop(struct weft__runtime *rt)
 	pthread_mutex_unlock(&pool->lock);
 	if (z) {
 		pthread_join(z->thread, NULL);
+		weft__free(z);
+	}
+	/* Every thread is joined: nothing can touch a record any more. */
+	while ((z = pool->free_recs)) {
+		pool->free_recs = z->next_idle;
 		weft__free(z);
 	}
 	pthread_cond_destroy(&pool->all_exited);
