@@ -382,3 +382,39 @@ TEST(Dump, UnjoinedTasksAreNamedAtRuntimeEnd)
 		<< err;
 #endif
 }
+
+// RELIABILITY H7: names are copied and truncated, printed with "%s"; with
+// the watchdog on, a running task's dump line says for how long.
+TEST(Dump, HostileNamesAndRunningDuration)
+{
+	weft_config cfg{};
+	cfg.workers = 2;
+	cfg.slow_task_ns = WEFT_SEC(10); // watchdog samples, never reports
+	std::string d;
+	ASSERT_EQ(0, run_cfg(cfg, [&] {
+		std::atomic<bool> stop{ false };
+		const char *hostile =
+			"%n%s%x\xff\xfe-a-name-longer-than-thirty-one-bytes";
+		weft_task *t = spawn_lambda(hostile, [&] {
+			while (!stop.load())
+				; // running, never suspends
+			return 0;
+		});
+		// The monitor samples every 250 ms (the cap); two samples
+		// of the same slice give it a start time.
+		weft_sleep(WEFT_MSEC(700));
+		d = dump_to_string(nullptr);
+		stop = true;
+		EXPECT_EQ(0, weft_join(t));
+	}));
+	// Truncated to 31 bytes, verbatim.
+	std::string want = std::string("'") +
+			   std::string("%n%s%x\xff\xfe-a-name-longer-than-thirty-one-bytes")
+				   .substr(0, 31) +
+			   "'";
+	size_t p = d.find(want);
+	ASSERT_NE(std::string::npos, p) << d;
+	std::string line = d.substr(p, d.find('\n', p) - p);
+	EXPECT_NE(std::string::npos, line.find("running on worker")) << line;
+	EXPECT_NE(std::string::npos, line.find(" ms")) << line;
+}
