@@ -395,17 +395,24 @@ TEST(Dump, HostileNamesAndRunningDuration)
 		std::atomic<bool> stop{ false };
 		const char *hostile =
 			"%n%s%x\xff\xfe-a-name-longer-than-thirty-one-bytes";
+		weft_runtime *rt = weft_runtime_current();
+		// The dump and the stop come from a plain thread: a task
+		// sleeping meanwhile could have its timer on the worker the
+		// spinner holds (README: timers of a busy worker fire late).
+		std::thread th([&] {
+			// The monitor samples every 250 ms (the cap); two
+			// samples of the same slice give it a start time.
+			usleep(700 * 1000);
+			d = dump_to_string(rt);
+			stop = true;
+		});
 		weft_task *t = spawn_lambda(hostile, [&] {
 			while (!stop.load())
 				; // running, never suspends
 			return 0;
 		});
-		// The monitor samples every 250 ms (the cap); two samples
-		// of the same slice give it a start time.
-		weft_sleep(WEFT_MSEC(700));
-		d = dump_to_string(nullptr);
-		stop = true;
 		EXPECT_EQ(0, weft_join(t));
+		th.join();
 	}));
 	// Truncated to 31 bytes, verbatim.
 	std::string want = std::string("'") +
