@@ -129,13 +129,29 @@ static const char *const kind_names[WEFT__WK_COUNT] = {
 	[WEFT__WK_LIMITER] = "limiter",
 };
 
-static void copy_name(const struct weft__task *t, char *buf)
+/*
+ * A task's name and id, for a report. Dumps and the watchdog read records
+ * whose owner may be re-initialising them at that moment (a finished
+ * task's record recycled for a new spawn: task_init() writes the name with
+ * no ordering a reader could pair with). The copy is bounded, always
+ * NUL-terminated and may be torn, which a dump line tolerates (API.md: a
+ * snapshot); records are never freed while the runtime lives, so the loads
+ * are of valid memory. This one intended race is kept out of TSan's view
+ * (plain volatile loads, no intercepted strnlen/memcpy, the function not
+ * instrumented); every other shared field here is read atomically. TSan
+ * reported it in observe_test (Dump.HostileNamesAndRunningDuration: the
+ * dump thread against weft_spawn_named()).
+ */
+__attribute__((noinline, no_sanitize("thread"))) static void
+snapshot_ident(const struct weft__task *t, char *name, unsigned long long *id)
 {
-	/* Bounded: the record may be renamed under us (tolerated). */
-	size_t n = strnlen(t->name, WEFT_TASK_NAME_MAX);
+	const volatile char *src = t->name;
+	size_t i;
 
-	memcpy(buf, t->name, n);
-	buf[n] = 0;
+	for (i = 0; i < WEFT_TASK_NAME_MAX && src[i]; i++)
+		name[i] = src[i];
+	name[i] = 0;
+	*id = *(const volatile uint64_t *)&t->id;
 }
 
 struct dump_ctx {
@@ -167,11 +183,12 @@ static void dump_one(struct weft__task *t, void *arg)
 	unsigned kind = atomic_load_explicit(&t->wait_kind,
 					     memory_order_relaxed);
 	uint64_t age = d->now > since ? d->now - since : 0;
+	unsigned long long id;
 
 	if (st == WEFT__TASK_DONE || st == WEFT__TASK_FREE)
 		return;
-	copy_name(t, name);
-	fprintf(d->out, "  task %llu '%s': ", (unsigned long long)t->id,
+	snapshot_ident(t, name, &id);
+	fprintf(d->out, "  task %llu '%s': ", id,
 		name[0] ? name : "<unnamed>");
 	switch (st) {
 	case WEFT__TASK_RUNNING:
@@ -251,6 +268,7 @@ static void report_offload(struct weft__task *t, void *arg)
 	uint64_t *older = arg;
 	char name[WEFT_TASK_NAME_MAX + 1];
 	uint64_t since, now = weft__clock_coarse();
+	unsigned long long id;
 
 	if (atomic_load_explicit(&t->state, memory_order_relaxed) !=
 		    WEFT__TASK_WAITING ||
@@ -260,10 +278,10 @@ static void report_offload(struct weft__task *t, void *arg)
 	since = atomic_load_explicit(&t->state_since_ns, memory_order_relaxed);
 	if (now < since || now - since < *older)
 		return;
-	copy_name(t, name);
+	snapshot_ident(t, name, &id);
 	weft__report("shutdown is waiting for task '%s' (id %llu): its "
 		     "weft_offload() call has been running for %llu ms",
-		     name[0] ? name : "<unnamed>", (unsigned long long)t->id,
+		     name[0] ? name : "<unnamed>", id,
 		     (unsigned long long)(now - since) / 1000000u);
 }
 
@@ -315,7 +333,8 @@ static void monitor_check(struct weft__runtime *rt, struct weft__observer *o,
 	if (p->reported || now - p->first_ns < o->slow_ns)
 		return;
 	char name[WEFT_TASK_NAME_MAX + 1];
-	copy_name(t1, name);
+	unsigned long long id;
+	snapshot_ident(t1, name, &id);
 	/* Still the same slice? Else it ended while we looked. */
 	if (atomic_load_explicit(&w->wd_slice, memory_order_acquire) != slice ||
 	    atomic_load_explicit(&w->wd_task, memory_order_acquire) != t1)
@@ -323,7 +342,7 @@ static void monitor_check(struct weft__runtime *rt, struct weft__observer *o,
 	p->reported = true;
 	weft__report("task '%s' (id %llu) has been running for %llu ms on "
 		     "worker %u without suspending",
-		     name[0] ? name : "<unnamed>", (unsigned long long)t1->id,
+		     name[0] ? name : "<unnamed>", id,
 		     (unsigned long long)(now - p->first_ns) / 1000000u, i);
 }
 
