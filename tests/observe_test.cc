@@ -430,3 +430,31 @@ TEST(Dump, HostileNamesAndRunningDuration)
 	EXPECT_NE(std::string::npos, line.find("running on worker")) << line;
 	EXPECT_NE(std::string::npos, line.find(" ms")) << line;
 }
+
+// Env WEFT_DEBUG=1 turns the watchdog on at 100 ms when slow_task_ns is 0.
+TEST(Watchdog, WeftDebugEnvMeans100ms)
+{
+	const char *old = getenv("WEFT_DEBUG");
+	std::string saved = old ? old : "";
+	setenv("WEFT_DEBUG", "1", 1);
+	weft_config cfg{};
+	cfg.workers = 2;
+	StderrCapture cap;
+	int r = run_cfg(cfg, [] {
+		weft_task *t = spawn_lambda("env-hog", [] {
+			busy_ms(60); // under 100 ms: not reported
+			weft_yield();
+			busy_ms(250);
+			return 0;
+		});
+		EXPECT_EQ(0, weft_join(t));
+	});
+	std::string err = cap.text();
+	cap.restore();
+	if (old)
+		setenv("WEFT_DEBUG", saved.c_str(), 1);
+	else
+		unsetenv("WEFT_DEBUG");
+	ASSERT_EQ(0, r);
+	EXPECT_EQ(1u, count_of(err, "task 'env-hog'")) << err;
+}

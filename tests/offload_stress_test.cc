@@ -184,3 +184,63 @@ TEST(OffloadStress, ShutdownVsCallsInFlight)
 		EXPECT_EQ(started.load(), finished.load());
 	}
 }
+
+// RELIABILITY B9: offload_max = 2 and many 20 ms blocking calls at once,
+// beside a ticker task: never more than 2 threads, every call done once,
+// and the ticker keeps ticking (the workers are never blocked).
+TEST(OffloadStress, SaturatedPoolKeepsWorkersFree)
+{
+	weft_config cfg{};
+	cfg.workers = 2;
+	cfg.offload_max = 2;
+	const unsigned n = (unsigned)scaled(60);
+	std::atomic<int> running{ 0 }, peak{ 0 }, done{ 0 };
+	std::atomic<uint64_t> ticks{ 0 };
+
+	ASSERT_EQ(0, run_cfg(cfg, [&] {
+		std::atomic<bool> stop{ false };
+		weft_task *ticker = spawn_lambda("ticker", [&] {
+			while (!stop.load()) {
+				weft_sleep(WEFT_MSEC(2));
+				ticks.fetch_add(1);
+			}
+			return 0;
+		});
+		std::vector<weft_task *> ts;
+		struct P {
+			std::atomic<int> *running, *peak, *done;
+		} p{ &running, &peak, &done };
+		for (unsigned i = 0; i < n; i++)
+			ts.push_back(spawn_lambda("saturate", [&p] {
+				return weft_offload(
+					[](void *a) {
+						P *x = static_cast<P *>(a);
+						int now = x->running->fetch_add(1) + 1;
+						int pk = x->peak->load();
+						while (now > pk &&
+						       !x->peak->compare_exchange_weak(
+							       pk, now))
+							;
+						usleep(20 * 1000);
+						x->running->fetch_sub(1);
+						x->done->fetch_add(1);
+						return 0;
+					},
+					&p);
+			}));
+		uint64_t t0 = weft_now();
+		for (weft_task *t : ts)
+			EXPECT_EQ(0, weft_join(t));
+		uint64_t wall = weft_now() - t0;
+		stop = true;
+		EXPECT_EQ(0, weft_join(ticker));
+		weft_stats s;
+		weft_stats_get(nullptr, &s);
+		EXPECT_LE(s.offload_threads, 2u);
+		// n/2 rounds of 20 ms; the ticker ran throughout (a generous
+		// floor: a blocked worker would give ~0).
+		EXPECT_GE(ticks.load(), wall / WEFT_MSEC(2) / 4);
+	}));
+	EXPECT_EQ((int)n, done.load());
+	EXPECT_EQ(2, peak.load());
+}
