@@ -19,5 +19,7 @@
 #include "weft/queue.h"
 #include "weft/scope.h"
 #include "weft/group.h"
+#include "weft/offload.h"
+#include "weft/observe.h"
 
 #endif /* WEFT_H */

@@ -15,7 +15,12 @@
  * weft: weft_offload(fn, &call), fn calling a noinline trivial_blocking()
  * through a volatile read (the black_box of the Rust peer). Built only when
  * include/weft/offload.h exists; until then both workloads report
- * themselves unavailable.
+ * themselves unavailable. Targets (issue 5): seq < 5 us, c64 < 2 us.
+ *
+ * The pool's spinning can be switched off for a comparison with
+ * WEFT_OFFLOAD_SPIN_NS=0 (runtime/offload.c: SPIN_NS). The figures move a
+ * lot with the machine's load: a spinning pool thread only pays when a
+ * core is free for it.
  */
 #include <stdatomic.h>
 #include <stdlib.h>

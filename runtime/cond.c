@@ -101,6 +101,7 @@ WEFT_API int weft_cond_wait(weft_cond *c, weft_mutex *m)
 	 * is prepared and linked, so nothing sent from here on is missed. */
 	weft__spin_unlock(&ci->lock);
 	weft_mutex_unlock(m);
+	weft__set_wait_kind(t, WEFT__WK_COND); /* for dumps */
 	reason = weft__waiter_sleep(&ci->lock, &ci->q, &wr, ci, NULL);
 	weft__mutex_lock_nocancel(m);
 	/* A timer for a deadline that moved later gives 0: a spurious

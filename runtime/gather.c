@@ -132,6 +132,7 @@ static int multi_park(struct weft__task *self, struct multi *m,
 	};
 
 	wt.word = weft__wait_prepare(self, cancellable);
+	weft__set_wait_kind(self, WEFT__WK_JOIN); /* for dumps */
 	return weft__wait_park(self, &wt);
 }
 

@@ -265,6 +265,7 @@ WEFT_API int weft_group_wait(weft_group *g)
 						     weft__wait_deadline(self),
 		};
 		wt.word = weft__wait_prepare(self, !interrupted);
+		weft__set_wait_kind(self, WEFT__WK_JOIN); /* for dumps */
 		weft__wait_park(self, &wt);
 	}
 	/* No child is left and waited is set: nobody else writes these. */

@@ -112,9 +112,11 @@ WEFT_API int weft_limiter_acquire(weft_limiter *l)
 	slot_ns = slot >= UINT64_MAX ? UINT64_MAX : (uint64_t)slot;
 	/* Loop: a sleep may end early when a deadline timer fired for a
 	 * deadline that moved later meanwhile; a slot is never early. */
+	weft__set_wait_kind(t, WEFT__WK_LIMITER); /* for dumps: not "sleep" */
 	do
 		err = weft_sleep_until(slot_ns);
 	while (!err && weft__clock_now() < slot_ns);
+	weft__set_wait_kind(t, WEFT__WK_NONE);
 
 	weft__spin_lock(&l->lock);
 	if (err && l->tat == tat)

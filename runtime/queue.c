@@ -106,6 +106,7 @@ static int wait_on(struct weft_queue *q, struct weft__waitq *list,
 	weft__waiter_enqueue(list, wr, t, true, false);
 	q->inside++;
 	weft__spin_unlock(&q->lock);
+	weft__set_wait_kind(t, WEFT__WK_QUEUE); /* for dumps */
 	return weft__waiter_sleep(&q->lock, list, wr, q, &q->inside);
 }
 

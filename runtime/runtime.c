@@ -13,8 +13,12 @@
  *  3. Wait until spawned == completed (weft__stat_live), woken through
  *     drain_word by each task that ends while draining; repeat the cancel
  *     walk on every wake-up (cheap, and catches tasks spawned meanwhile).
+ *     Tasks inside weft_offload() cannot be cancelled: the drain waits for
+ *     their calls, naming those still running after a grace period
+ *     (weft__drain_report(), observe.c).
  *  4. state = STOPPING, wake every worker; they exit when they find no
- *     work; join them.
+ *     work; join them. Then stop the watchdog/SIGQUIT threads and the
+ *     offload pool (offload.c: no call is in flight any more).
  *  5. Wait for weft_block_on callers to leave, report tasks never joined
  *     nor detached (debug mode), free stacks, records and workers.
  */
@@ -220,6 +224,10 @@ WEFT_API int weft_runtime_new(weft_runtime **out, const weft_config *in)
 	err = weft__stack_pool_init(&rt->stacks, cfg.stack_size);
 	if (err)
 		goto out_free_rt;
+	/* On this thread: the pool threads take its signal mask. */
+	err = weft__offload_init(rt);
+	if (err)
+		goto out_free_stacks;
 	rt->workers = weft__calloc(rt->nworkers, sizeof(*rt->workers));
 	rt->idle_stack = weft__calloc(rt->nworkers, sizeof(unsigned));
 	if (!rt->workers || !rt->idle_stack) {
@@ -253,6 +261,9 @@ WEFT_API int weft_runtime_new(weft_runtime **out, const weft_config *in)
 			pin_thread(rt->workers[i]->thread, i);
 		started++;
 	}
+	err = weft__observe_start(rt); /* watchdog, SIGQUIT dumps */
+	if (err)
+		goto out_stop;
 	*out = (weft_runtime *)rt;
 	return 0;
 
@@ -263,6 +274,8 @@ out_stop:
 		pthread_join(rt->workers[i]->thread, NULL);
 out_free_workers:
 	free_workers(rt);
+	weft__offload_stop(rt);
+out_free_stacks:
 	weft__stack_pool_destroy(&rt->stacks);
 out_free_rt:
 	weft__free(rt);
@@ -301,19 +314,20 @@ static bool owns_thread(struct weft__runtime *rt)
 {
 	struct weft__worker *w = weft__worker_current();
 
-	return w && w->rt == rt;
+	/* A worker of rt, or an offload thread of rt (API.md: -EBUSY). */
+	return (w && w->rt == rt) || weft__offload_runtime() == rt;
 }
 
 WEFT_API int weft_runtime_free(weft_runtime *h)
 {
 	struct weft__runtime *rt = (struct weft__runtime *)h;
-	uint64_t s, c;
+	uint64_t s, c, next_report = 0;
 
 	if (!rt)
 		return 0;
 	if (owns_thread(rt)) {
-		weft__report("weft_runtime_free called from a task of the "
-			     "runtime it frees");
+		weft__report("weft_runtime_free called from a task or offload "
+			     "function of the runtime it frees");
 		return -EBUSY;
 	}
 	atomic_store_explicit(&rt->state, WEFT__RT_DRAINING,
@@ -327,6 +341,7 @@ WEFT_API int weft_runtime_free(weft_runtime *h)
 		weft__stat_live(rt, &s, &c);
 		if (s == c)
 			break;
+		weft__drain_report(rt, &next_report); /* stuck offloads */
 		struct timespec ts = { 0, 20 * 1000 * 1000 };
 		syscall(SYS_futex, (uint32_t *)&rt->drain_word,
 			FUTEX_WAIT_PRIVATE, gen, &ts, NULL, 0);
@@ -339,6 +354,8 @@ WEFT_API int weft_runtime_free(weft_runtime *h)
 		 * has left. */
 		pthread_join(rt->workers[i]->thread, NULL);
 	}
+	weft__observe_stop(rt);
+	weft__offload_stop(rt); /* after the workers: no call in flight */
 	/* Callers that overlapped the drain (they saw DRAINING and are on
 	 * their way out) still read rt: wait for them before freeing. */
 	while (atomic_load_explicit(&rt->blockers, memory_order_acquire) ||
@@ -468,7 +485,9 @@ WEFT_API weft_runtime *weft_runtime_current(void)
 {
 	struct weft__worker *w = weft__worker_current();
 
-	return w ? (weft_runtime *)w->rt : NULL;
+	/* Off the workers: an offload thread's runtime (offload.c). */
+	return w ? (weft_runtime *)w->rt :
+		   (weft_runtime *)weft__offload_runtime();
 }
 
 WEFT_API unsigned weft_runtime_workers(const weft_runtime *h)

@@ -202,12 +202,83 @@ struct weft__task {
 
 	void *locals[WEFT_KEYS_MAX];
 	char name[WEFT_TASK_NAME_MAX + 1]; /* "" unless WEFT__T_NAMED */
+
+	/* observe.c (dumps, shutdown reports): read racily from any thread.
+	 * wait_kind: WEFT__WK_*, what a WAITING task waits on; stored by the
+	 * primitive itself before it parks (weft__set_wait_kind()).
+	 * state_since_ns / last_worker: coarse clock and worker index, stored
+	 * by the worker in run_task() when the task parks or yields. */
+	_Atomic uint8_t wait_kind;
+	_Atomic unsigned last_worker;
+	_Atomic uint64_t state_since_ns;
 };
+
+/* What a waiting task waits on (for weft_dump_tasks; observe.c names them). */
+enum weft__wait_kind {
+	WEFT__WK_NONE = 0,
+	WEFT__WK_SLEEP,
+	WEFT__WK_MUTEX,
+	WEFT__WK_SEM,
+	WEFT__WK_EVENT,
+	WEFT__WK_COND,
+	WEFT__WK_QUEUE,
+	WEFT__WK_JOIN,
+	WEFT__WK_IO,
+	WEFT__WK_OFFLOAD,
+	WEFT__WK_LIMITER,
+	WEFT__WK_COUNT
+};
+
+/* One relaxed store by @t itself before it parks; dumps read it racily. */
+static inline void weft__set_wait_kind(struct weft__task *t, unsigned kind)
+{
+	atomic_store_explicit(&t->wait_kind, (uint8_t)kind,
+			      memory_order_relaxed);
+}
+
+/* A sleep shows as "sleep", unless limiter.c sleeps for its slot: it sets
+ * LIMITER before and NONE after. Context: @t itself. */
+static inline void weft__set_sleep_kind(struct weft__task *t)
+{
+	if (atomic_load_explicit(&t->wait_kind, memory_order_relaxed) !=
+	    WEFT__WK_LIMITER)
+		weft__set_wait_kind(t, WEFT__WK_SLEEP);
+}
+
+/*
+ * Run-slice publication for the watchdog (observe.c), the only cost it adds
+ * to the switch path: no clock read, a counter and a pointer. The monitor
+ * samples (wd_task, wd_slice) periodically; the same pair seen across
+ * samples spanning slow_task_ns is one slice that long (Go's sysmon does
+ * the same with schedtick). Order: slice first, then the task (release);
+ * the monitor reads task, slice, task (acquire) and uses the sample only
+ * when both task reads agree, so a pair never mixes two slices such that
+ * it would look older than it is. Context: the worker, in run_task().
+ */
+static inline void weft__wd_slice_begin(struct weft__worker *w,
+					struct weft__task *t);
+static inline void weft__wd_slice_end(struct weft__worker *w);
+
+/*
+ * weft__clock_coarse() - CLOCK_MONOTONIC_COARSE in ns: a few ns through the
+ * vDSO, resolution one kernel tick (1-10 ms). For dumps and the watchdog,
+ * whose durations are approximate by contract; never for deadlines.
+ * Context: any thread.
+ */
+static inline uint64_t weft__clock_coarse(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 /* ---------------------------------------------------------------- workers */
 
 struct weft__stats_ctr {
 	_Atomic uint64_t spawned, completed, steals, parks;
+	/* offload.c: weft_offload() calls made from this worker */
+	_Atomic uint64_t offload_calls;
 };
 
 struct weft__worker {
@@ -245,9 +316,39 @@ struct weft__worker {
 	uint64_t next_id;
 
 	WEFT__ALIGNED_CL struct weft__stats_ctr stats;
+	/* observe.c watchdog and dumps: the task run_task() is running (NULL
+	 * between run slices) and a count of run slices. Written by the owner
+	 * only (weft__wd_slice_begin/end), read by the monitor. */
+	_Atomic(struct weft__task *) wd_task;
+	_Atomic uint64_t wd_slice;
 	pthread_t thread;
 	void *altstack;
 };
+
+static inline void weft__wd_slice_begin(struct weft__worker *w,
+					struct weft__task *t)
+{
+	atomic_store_explicit(&w->wd_slice,
+			      atomic_load_explicit(&w->wd_slice,
+						   memory_order_relaxed) + 1,
+			      memory_order_relaxed);
+	atomic_store_explicit(&w->wd_task, t, memory_order_release);
+}
+
+static inline void weft__wd_slice_end(struct weft__worker *w)
+{
+	atomic_store_explicit(&w->wd_task, NULL, memory_order_relaxed);
+}
+
+/* When and where @t began to wait or wait to run (dumps). Context: @t's
+ * worker, in run_task(), before @t is published to anybody. */
+static inline void weft__note_switch(struct weft__worker *w,
+				     struct weft__task *t)
+{
+	atomic_store_explicit(&t->state_since_ns, weft__clock_coarse(),
+			      memory_order_relaxed);
+	atomic_store_explicit(&t->last_worker, w->index, memory_order_relaxed);
+}
 
 /* ---------------------------------------------------------------- runtime */
 
@@ -295,6 +396,9 @@ struct weft__runtime {
 
 	struct weft__stack_pool stacks;
 	bool inline_join;		/* env WEFT_INLINE_JOIN=0 turns it off */
+
+	struct weft__offload_pool *offload;	/* offload.c */
+	struct weft__observer *observer;	/* observe.c: watchdog, SIGQUIT */
 };
 
 /* ---------------------------------------------------------------- calls */
@@ -401,6 +505,26 @@ void weft__scopes_unwind(struct weft__task *t, void *keep, const char *what);
 
 /* runtime.c */
 bool weft__rt_draining(const struct weft__runtime *rt);
+
+/* offload.c: the pool of a runtime. init in weft_runtime_new() (on the
+ * creating thread: its signal mask is the pool threads'), stop after the
+ * workers have exited (no call can be in flight then). */
+int weft__offload_init(struct weft__runtime *rt);
+void weft__offload_stop(struct weft__runtime *rt);
+/* The runtime whose offload fn the calling thread runs, else NULL. */
+struct weft__runtime *weft__offload_runtime(void);
+/* Offload threads alive now (a snapshot). Context: any thread. */
+unsigned weft__offload_nthreads(const struct weft__runtime *rt);
+
+/* observe.c: watchdog monitor and SIGQUIT dumper, started after the
+ * workers and stopped before they are. */
+int weft__observe_start(struct weft__runtime *rt);
+void weft__observe_stop(struct weft__runtime *rt);
+/* observe.c: called on each round of the shutdown drain (runtime.c) with
+ * a zero-initialised *@next_ns; once the grace period (5 s) has passed, and
+ * then every grace period, names the tasks still waiting in weft_offload().
+ * Context: the thread in weft_runtime_free(). */
+void weft__drain_report(struct weft__runtime *rt, uint64_t *next_ns);
 
 #ifdef __cplusplus
 }

@@ -549,12 +549,14 @@ static bool try_run_inline(struct weft__task *host, struct weft__task *c)
 	atomic_store_explicit(&c->state, WEFT__TASK_RUNNING,
 			      memory_order_relaxed);
 	w->current = c;
+	weft__wd_slice_begin(w, c); /* watchdog/dumps name the child */
 
 	c->status = c->fn(c->arg);
 	task_finish(c);
 
 	w = weft__worker_current(); /* c may have migrated, with our stack */
 	w->current = host;
+	weft__wd_slice_begin(w, host);
 	atomic_store_explicit(&host->hosting, NULL, memory_order_seq_cst);
 	c->inline_host = NULL;
 	c->inherited_deadline_ns = UINT64_MAX; /* idle value (sched.h) */
@@ -660,6 +662,7 @@ int weft__join_wait(struct weft__task *self, struct weft__task *t,
 		}
 		wt.deadline_ns = dl;
 		wt.word = weft__wait_prepare(self, cancellable);
+		weft__set_wait_kind(self, WEFT__WK_JOIN); /* for dumps */
 		weft__wait_park(self, &wt);
 		/* Loop: re-check done, cancellation and the deadlines. */
 	}

@@ -19,6 +19,14 @@ WEFT_API unsigned long weft_test_alloc_count(void);
 struct weft_runtime;
 /* Tasks of rt spawned and not yet finished, other than the calling one. */
 WEFT_API uint64_t weft_test_live_tasks(struct weft_runtime *rt);
+/* offload.c: idle time before a pool thread exits, for threads going idle
+ * from now on (0: the default 10 s). */
+WEFT_API void weft_test_offload_idle_ns(uint64_t ns);
+/* offload.c: make the next @n pool thread creations fail with EAGAIN. */
+WEFT_API void weft_test_offload_fail_create(int n);
+/* observe.c: grace period of the shutdown drain's stuck-offload report
+ * (0: the default 5 s). */
+WEFT_API void weft_test_drain_grace_ns(uint64_t ns);
 #endif
 
 WEFT_EXTERN_C_END

@@ -225,6 +225,7 @@ WEFT_API int weft_sleep_until(uint64_t deadline_ns)
 	uint64_t sd = weft__wait_deadline(t);
 	wt.deadline_ns = deadline_ns < sd ? deadline_ns : sd;
 	wt.word = weft__wait_prepare(t, true);
+	weft__set_sleep_kind(t); /* for dumps */
 	reason = weft__wait_park(t, &wt);
 	/* TIMER: the sleep ended, or a scope's (or host's) deadline came
 	 * first: weft__wait_error() tells which. */

@@ -553,7 +553,9 @@ static void run_task(struct weft__worker *w, void *item)
 			      memory_order_relaxed);
 	struct weft__overflow_info oi = { t->stack, t->name };
 	weft__overflow_set_current(&oi);
+	weft__wd_slice_begin(w, t); /* watchdog (observe.c): no clock read */
 	weft__ctx_switch(&w->sched_ctx, &t->ctx);
+	weft__wd_slice_end(w);
 	weft__overflow_set_current(NULL);
 	/* The task that switched back may not be t: a child t was running
 	 * inline on its stack (task.c) switches out as itself. */
@@ -562,6 +564,7 @@ static void run_task(struct weft__worker *w, void *item)
 
 	switch (t->switch_reason) {
 	case WEFT__SW_PARK:
+		weft__note_switch(w, t); /* for dumps: waiting since */
 		weft__wait_publish(w, t);
 		break;
 	case WEFT__SW_YIELD:

@@ -13,7 +13,8 @@ WEFT_EXTERN_C_BEGIN
 /* weft_config.flags */
 #define WEFT_IO_EPOLL 0x1u	  /* force the epoll I/O backend */
 #define WEFT_PIN_WORKERS 0x2u	  /* bind worker i to the i-th allowed CPU */
-#define WEFT_DUMP_ON_SIGQUIT 0x4u /* print every task on SIGQUIT */
+#define WEFT_DUMP_ON_SIGQUIT 0x4u /* SIGQUIT prints weft_dump_tasks() on
+				   * stderr (weft/observe.h) */
 
 /**
  * struct weft_config - settings of a runtime; all-zero means defaults.
@@ -23,11 +24,14 @@ WEFT_EXTERN_C_BEGIN
  * @stack_size: usable bytes of each task stack (a guard page is added).
  *	0: 256 KiB (x4 in sanitizer builds). Rounded up to the page size;
  *	clamped to [16 KiB, 1 GiB].
- * @offload_max: most offload threads alive at once (0: 512).
+ * @offload_max: most offload threads alive at once (0: 512); see
+ *	weft_offload() in weft/offload.h.
  * @ring_entries: io_uring SQ size per worker (0: default).
  * @flags: WEFT_IO_EPOLL, WEFT_PIN_WORKERS, WEFT_DUMP_ON_SIGQUIT.
- * @slow_task_ns: 0: off; >0: report tasks that run that long without
- *	suspending.
+ * @slow_task_ns: 0: off (env WEFT_DEBUG=1 makes it 100 ms); >0: a
+ *	watchdog thread reports on stderr, once per run slice, a task that
+ *	has run that long on a worker without suspending, by name, id and
+ *	worker (checked every slow_task_ns / 4; reports are never early).
  * @reserved: must be zero; new settings take this space.
  */
 typedef struct weft_config {
