@@ -307,7 +307,8 @@ struct weft__worker {
 
 	/* parking: 0 = asleep, 1 = told to wake (futex word) */
 	WEFT__ALIGNED_CL _Atomic uint32_t park_word;
-	bool idle;			/* on rt's idle list; under idle_lock */
+	_Atomic bool idle;		/* on rt's idle list; written under
+				 * idle_lock, read as a hint */
 
 	/* record and stack caches: owner only */
 	struct weft__task *free_tasks;

@@ -110,22 +110,25 @@ void weft__timer_disarm(struct weft__task *t)
 	pthread_mutex_unlock(&tw->timer_lock);
 }
 
-/* Fire every due timer of w. Return: how many tasks became runnable. */
-static unsigned fire_timers(struct weft__worker *w)
+/*
+ * Fire the due timers in v's heap; the tasks they wake become runnable on
+ * w (the calling worker). @trylock: do not wait for v's lock (another
+ * worker's: its owner or a third worker is at it). Return: how many tasks
+ * became runnable.
+ */
+static unsigned fire_timers_of(struct weft__worker *w, struct weft__worker *v,
+			       uint64_t now, bool trylock)
 {
-	uint64_t nd = atomic_load_explicit(&w->next_deadline,
-					   memory_order_relaxed);
 	struct weft__timer *tm;
 	unsigned n = 0;
-	uint64_t now;
 
-	if (nd == UINT64_MAX)
-		return 0;
-	now = weft__clock_now();
-	if (now < nd)
-		return 0;
-	pthread_mutex_lock(&w->timer_lock);
-	while ((tm = weft__timer_pop_expired(&w->timers, now))) {
+	if (trylock) {
+		if (pthread_mutex_trylock(&v->timer_lock))
+			return 0;
+	} else {
+		pthread_mutex_lock(&v->timer_lock);
+	}
+	while ((tm = weft__timer_pop_expired(&v->timers, now))) {
 		struct weft__task *t =
 			weft__container_of(tm, struct weft__task, timer);
 		if (weft__wait_try_claim(t, t->timer_seq, WEFT__WAKE_TIMER) ==
@@ -138,11 +141,80 @@ static unsigned fire_timers(struct weft__worker *w)
 		atomic_store_explicit(&t->timer_worker, NULL,
 				      memory_order_release);
 	}
-	update_next_deadline(w);
-	pthread_mutex_unlock(&w->timer_lock);
+	update_next_deadline(v);
+	pthread_mutex_unlock(&v->timer_lock);
 	if (n)
 		weft__notify(w->rt);
 	return n;
+}
+
+/* Fire every due timer of w. Return: how many tasks became runnable. */
+static unsigned fire_timers(struct weft__worker *w)
+{
+	uint64_t nd = atomic_load_explicit(&w->next_deadline,
+					   memory_order_relaxed);
+	uint64_t now;
+
+	if (nd == UINT64_MAX)
+		return 0;
+	now = weft__clock_now();
+	if (now < nd)
+		return 0;
+	return fire_timers_of(w, w, now, false);
+}
+
+/*
+ * Timers of a worker stuck in a long task (it runs no scheduler code, so
+ * it fires nothing): once one is TIMER_STEAL_GRACE_NS overdue, a worker
+ * that is looking for work fires it, and the woken task runs here. Idle
+ * workers park no later than a busy worker's first deadline plus the
+ * grace (park_deadline()). The grace leaves the owner, which checks its
+ * timers every few task runs, time to do it itself.
+ */
+#define TIMER_STEAL_GRACE_NS UINT64_C(2000000)
+
+static unsigned steal_timers(struct weft__worker *w)
+{
+	struct weft__runtime *rt = w->rt;
+	uint64_t now = 0;
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < rt->nworkers; i++) {
+		struct weft__worker *v = rt->workers[i];
+		uint64_t nd = atomic_load_explicit(&v->next_deadline,
+						   memory_order_relaxed);
+		if (v == w || nd == UINT64_MAX)
+			continue;
+		if (!now)
+			now = weft__clock_now();
+		if (nd > now || now - nd < TIMER_STEAL_GRACE_NS)
+			continue;
+		n += fire_timers_of(w, v, now, true);
+	}
+	return n;
+}
+
+/* When a parking worker must wake up: its own first deadline, or a busy
+ * worker's first deadline plus the grace, whichever comes first. */
+static uint64_t park_deadline(struct weft__worker *w)
+{
+	struct weft__runtime *rt = w->rt;
+	uint64_t d = atomic_load_explicit(&w->next_deadline,
+					  memory_order_relaxed);
+
+	for (unsigned i = 0; i < rt->nworkers; i++) {
+		struct weft__worker *v = rt->workers[i];
+		uint64_t nd;
+		if (v == w || atomic_load_explicit(&v->idle,
+						   memory_order_relaxed))
+			continue;
+		nd = atomic_load_explicit(&v->next_deadline,
+					  memory_order_relaxed);
+		if (nd < UINT64_MAX - TIMER_STEAL_GRACE_NS &&
+		    nd + TIMER_STEAL_GRACE_NS < d)
+			d = nd + TIMER_STEAL_GRACE_NS;
+	}
+	return d;
 }
 
 /* ------------------------------------------------------------ picking */
@@ -253,7 +325,13 @@ static void *steal_work(struct weft__worker *w)
 			return t;
 		}
 	}
-	return inject_take(w);
+	first = inject_take(w);
+	if (first)
+		return first;
+	/* A busy worker's overdue timers (steal_timers()). */
+	if (steal_timers(w))
+		return weft__deque_take(&w->dq);
+	return NULL;
 }
 
 static void *search(struct weft__worker *w)
@@ -440,8 +518,7 @@ static void park(struct weft__worker *w)
 		return;
 	}
 	stat_inc(&w->stats.parks);
-	deadline = atomic_load_explicit(&w->next_deadline,
-					memory_order_relaxed);
+	deadline = park_deadline(w);
 	weft__ns_to_timespec(deadline, &ts);
 	while (atomic_load_explicit(&w->park_word, memory_order_acquire) ==
 	       0) {

@@ -636,6 +636,68 @@ TEST(Sleep, WakesOnTimeOnABusyWorker)
 	});
 }
 
+// A worker stuck in a long CPU-bound task fires nothing; an idle worker
+// fires its overdue timers instead (after a short grace), and the woken
+// task runs there: a sleeper whose timer sits on the busy worker wakes
+// while that worker is still busy.
+namespace
+{
+struct StuckTimer {
+	weft_event b_sleeping{}, a_go{};
+	std::atomic<int> a_worker{ -1 }, b_worker{ -1 };
+	std::atomic<uint64_t> b_woke{ 0 }, a_done{ 0 };
+};
+
+int stuck_sleeper(void *p)
+{
+	auto *s = static_cast<StuckTimer *>(p);
+	s->b_worker = weft_worker_index();
+	weft_event_set(&s->b_sleeping);
+	int r = weft_sleep(WEFT_MSEC(20));
+	s->b_woke = weft_now();
+	return r;
+}
+
+int stuck_spinner(void *p)
+{
+	auto *s = static_cast<StuckTimer *>(p);
+	s->a_worker = weft_worker_index();
+	weft_task *b = weft_spawn(stuck_sleeper, s);
+	if (!b)
+		return -ENOMEM;
+	weft_event_wait(&s->b_sleeping);
+	// Busy for 400 ms without a suspension point.
+	uint64_t end = weft_now() + WEFT_MSEC(400);
+	while (weft_now() < end)
+		;
+	s->a_done = weft_now();
+	return weft_join(b);
+}
+} // namespace
+
+TEST(Sleep, IdleWorkerFiresTheTimersOfAStuckOne)
+{
+	WEFT_TEST_RUN(2, [] {
+		int tried = 0, exercised = 0;
+		while (exercised < 2 && tried++ < 40) {
+			StuckTimer s;
+			weft_spawn_opts o{};
+			o.flags = WEFT_SPAWN_PINNED;
+			weft_task *a = nullptr;
+			ASSERT_EQ(0, weft_spawn_ex(&a, &o, stuck_spinner, &s));
+			ASSERT_EQ(0, weft_join(a));
+			// Only a round where the sleeper parked on the
+			// spinner's worker tests anything.
+			if (s.b_worker.load() != s.a_worker.load())
+				continue;
+			exercised++;
+			EXPECT_LT(s.b_woke.load(), s.a_done.load())
+				<< "the sleeper waited for the stuck worker";
+		}
+		EXPECT_EQ(2, exercised) << "never got both on one worker";
+	});
+}
+
 TEST(Sleep, ZeroAndPastDeadlineYield)
 {
 	WEFT_TEST_RUN(1, [] {
