@@ -168,8 +168,9 @@ static unsigned fire_timers(struct weft__worker *w)
  * it fires nothing): once one is TIMER_STEAL_GRACE_NS overdue, a worker
  * that is looking for work fires it, and the woken task runs here. Idle
  * workers park no later than a busy worker's first deadline plus the
- * grace (park_deadline()). The grace leaves the owner, which checks its
- * timers every few task runs, time to do it itself.
+ * grace, and poll while a worker is busy (park_deadline()). The grace
+ * leaves the owner, which checks its timers every few task runs, time to
+ * do it itself.
  */
 #define TIMER_STEAL_GRACE_NS UINT64_C(2000000)
 
@@ -194,13 +195,22 @@ static unsigned steal_timers(struct weft__worker *w)
 	return n;
 }
 
-/* When a parking worker must wake up: its own first deadline, or a busy
- * worker's first deadline plus the grace, whichever comes first. */
+/*
+ * When a parking worker must wake up: its own first deadline, or a busy
+ * worker's first deadline plus the grace, whichever comes first; and while
+ * any other worker is busy, within TIMER_POLL_NS at most, because a busy
+ * worker may arm a timer after we looked and then get stuck (nobody is
+ * woken for an armed timer). That costs an idle worker at most 100
+ * wake-ups a second, and only while another one runs.
+ */
+#define TIMER_POLL_NS UINT64_C(10000000)
+
 static uint64_t park_deadline(struct weft__worker *w)
 {
 	struct weft__runtime *rt = w->rt;
 	uint64_t d = atomic_load_explicit(&w->next_deadline,
 					  memory_order_relaxed);
+	bool busy = false;
 
 	for (unsigned i = 0; i < rt->nworkers; i++) {
 		struct weft__worker *v = rt->workers[i];
@@ -208,11 +218,18 @@ static uint64_t park_deadline(struct weft__worker *w)
 		if (v == w || atomic_load_explicit(&v->idle,
 						   memory_order_relaxed))
 			continue;
+		busy = true;
 		nd = atomic_load_explicit(&v->next_deadline,
 					  memory_order_relaxed);
 		if (nd < UINT64_MAX - TIMER_STEAL_GRACE_NS &&
 		    nd + TIMER_STEAL_GRACE_NS < d)
 			d = nd + TIMER_STEAL_GRACE_NS;
+	}
+	if (busy) {
+		uint64_t cap = weft__deadline_after(weft__clock_now(),
+						    TIMER_POLL_NS);
+		if (cap < d)
+			d = cap;
 	}
 	return d;
 }
