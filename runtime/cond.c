@@ -95,7 +95,7 @@ WEFT_API int weft_cond_wait(weft_cond *c, weft_mutex *m)
 		return err; /* m still held: nothing was released */
 	ci = impl(c);
 	weft__spin_lock(&ci->lock);
-	weft__waiter_enqueue(&ci->q, &wr, t, true, false);
+	weft__waiter_enqueue(&ci->q, &wr, t, true, false, false);
 	/* Drop the spinlock before unlocking m (which may take m's own
 	 * spinlock and claim another task): locks are never nested. The wait
 	 * is prepared and linked, so nothing sent from here on is missed. */

@@ -134,7 +134,7 @@ WEFT_API int weft_event_wait(weft_event *e)
 			weft__spin_unlock(&ei->lock);
 			return 0;
 		}
-		weft__waiter_enqueue(&ei->q, &wr, t, true, false);
+		weft__waiter_enqueue(&ei->q, &wr, t, true, false, false);
 		weft__set_wait_kind(t, WEFT__WK_EVENT); /* for dumps */
 		reason = weft__waiter_park(&ei->lock, &ei->q, &wr, ei);
 		if (reason == WEFT__WAKE_SOURCE)

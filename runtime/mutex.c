@@ -192,7 +192,8 @@ static int lock_slow(struct mutex_impl *mi, struct weft__task *t,
 				return err;
 			}
 		}
-		weft__waiter_enqueue(&mi->q, &wr, t, cancellable, requeue);
+		weft__waiter_enqueue(&mi->q, &wr, t, cancellable, requeue,
+				     true);
 		weft__set_wait_kind(t, WEFT__WK_MUTEX); /* for dumps */
 		int reason = weft__waiter_park(&mi->lock, &mi->q, &wr, mi);
 		if (reason != WEFT__WAKE_SOURCE) {

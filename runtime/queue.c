@@ -103,7 +103,7 @@ static inline bool claim(struct weft_queue *q, struct weft__waiter *w,
 static int wait_on(struct weft_queue *q, struct weft__waitq *list,
 		   struct weft__waiter *wr, struct weft__task *t)
 {
-	weft__waiter_enqueue(list, wr, t, true, false);
+	weft__waiter_enqueue(list, wr, t, true, false, false);
 	q->inside++;
 	weft__spin_unlock(&q->lock);
 	weft__set_wait_kind(t, WEFT__WK_QUEUE); /* for dumps */

@@ -143,7 +143,7 @@ WEFT_API int weft_sem_acquire(weft_sem *s)
 				return err;
 			}
 		}
-		weft__waiter_enqueue(&si->q, &wr, t, true, requeue);
+		weft__waiter_enqueue(&si->q, &wr, t, true, requeue, true);
 		weft__set_wait_kind(t, WEFT__WK_SEM); /* for dumps */
 		int reason = weft__waiter_park(&si->lock, &si->q, &wr, si);
 		if (reason != WEFT__WAKE_SOURCE) {

@@ -190,12 +190,14 @@ static inline struct weft__waiter *weft__waitq_pop(struct weft__waitq *q)
  * lost a barging race keeps its place).
  * @cancellable: false for waits that must not fail (cond re-acquiring its
  *   mutex): then neither weft_cancel() nor a deadline can end the wait.
+ * @timed: stamp the first enqueue time (mutex, sem: starvation hand-off
+ *   and requeue order); other primitives skip the clock read.
  * Context: task; under the primitive's spinlock.
  */
 static inline void weft__waiter_enqueue(struct weft__waitq *q,
 					struct weft__waiter *w,
 					struct weft__task *t, bool cancellable,
-					bool requeue)
+					bool requeue, bool timed)
 {
 	w->task = t;
 	w->word = weft__wait_prepare(t, cancellable);
@@ -204,7 +206,7 @@ static inline void weft__waiter_enqueue(struct weft__waitq *q,
 	if (requeue) {
 		weft__waitq_push_ordered(q, w);
 	} else {
-		w->enq_ns = weft__clock_now();
+		w->enq_ns = timed ? weft__clock_now() : 0;
 		weft__waitq_push_tail(q, w);
 	}
 }
