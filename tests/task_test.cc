@@ -604,24 +604,26 @@ TEST(Sleep, NeverEarly)
 TEST(Sleep, WakesOnTimeOnABusyWorker)
 {
 	WEFT_TEST_RUN(1, [] {
-		std::atomic<bool> stop{ false };
-		std::atomic<uint64_t> yields{ 0 };
+		struct Busy {
+			std::atomic<bool> stop{ false };
+			std::atomic<uint64_t> yields{ 0 };
+		} b;
+		std::atomic<bool> &stop = b.stop;
+		std::atomic<uint64_t> &yields = b.yields;
 		weft_task *busy = weft_spawn(
 			[](void *p) -> int {
-				auto *a = static_cast<std::pair<std::atomic<bool> *,
-							std::atomic<uint64_t> *> *>(p);
-				while (!a->first->load()) {
+				auto *a = static_cast<Busy *>(p);
+				while (!a->stop.load()) {
 					uint64_t end = weft_now() + WEFT_USEC(200);
 					while (weft_now() < end)
 						;
-					a->second->fetch_add(1);
+					a->yields.fetch_add(1);
 					if (weft_yield())
 						break;
 				}
 				return 0;
 			},
-			new std::pair<std::atomic<bool> *, std::atomic<uint64_t> *>(
-				&stop, &yields));
+			&b);
 		ASSERT_NE(nullptr, busy);
 		uint64_t worst = 0;
 		for (int i = 0; i < 10; i++) {
