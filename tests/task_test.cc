@@ -849,12 +849,26 @@ TEST(Local, AtMostSixteenKeys)
 TEST(Migration, TasksRunOnEveryWorkerAndSeeTheirState)
 {
 	// A task resumed on another worker must see that worker's state:
-	// weft_worker_index() and the thread agree after every switch.
+	// weft_worker_index() and the thread agree after every switch. The
+	// tasks wait on a semaphore released from a foreign thread, so each
+	// wake-up goes through the injection queue, which both workers take
+	// from: tasks move (timers fire on the worker that armed them, so
+	// sleeps alone may never move a task).
 	WEFT_TEST_RUN(2, [] {
 		static std::atomic<pthread_t> thread_of[2];
 		static std::atomic<int> mism{ 0 }, seen_mask{ 0 },
 			migrated{ 0 };
+		static weft_sem sem;
 		thread_of[0] = thread_of[1] = 0;
+		weft_sem_init(&sem, 0);
+		std::atomic<bool> done{ false };
+		std::thread releaser([&done] {
+			for (int n = 0; n < 64 * 50 && !done; n++) {
+				weft_sem_release(&sem);
+				std::this_thread::sleep_for(
+					std::chrono::microseconds(n % 3 ? 0 : 20));
+			}
+		});
 		std::vector<weft_task *> ts;
 		for (int i = 0; i < 64; i++)
 			ts.push_back(weft_spawn(
@@ -875,13 +889,16 @@ TEST(Migration, TasksRunOnEveryWorkerAndSeeTheirState)
 						volatile double x = 0;
 						for (int j = 0; j < 2000; j++)
 							x += j;
-						weft_sleep(WEFT_USEC(50));
+						if (weft_sem_acquire(&sem))
+							return -1;
 					}
 					return 0;
 				},
 				nullptr));
 		for (auto *t : ts)
-			weft_join(t);
+			EXPECT_EQ(0, weft_join(t));
+		done = true;
+		releaser.join();
 		EXPECT_EQ(0, mism.load());
 		EXPECT_EQ(3, seen_mask.load()); // both workers ran tasks
 		EXPECT_GT(migrated.load(), 0);	// some task moved
