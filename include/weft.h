@@ -17,5 +17,6 @@
 #include "weft/local.h"
 #include "weft/sync.h"
 #include "weft/queue.h"
+#include "weft/io.h"
 
 #endif /* WEFT_H */

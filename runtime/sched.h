@@ -29,6 +29,7 @@ extern "C" {
 struct weft__worker;
 struct weft__runtime;
 struct weft__task;
+struct weft__io_backend;
 
 /* ---------------------------------------------------------------- waits */
 
@@ -174,6 +175,7 @@ struct weft__task {
 
 struct weft__stats_ctr {
 	_Atomic uint64_t spawned, completed, steals, parks;
+	_Atomic uint64_t io_submitted, io_completed; /* io/: owner worker */
 };
 
 struct weft__worker {
@@ -213,6 +215,10 @@ struct weft__worker {
 	WEFT__ALIGNED_CL struct weft__stats_ctr stats;
 	pthread_t thread;
 	void *altstack;
+
+	/* I/O reactor state of this worker (io/backend.h): the backend's
+	 * per-worker record, NULL until weft__io_rt_init(). */
+	void *io;
 };
 
 /* ---------------------------------------------------------------- runtime */
@@ -256,6 +262,9 @@ struct weft__runtime {
 
 	struct weft__stack_pool stacks;
 	bool inline_join;		/* env WEFT_INLINE_JOIN=0 turns it off */
+
+	/* the I/O backend of every worker (io/backend.h); set at new */
+	const struct weft__io_backend *io_backend;
 };
 
 /* ---------------------------------------------------------------- calls */
