@@ -441,23 +441,21 @@ TEST_P(IoBackend, FileWriteFsyncReadBack)
 	});
 }
 
+// RELIABILITY H4: io_uring's length is 32 bits; 4 GiB + 1 must give the
+// kernel's per-call maximum, not 1 byte. /dev/null never touches the buffer.
 TEST_P(IoBackend, HugeLengthIsClampedNotTruncated)
 {
 	Run(1, [] {
-		char path[] = "/tmp/weft_io_big_XXXXXX";
-		int fd = mkstemp(path);
+		int fd = weft_open("/dev/null", O_WRONLY, 0);
 		ASSERT_GE(fd, 0);
-		unlink(path);
-		ASSERT_EQ(0, ftruncate(fd, (off_t)1 << 33)); // sparse 8 GiB
 		size_t len = ((size_t)1 << 32) + 1;
-		// Reserve without committing: the read touches 0x7ffff000 bytes.
 		void *buf = mmap(nullptr, len, PROT_READ | PROT_WRITE,
 				 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 		ASSERT_NE(MAP_FAILED, buf);
-		ssize_t n = weft_read(fd, buf, len, 0);
-		EXPECT_EQ((ssize_t)0x7ffff000, n);
+		EXPECT_EQ((ssize_t)0x7ffff000, weft_write(fd, buf, len, -1));
+		EXPECT_EQ((ssize_t)0x7ffff000, weft_write(fd, buf, len, 0));
 		munmap(buf, len);
-		close(fd);
+		weft_close(fd);
 	});
 }
 
