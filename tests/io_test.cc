@@ -876,3 +876,60 @@ TEST(IoConfig, ExtremeRingSizesAreClamped)
 		weft_runtime_free(rt);
 	}
 }
+
+// Wake vs park through the reactor (RELIABILITY C5): workers sleep in the
+// backend's wait (io_uring_enter / epoll_wait) with ops in flight, and a
+// foreign thread hands them work thousands of times. A lost kick hangs a
+// weft_block_on (the ctest timeout catches it).
+namespace {
+int trivial(void *p)
+{
+	++*static_cast<int *>(p);
+	return 0;
+}
+} // namespace
+
+TEST_P(IoBackend, ForeignWakesReachWorkersSleepingInTheReactor)
+{
+	weft_config cfg{};
+	cfg.workers = 2;
+	if (GetParam() == "epoll")
+		cfg.flags = WEFT_IO_EPOLL;
+	weft_runtime *rt;
+	ASSERT_EQ(0, weft_runtime_new(&rt, &cfg));
+	int sv[2];
+	pair(sv);
+	struct Hold {
+		int fd;
+	} hold{ sv[1] };
+	// Two receivers keep ops in flight while the workers sleep.
+	std::thread holders([&] {
+		io_test::Body b{ [&] {
+			weft_task *a = go([&] {
+				char c;
+				return (int)weft_recv(hold.fd, &c, 1, 0);
+			});
+			weft_task *b2 = go([&] {
+				char c;
+				return (int)weft_recv(hold.fd, &c, 1, 0);
+			});
+			EXPECT_EQ(1, weft_join(a));
+			EXPECT_EQ(1, weft_join(b2));
+		} };
+		weft_block_on(rt, io_test::body, &b);
+	});
+	usleep(20000);
+	int n = 0;
+	const int rounds = (int)weft_test::scaled(3000);
+	for (int i = 0; i < rounds; i++) {
+		ASSERT_EQ(0, weft_block_on(rt, trivial, &n));
+		if (i % 97 == 0)
+			usleep(200); // let the workers fall asleep again
+	}
+	EXPECT_EQ(rounds, n);
+	send(sv[0], "xy", 2, 0);
+	holders.join();
+	EXPECT_EQ(0, weft_runtime_free(rt));
+	close(sv[0]);
+	close(sv[1]);
+}
