@@ -67,6 +67,9 @@ extern const struct bench_workload bench_fib;
 extern const struct bench_workload bench_sleepers;
 extern const struct bench_workload bench_offload;
 extern const struct bench_workload bench_offload_c64;
+/* shared/perf/io-spec.md: perf/echo.c, perf/http.c (load: perf/loadgen.c) */
+extern const struct bench_workload bench_echo;
+extern const struct bench_workload bench_http;
 
 /**
  * bench_emit() - Print one result line on stdout (and flush it).

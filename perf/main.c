@@ -67,6 +67,8 @@ static const struct bench_workload *const workloads[] = {
 	&bench_sleepers, /* 5. */
 	&bench_offload, /* 6. */
 	&bench_offload_c64, /* 6. */
+	&bench_echo, /* io-spec 2. (perf/echo.c) */
+	&bench_http, /* io-spec 3. (perf/http.c) */
 };
 #define NR_WORKLOADS (sizeof(workloads) / sizeof(workloads[0]))
 
