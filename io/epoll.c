@@ -287,9 +287,7 @@ static unsigned e_poll(struct weft__worker *w)
 	if (!E(w)->inflight)
 		return 0;
 	woken = wait_events(w, 0);
-	if (woken > 1)
-		weft__notify(w->rt);
-	return woken;
+	return woken; /* no notify: see u_poll() in io/uring.c */
 }
 
 static void e_sleep(struct weft__worker *w, uint64_t deadline_ns)

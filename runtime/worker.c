@@ -341,7 +341,10 @@ static void *next_task(struct weft__worker *w)
 	w->tick++;
 	if (WEFT__UNLIKELY(w->tick % 61 == 0)) {
 		fire_timers(w);
-		weft__io_poll(w); /* a busy worker still serves its ring */
+		/* A busy worker still serves its ring; what completed may
+		 * wait behind the running tasks, so let an idle worker steal. */
+		if (weft__io_poll(w))
+			weft__notify(w->rt);
 		t = inject_take(w);
 		if (t)
 			return t;
