@@ -73,9 +73,36 @@ struct weft__io_op {
 	struct weft__worker *owner;	/* set by arm (scheduler stack of the
 					 * owner), read by the task after */
 	struct weft__io_op *next;	/* backend lists; owner only */
+	struct weft__list link;		/* owner's inflight list (reactor) */
+	uint64_t arm_seq;		/* close_seq when armed (weft_close) */
 	int res;			/* result; written before done */
 	_Atomic uint32_t done;		/* 1: finished (release by the owner) */
 };
+
+/* A weft_close() that other workers must apply to their ops on @fd. */
+struct weft__io_close_req {
+	int fd;
+	uint64_t seq;		/* ops armed before it are cancelled */
+};
+
+/*
+ * struct weft__io_worker - the backend-neutral part of a worker's reactor
+ * state; the first member of each backend's per-worker record, so w->io
+ * points at it too (io/reactor.c).
+ */
+struct weft__io_worker {
+	struct weft__list inflight;	/* armed, not completed; owner only */
+	_Atomic uint32_t *fd_ops;	/* ops in flight per fd; owner
+					 * writes, weft_close() reads */
+	unsigned nfd_ops;
+	pthread_mutex_t req_lock;	/* over reqs */
+	struct weft__io_close_req *reqs;
+	size_t nreqs, capreqs;
+	_Atomic size_t nreqs_hint;	/* nreqs, read without the lock */
+};
+
+int weft__io_worker_init(struct weft__io_worker *c);
+void weft__io_worker_fini(struct weft__io_worker *c);
 
 struct weft__io_backend {
 	const char *name;	/* "io_uring" or "epoll" */
@@ -137,12 +164,17 @@ ssize_t weft__io_exec(struct weft__task *t, struct weft__io_op *op);
 /* The backend of the calling task's runtime. */
 const struct weft__io_backend *weft__io_current(void);
 
+/* weft_close(): cancel the ops other tasks have pending on @fd (reactor.c).
+ * Context: any thread; never suspends. */
+void weft__io_close_notify(int fd);
+
 /* Worker hooks (runtime/worker.c, runtime/sched.c, runtime/runtime.c). */
 int weft__io_rt_init(struct weft__runtime *rt);
 void weft__io_rt_fini(struct weft__runtime *rt);
 void weft__io_worker_start(struct weft__worker *w);
 unsigned weft__io_poll(struct weft__worker *w);
 bool weft__io_busy(struct weft__worker *w);
+bool weft__io_has_work(struct weft__worker *w);
 void weft__io_sleep(struct weft__worker *w, uint64_t deadline_ns);
 bool weft__io_kick(struct weft__worker *w);
 

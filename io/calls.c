@@ -472,9 +472,11 @@ WEFT_API int weft_close(int fd)
 {
 	if (fd < 0)
 		return -EBADF;
-	/* close(2) never blocks for sockets and files weft makes; it runs
+	/* Ops of other tasks pending on fd end with -ECANCELED (reactor.c).
+	 * close(2) never blocks for sockets and files weft makes; it runs
 	 * even in a cancelled task (the fd is always released). EINTR still
 	 * released the fd on Linux: never retried. */
+	weft__io_close_notify(fd);
 	if (close(fd) < 0)
 		return errno == EINTR ? 0 : -errno;
 	return 0;

@@ -45,6 +45,7 @@ struct fdent {
 };
 
 struct ep {
+	struct weft__io_worker common;	/* first: see io/backend.h */
 	int epfd;
 	int efd;
 	struct fdent *fds;		/* indexed by fd; owner only */
@@ -67,10 +68,13 @@ static int e_init(struct weft__worker *w, unsigned entries)
 	if (!e)
 		return -ENOMEM;
 	memset(e, 0, sizeof(*e));
+	r = weft__io_worker_init(&e->common);
+	if (r)
+		goto out_free;
 	e->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (e->epfd < 0) {
 		r = -errno;
-		goto out_free;
+		goto out_common;
 	}
 	e->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (e->efd < 0) {
@@ -90,6 +94,8 @@ static int e_init(struct weft__worker *w, unsigned entries)
 
 out_close:
 	close(e->epfd);
+out_common:
+	weft__io_worker_fini(&e->common);
 out_free:
 	weft__free(e);
 	return r;
@@ -107,6 +113,7 @@ static void e_fini(struct weft__worker *w)
 	close(e->efd);
 	close(e->epfd);
 	weft__free(e->fds);
+	weft__io_worker_fini(&e->common);
 	weft__free(e);
 	w->io = NULL;
 }

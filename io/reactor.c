@@ -38,6 +38,18 @@
  * A timer that fired although no deadline is due (a scope moved its
  * deadline later) re-arms the wait on the owner without cancelling.
  *
+ * weft_close() while other tasks have ops on the fd (API.md: they return
+ * -ECANCELED or -EBADF): the ring holds its own file reference, so close(2)
+ * alone would leave them waiting. Each worker keeps its armed ops on an
+ * inflight list and a per-fd count. weft_close() bumps the global
+ * close_seq, posts {fd, seq} to every worker whose count for fd is not 0
+ * (a locked request list, then a kick if it sleeps), and closes. The
+ * owner, at its next poll, cancels its ops on that fd armed before seq
+ * (by user_data, so the fd being closed already does not matter). An op
+ * armed after the close (the fd number reused) has a later arm_seq and is
+ * left alone. Window left open: an op armed on the old file at the very
+ * moment of the close may read the new seq and be missed.
+ *
  * Tried and dropped: pinning the task to the ring's worker for the whole
  * op. Simple, but a completed task could then never be stolen, which undoes
  * work stealing for I/O-bound servers; only the rare cancel path pins.
@@ -45,6 +57,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "io/backend.h"
@@ -154,6 +167,134 @@ const struct weft__io_backend *weft__io_current(void)
 	return w ? w->rt->io_backend : NULL;
 }
 
+/* ------------------------------------------------------------ close */
+
+/* Bumped by every weft_close() in a runtime; ops remember it when armed. */
+static _Atomic uint64_t close_seq;
+
+#define FD_OPS_MAX 65536u
+
+int weft__io_worker_init(struct weft__io_worker *c)
+{
+	struct rlimit rl;
+
+	weft__list_init(&c->inflight);
+	c->nfd_ops = FD_OPS_MAX;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_max < FD_OPS_MAX)
+		c->nfd_ops = (unsigned)rl.rlim_max;
+	c->fd_ops = weft__calloc(c->nfd_ops ? c->nfd_ops : 1,
+				 sizeof(*c->fd_ops));
+	if (!c->fd_ops)
+		return -ENOMEM;
+	pthread_mutex_init(&c->req_lock, NULL);
+	return 0;
+}
+
+void weft__io_worker_fini(struct weft__io_worker *c)
+{
+	pthread_mutex_destroy(&c->req_lock);
+	weft__free(c->fd_ops);
+	weft__free(c->reqs);
+}
+
+static inline struct weft__io_worker *common(struct weft__worker *w)
+{
+	return (struct weft__io_worker *)w->io;
+}
+
+static void fd_ops_add(struct weft__io_worker *c, int fd, int d)
+{
+	if (fd >= 0 && (unsigned)fd < c->nfd_ops)
+		/* single writer (the owner); closers only read */
+		atomic_store_explicit(
+			&c->fd_ops[fd],
+			atomic_load_explicit(&c->fd_ops[fd],
+					     memory_order_relaxed) +
+				(uint32_t)d,
+			memory_order_relaxed);
+}
+
+/* Apply the close requests posted to @w. Context: w's scheduler stack. */
+static void apply_closes(struct weft__worker *w)
+{
+	struct weft__io_worker *c = common(w);
+	struct weft__io_close_req local[16];
+	size_t n;
+
+	pthread_mutex_lock(&c->req_lock);
+	n = c->nreqs < 16 ? c->nreqs : 16;
+	memcpy(local, c->reqs + (c->nreqs - n), n * sizeof(*local));
+	c->nreqs -= n;
+	atomic_store_explicit(&c->nreqs_hint, c->nreqs, memory_order_relaxed);
+	pthread_mutex_unlock(&c->req_lock);
+	for (size_t i = 0; i < n; i++) {
+		/* Collect first: a cancel may complete an op at once (epoll),
+		 * unlinking it, and its task may then reuse the frame. */
+		struct weft__io_op *hit[64];
+		size_t nhit;
+		do {
+			nhit = 0;
+			for (struct weft__list *l = c->inflight.next;
+			     l != &c->inflight && nhit < 64; l = l->next) {
+				struct weft__io_op *op = weft__container_of(
+					l, struct weft__io_op, link);
+				if (op->fd == local[i].fd &&
+				    op->arm_seq < local[i].seq) {
+					/* never again for this request */
+					op->arm_seq = UINT64_MAX;
+					hit[nhit++] = op;
+				}
+			}
+			for (size_t k = 0; k < nhit; k++)
+				w->rt->io_backend->cancel(w, hit[k]);
+		} while (nhit == 64);
+	}
+}
+
+/* Tell the workers of the caller's runtime that @fd is being closed. */
+void weft__io_close_notify(int fd)
+{
+	struct weft__worker *me = weft__worker_current();
+	struct weft__runtime *rt;
+	uint64_t seq;
+
+	if (!me || !me->rt->io_backend)
+		return; /* not in a runtime: nothing of ours can be pending */
+	rt = me->rt;
+	/* seq_cst: an op armed after this reads a later seq (arm_publish) */
+	seq = atomic_fetch_add_explicit(&close_seq, 1, memory_order_seq_cst) + 1;
+	for (unsigned i = 0; i < rt->nworkers; i++) {
+		struct weft__worker *v = rt->workers[i];
+		struct weft__io_worker *c = common(v);
+		if (fd >= 0 && (unsigned)fd < c->nfd_ops &&
+		    atomic_load_explicit(&c->fd_ops[fd],
+					 memory_order_relaxed) == 0)
+			continue;
+		pthread_mutex_lock(&c->req_lock);
+		if (c->nreqs == c->capreqs) {
+			size_t cap = c->capreqs ? 2 * c->capreqs : 8;
+			struct weft__io_close_req *r =
+				weft__alloc(cap * sizeof(*r));
+			if (!r) {
+				pthread_mutex_unlock(&c->req_lock);
+				continue; /* ENOMEM: that worker's ops on fd
+					   * end only with their own event */
+			}
+			if (c->nreqs)
+				memcpy(r, c->reqs, c->nreqs * sizeof(*r));
+			weft__free(c->reqs);
+			c->reqs = r;
+			c->capreqs = cap;
+		}
+		c->reqs[c->nreqs++] = (struct weft__io_close_req){ fd, seq };
+		atomic_store_explicit(&c->nreqs_hint, c->nreqs,
+				      memory_order_seq_cst);
+		pthread_mutex_unlock(&c->req_lock);
+		if (v != me)
+			weft__wake_worker(v); /* kicks it only if it sleeps */
+	}
+}
+
 /* ------------------------------------------------------------ worker hooks */
 
 void weft__io_worker_start(struct weft__worker *w)
@@ -165,7 +306,20 @@ void weft__io_worker_start(struct weft__worker *w)
 
 unsigned weft__io_poll(struct weft__worker *w)
 {
-	return w->io ? w->rt->io_backend->poll(w) : 0;
+	if (!w->io)
+		return 0;
+	while (atomic_load_explicit(&common(w)->nreqs_hint,
+				    memory_order_relaxed))
+		apply_closes(w);
+	return w->rt->io_backend->poll(w);
+}
+
+bool weft__io_has_work(struct weft__worker *w)
+{
+	/* seq_cst: pairs with the store in weft__io_close_notify() (a
+	 * closer that saw us not idle relies on this re-check). */
+	return w->io && atomic_load_explicit(&common(w)->nreqs_hint,
+					     memory_order_seq_cst) != 0;
 }
 
 bool weft__io_busy(struct weft__worker *w)
@@ -197,6 +351,8 @@ unsigned weft__io_complete(struct weft__worker *w, struct weft__io_op *op,
 	uint64_t word = op->word;
 
 	weft__io_stat_inc(&w->stats.io_completed);
+	weft__list_del(&op->link);
+	fd_ops_add(common(w), op->fd, -1);
 	op->res = res;
 	/* release: pairs with the acquire loads of done in weft__io_exec(). */
 	atomic_store_explicit(&op->done, 1, memory_order_release);
@@ -231,6 +387,9 @@ static void arm_publish(struct weft__task *t, struct weft__wait *wt)
 
 	(void)t;
 	op->owner = w;
+	op->arm_seq = atomic_load_explicit(&close_seq, memory_order_seq_cst);
+	weft__list_add_tail(&common(w)->inflight, &op->link);
+	fd_ops_add(common(w), op->fd, 1);
 	weft__io_stat_inc(&w->stats.io_submitted);
 	w->rt->io_backend->arm(w, op);
 }

@@ -52,6 +52,7 @@
 #define TAG_CANCEL 2u /* an ASYNC_CANCEL: its result is not needed */
 
 struct uring {
+	struct weft__io_worker common;	/* first: see io/backend.h */
 	struct io_uring ring;
 	int efd;		/* kick eventfd */
 	uint64_t efd_val;	/* read target of the armed kick read */
@@ -127,9 +128,12 @@ static int u_init(struct weft__worker *w, unsigned entries)
 	if (!u)
 		return -ENOMEM;
 	memset(u, 0, sizeof(*u));
-	r = ring_setup(&u->ring, entries, &used);
+	r = weft__io_worker_init(&u->common);
 	if (r)
 		goto out_free;
+	r = ring_setup(&u->ring, entries, &used);
+	if (r)
+		goto out_common;
 	/* Blocking eventfd: io_uring polls it; a write never blocks (the
 	 * counter cannot reach its limit with 1-increments). */
 	u->efd = eventfd(0, EFD_CLOEXEC);
@@ -144,6 +148,8 @@ static int u_init(struct weft__worker *w, unsigned entries)
 
 out_exit:
 	io_uring_queue_exit(&u->ring);
+out_common:
+	weft__io_worker_fini(&u->common);
 out_free:
 	weft__free(u);
 	return r;
@@ -157,6 +163,7 @@ static void u_fini(struct weft__worker *w)
 	 * the kick read; closing the ring cancels it. */
 	io_uring_queue_exit(&u->ring);
 	close(u->efd);
+	weft__io_worker_fini(&u->common);
 	weft__free(u);
 	w->io = NULL;
 }
@@ -278,7 +285,19 @@ static void u_arm(struct weft__worker *w, struct weft__io_op *op)
 
 static void u_cancel(struct weft__worker *w, struct weft__io_op *op)
 {
-	struct io_uring_sqe *sqe = get_sqe(w);
+	struct uring *u = U(w);
+	struct io_uring_sqe *sqe;
+
+	/* Make room by submitting only: reaping here could complete (and
+	 * let go of) ops our caller is still looking at. */
+	for (int i = 0; !(sqe = io_uring_get_sqe(&u->ring)); i++) {
+		if (i < 8) {
+			io_uring_submit(&u->ring);
+			continue;
+		}
+		sqe = get_sqe(w); /* the CQ is full too: reap after all */
+		break;
+	}
 
 	/* Its result (0, -ENOENT, -EALREADY) does not matter: the target's
 	 * own CQE still comes and ends the wait. */

@@ -433,7 +433,8 @@ static bool work_visible(struct weft__worker *w)
 
 	if (atomic_load_explicit(&rt->inject_len, memory_order_seq_cst) ||
 	    atomic_load_explicit(&w->inbox_len, memory_order_seq_cst) ||
-	    w->pin_head || atomic_load_explicit(&w->lifo, memory_order_seq_cst))
+	    w->pin_head || atomic_load_explicit(&w->lifo, memory_order_seq_cst) ||
+	    weft__io_has_work(w)) /* requests posted to its reactor */
 		return true;
 	for (unsigned i = 0; i < rt->nworkers; i++)
 		if (weft__deque_len(&rt->workers[i]->dq))

@@ -933,3 +933,46 @@ TEST_P(IoBackend, ForeignWakesReachWorkersSleepingInTheReactor)
 	close(sv[0]);
 	close(sv[1]);
 }
+
+// API.md / RELIABILITY D12: weft_close() of an fd that other tasks wait on
+// ends their calls promptly with -ECANCELED or -EBADF; an op on the fd
+// number reused right after is not disturbed.
+TEST_P(IoBackend, CloseEndsOpsOtherTasksHavePending)
+{
+	Run(2, [] {
+		for (int round = 0; round < 20; round++) {
+			int sv[2];
+			pair(sv);
+			int l = weft_listen_tcp(nullptr, 0, 8);
+			weft_task *r = go([&] {
+				char c;
+				return (int)weft_recv(sv[1], &c, 1, 0);
+			});
+			weft_task *a = go([&] {
+				return weft_accept(l, nullptr, nullptr);
+			});
+			weft_sleep(WEFT_MSEC(2));
+			uint64_t t0 = weft_now();
+			EXPECT_EQ(0, weft_close(sv[1]));
+			EXPECT_EQ(0, weft_close(l));
+			int rr = weft_join(r), ra = weft_join(a);
+			EXPECT_TRUE(rr == -ECANCELED || rr == -EBADF) << rr;
+			EXPECT_TRUE(ra == -ECANCELED || ra == -EBADF) << ra;
+			EXPECT_LT(weft_now() - t0, WEFT_SEC(5));
+			// The fd number comes back at once: a recv on the new
+			// socket must wait for its own data.
+			int nv[2];
+			pair(nv);
+			weft_task *r2 = go([&] {
+				char c;
+				return (int)weft_recv(nv[1], &c, 1, 0);
+			});
+			weft_sleep(WEFT_MSEC(2));
+			EXPECT_EQ(1, weft_send(nv[0], "k", 1, 0));
+			EXPECT_EQ(1, weft_join(r2));
+			close(nv[0]);
+			close(nv[1]);
+			close(sv[0]);
+		}
+	});
+}

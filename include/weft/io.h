@@ -205,9 +205,10 @@ WEFT_API int weft_open(const char *path, int flags, mode_t mode);
  * @fd: any descriptor.
  *
  * Always releases the descriptor, even in a cancelled task or past a
- * deadline. Ops other tasks have pending on @fd are not interrupted on the
- * io_uring backend (the ring holds its own file reference): shut a socket
- * down (shutdown(2)) or cancel those tasks first.
+ * deadline. Calls other tasks of the caller's runtime have pending on @fd
+ * end promptly with -ECANCELED (or -EBADF); a call started on the same fd
+ * number after weft_close() returned is not affected. From a thread
+ * outside the runtime only the descriptor is closed.
  *
  * Context: any thread; never suspends.
  * Return: 0, or close(2)'s error (-EBADF, -EIO).
