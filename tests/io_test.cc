@@ -976,3 +976,48 @@ TEST_P(IoBackend, CloseEndsOpsOtherTasksHavePending)
 		}
 	});
 }
+
+// RELIABILITY B6: no fds left for the ring or the eventfd is an error of
+// weft_runtime_new (-EMFILE), never a silent switch to epoll; nothing
+// leaks, and the next runtime works once fds are back.
+TEST(IoConfig, OutOfFdsAtRuntimeNewIsEmfileNotFallback)
+{
+	fflush(nullptr);
+	pid_t pid = fork();
+	ASSERT_GE(pid, 0);
+	if (pid == 0) {
+		alarm(30);
+		if (strcmp(weft_io_backend(nullptr), "io_uring") != 0)
+			_exit(0); // nothing to check without io_uring
+		struct rlimit rl, low;
+		getrlimit(RLIMIT_NOFILE, &rl);
+		std::vector<int> hog;
+		int h;
+		low = { (rlim_t)io_test::count_fds() + 2, rl.rlim_max };
+		setrlimit(RLIMIT_NOFILE, &low);
+		while ((h = dup(0)) >= 0)
+			hog.push_back(h);
+		weft_config cfg{};
+		cfg.workers = 2;
+		weft_runtime *rt = nullptr;
+		int r = weft_runtime_new(&rt, &cfg);
+		if (r == 0)
+			_exit(2); // fell back or leaked past the limit
+		if (r != -EMFILE && r != -ENFILE)
+			_exit(3);
+		for (int fd : hog)
+			close(fd);
+		setrlimit(RLIMIT_NOFILE, &rl);
+		int before = io_test::count_fds();
+		if (weft_runtime_new(&rt, &cfg) != 0)
+			_exit(4);
+		if (strcmp(weft_io_backend(rt), "io_uring") != 0)
+			_exit(5);
+		weft_runtime_free(rt);
+		_exit(io_test::count_fds() == before ? 0 : 6);
+	}
+	int st = 0;
+	ASSERT_EQ(pid, waitpid(pid, &st, 0));
+	ASSERT_TRUE(WIFEXITED(st)) << "child killed by signal " << WTERMSIG(st);
+	EXPECT_EQ(0, WEXITSTATUS(st));
+}
