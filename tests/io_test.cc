@@ -1021,3 +1021,39 @@ TEST(IoConfig, OutOfFdsAtRuntimeNewIsEmfileNotFallback)
 	ASSERT_TRUE(WIFEXITED(st)) << "child killed by signal " << WTERMSIG(st);
 	EXPECT_EQ(0, WEXITSTATUS(st));
 }
+
+// RELIABILITY H1: every descriptor weft makes for itself (rings, eventfds,
+// epoll sets) and for the caller is close-on-exec.
+TEST_P(IoBackend, OwnDescriptorsAreCloseOnExec)
+{
+	Run(2, [] {
+		int sv[2];
+		pair(sv);
+		int l = weft_listen_tcp(nullptr, 0, 4);
+		int s = weft_socket(AF_INET, SOCK_DGRAM, 0);
+		int checked = 0;
+		for (int fd = 3; fd < 1024; fd++) {
+			int fl = fcntl(fd, F_GETFD);
+			if (fl < 0)
+				continue;
+			char path[64], target[256] = {};
+			snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+			if (readlink(path, target, sizeof(target) - 1) < 0)
+				continue;
+			std::string t(target);
+			bool ours = fd == l || fd == s ||
+				    t.find("io_uring") != std::string::npos ||
+				    t.find("eventfd") != std::string::npos ||
+				    t.find("eventpoll") != std::string::npos;
+			if (!ours)
+				continue;
+			checked++;
+			EXPECT_TRUE(fl & FD_CLOEXEC) << fd << " " << t;
+		}
+		EXPECT_GE(checked, 4);
+		close(l);
+		close(s);
+		close(sv[0]);
+		close(sv[1]);
+	});
+}
