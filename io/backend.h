@@ -191,6 +191,26 @@ ssize_t weft__io_blocking_call(ssize_t (*fn)(struct weft__io_op *op),
 void weft__io_block_sigpipe(void);
 void weft__io_drain_sigpipe(void);
 
+/*
+ * weft__io_fds_via_syscalls() - TSan models every fd and learns of new ones
+ * only from the syscalls it intercepts; an fd made by io_uring (accept,
+ * openat) is invisible to it, so the close of a reused fd number is
+ * reported as racing with the close of the previous file of that number.
+ * Under TSan, ops that make fds therefore wait for readiness on the ring
+ * and make the fd with the syscall (the epoll backend's path).
+ */
+#if defined(WEFT_TSAN) || defined(WEFT__TSAN)
+static inline bool weft__io_fds_via_syscalls(void)
+{
+	return true;
+}
+#else
+static inline bool weft__io_fds_via_syscalls(void)
+{
+	return false;
+}
+#endif
+
 static inline void weft__io_stat_inc(_Atomic uint64_t *c)
 {
 	/* single writer (the owner worker): see stat_inc() in worker.c */

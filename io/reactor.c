@@ -525,7 +525,7 @@ ssize_t weft__io_exec(struct weft__task *t, struct weft__io_op *op)
 	ssize_t r;
 	int err;
 
-	if (be->native) {
+	if (be->native && !(makes_fd(op->opcode) && weft__io_fds_via_syscalls())) {
 		for (;;) {
 			r = exec_once(t, op);
 			/* A non-blocking fd (or EINTR in io-wq): wait for
