@@ -41,7 +41,7 @@
 
 struct conn {
 	int fd;
-	weft_task *self;	/* weft_self() of its task, set by the task:
+	weft_task *self; /* weft_self() of its task, set by the task:
 				 * borrowed, for weft_cancel only (the
 				 * spawn handle dies with weft_detach) */
 	struct conn *prev, *next;
@@ -52,7 +52,7 @@ struct conn {
 static pthread_mutex_t conns_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct conn conns = { -1, NULL, &conns, &conns };
 static bool stopping;
-static weft_event drained;	/* set when stopping and conns is empty */
+static weft_event drained; /* set when stopping and conns is empty */
 static unsigned long served;
 
 static int listen_fd = -1;
@@ -86,7 +86,10 @@ static const char *header_value(const char *line, const char *end,
 	return line;
 }
 
-enum { KEEP, CLOSE };
+enum {
+	KEEP,
+	CLOSE
+};
 
 /*
  * Parse one request at @p (@len bytes buffered). Return: bytes the request
@@ -307,11 +310,20 @@ int main(int argc, char **argv)
 
 	while ((opt = getopt(argc, argv, "p:w:P:H:")) != -1) {
 		switch (opt) {
-		case 'p': port = strtol(optarg, NULL, 10); break;
-		case 'w': cfg.workers = (unsigned)strtoul(optarg, NULL, 10); break;
-		case 'P': procs = strtol(optarg, NULL, 10); break;
-		case 'H': host = optarg; break;
-		default: usage();
+		case 'p':
+			port = strtol(optarg, NULL, 10);
+			break;
+		case 'w':
+			cfg.workers = (unsigned)strtoul(optarg, NULL, 10);
+			break;
+		case 'P':
+			procs = strtol(optarg, NULL, 10);
+			break;
+		case 'H':
+			host = optarg;
+			break;
+		default:
+			usage();
 		}
 	}
 	if (port < 0 || port > 65535 || procs < 1 || procs > 64)

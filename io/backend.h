@@ -56,33 +56,33 @@ enum weft__io_opcode {
  */
 struct weft__io_op {
 	/* The request: written by the task before arming, then read-only. */
-	int opcode;			/* WEFT__OP_* */
+	int opcode; /* WEFT__OP_* */
 	int fd;
-	int flags;			/* msg/open flags */
-	uint32_t poll_events;		/* POLL, and readiness backends */
-	void *buf;			/* buffer, iovec, msghdr, path, addr */
-	size_t len;			/* length, iovcnt, socklen */
-	int64_t off;			/* file offset (-1: current), mode */
-	socklen_t *addrlen;		/* accept */
+	int flags; /* msg/open flags */
+	uint32_t poll_events; /* POLL, and readiness backends */
+	void *buf; /* buffer, iovec, msghdr, path, addr */
+	size_t len; /* length, iovcnt, socklen */
+	int64_t off; /* file offset (-1: current), mode */
+	socklen_t *addrlen; /* accept */
 
 	/* Bookkeeping. */
-	struct weft__task *task;	/* the waiter; set before arming */
-	uint64_t word;			/* wait word the completion claims;
+	struct weft__task *task; /* the waiter; set before arming */
+	uint64_t word; /* wait word the completion claims;
 					 * written by the task, read by the
 					 * completer: both on the owner thread */
-	struct weft__worker *owner;	/* set by arm (scheduler stack of the
+	struct weft__worker *owner; /* set by arm (scheduler stack of the
 					 * owner), read by the task after */
-	struct weft__io_op *next;	/* backend lists; owner only */
-	struct weft__list link;		/* owner's inflight list (reactor) */
-	uint64_t arm_seq;		/* close_seq when armed (weft_close) */
-	int res;			/* result; written before done */
-	_Atomic uint32_t done;		/* 1: finished (release by the owner) */
+	struct weft__io_op *next; /* backend lists; owner only */
+	struct weft__list link; /* owner's inflight list (reactor) */
+	uint64_t arm_seq; /* close_seq when armed (weft_close) */
+	int res; /* result; written before done */
+	_Atomic uint32_t done; /* 1: finished (release by the owner) */
 };
 
 /* A weft_close() that other workers must apply to their ops on @fd. */
 struct weft__io_close_req {
 	int fd;
-	uint64_t seq;		/* ops armed before it are cancelled */
+	uint64_t seq; /* ops armed before it are cancelled */
 };
 
 /*
@@ -91,22 +91,22 @@ struct weft__io_close_req {
  * points at it too (io/reactor.c).
  */
 struct weft__io_worker {
-	struct weft__list inflight;	/* armed, not completed; owner only */
-	_Atomic uint32_t *fd_ops;	/* ops in flight per fd; owner
+	struct weft__list inflight; /* armed, not completed; owner only */
+	_Atomic uint32_t *fd_ops; /* ops in flight per fd; owner
 					 * writes, weft_close() reads */
 	unsigned nfd_ops;
-	pthread_mutex_t req_lock;	/* over reqs */
+	pthread_mutex_t req_lock; /* over reqs */
 	struct weft__io_close_req *reqs;
 	size_t nreqs, capreqs;
-	_Atomic size_t nreqs_hint;	/* nreqs, read without the lock */
+	_Atomic size_t nreqs_hint; /* nreqs, read without the lock */
 };
 
 int weft__io_worker_init(struct weft__io_worker *c);
 void weft__io_worker_fini(struct weft__io_worker *c);
 
 struct weft__io_backend {
-	const char *name;	/* "io_uring" or "epoll" */
-	bool native;		/* arm() performs the syscall itself */
+	const char *name; /* "io_uring" or "epoll" */
+	bool native; /* arm() performs the syscall itself */
 	/* Create the per-worker state (w->io). Context: runtime creator. */
 	int (*init)(struct weft__worker *w, unsigned entries);
 	/* Context: w's thread, before its loop. */

@@ -74,14 +74,14 @@ static ssize_t sys_call(struct weft__io_op *op)
 				  pwrite(op->fd, op->buf, op->len, op->off);
 		break;
 	case WEFT__OP_READV:
-		r = op->off < 0 ? readv(op->fd, op->buf, (int)op->len) :
-				  preadv(op->fd, op->buf, (int)op->len,
-					 op->off);
+		r = op->off < 0 ?
+			    readv(op->fd, op->buf, (int)op->len) :
+			    preadv(op->fd, op->buf, (int)op->len, op->off);
 		break;
 	case WEFT__OP_WRITEV:
-		r = op->off < 0 ? writev(op->fd, op->buf, (int)op->len) :
-				  pwritev(op->fd, op->buf, (int)op->len,
-					  op->off);
+		r = op->off < 0 ?
+			    writev(op->fd, op->buf, (int)op->len) :
+			    pwritev(op->fd, op->buf, (int)op->len, op->off);
 		break;
 	case WEFT__OP_OPEN:
 		r = openat(AT_FDCWD, op->buf, op->flags | O_CLOEXEC,
@@ -281,8 +281,7 @@ WEFT_API ssize_t weft_read(int fd, void *buf, size_t len, int64_t offset)
 	return xfer(WEFT__OP_READ, fd, buf, len, 0, offset);
 }
 
-WEFT_API ssize_t weft_write(int fd, const void *buf, size_t len,
-			    int64_t offset)
+WEFT_API ssize_t weft_write(int fd, const void *buf, size_t len, int64_t offset)
 {
 	return xfer(WEFT__OP_WRITE, fd, (void *)buf, len, 0, offset);
 }

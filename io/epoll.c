@@ -40,15 +40,15 @@
 #define KICK_DATA UINT64_MAX
 
 struct fdent {
-	struct weft__io_op *head;	/* waiters on this fd, this worker */
-	bool registered;		/* in the epoll set (maybe disabled) */
+	struct weft__io_op *head; /* waiters on this fd, this worker */
+	bool registered; /* in the epoll set (maybe disabled) */
 };
 
 struct ep {
-	struct weft__io_worker common;	/* first: see io/backend.h */
+	struct weft__io_worker common; /* first: see io/backend.h */
 	int epfd;
 	int efd;
-	struct fdent *fds;		/* indexed by fd; owner only */
+	struct fdent *fds; /* indexed by fd; owner only */
 	size_t nfds;
 	unsigned inflight;
 };
@@ -247,8 +247,8 @@ static unsigned handle(struct weft__worker *w, struct epoll_event *evs, int n)
 		struct weft__io_op **pp = &fe->head;
 		while (*pp) {
 			struct weft__io_op *op = *pp;
-			uint32_t hit = rev & (op->poll_events | EPOLLERR |
-					      EPOLLHUP);
+			uint32_t hit = rev &
+				       (op->poll_events | EPOLLERR | EPOLLHUP);
 			if (!hit) {
 				pp = &op->next;
 				continue;

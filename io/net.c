@@ -71,7 +71,8 @@ WEFT_API int weft_listen_tcp_ex(const char *host, uint16_t port, int backlog,
 	if ((flags & WEFT_LISTEN_REUSEPORT) &&
 	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
 		goto out_errno;
-	if (bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, backlog) < 0)
+	if (bind(fd, (struct sockaddr *)&ss, len) < 0 ||
+	    listen(fd, backlog) < 0)
 		goto out_errno;
 	return fd;
 

@@ -64,7 +64,11 @@
 
 /* ------------------------------------------------------------ choosing */
 
-enum pick { PICK_AUTO, PICK_URING, PICK_EPOLL };
+enum pick {
+	PICK_AUTO,
+	PICK_URING,
+	PICK_EPOLL
+};
 
 static enum pick pick_backend(unsigned cfg_flags)
 {
@@ -182,8 +186,8 @@ int weft__io_worker_init(struct weft__io_worker *c)
 	c->nfd_ops = FD_OPS_MAX;
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_max < FD_OPS_MAX)
 		c->nfd_ops = (unsigned)rl.rlim_max;
-	c->fd_ops = weft__calloc(c->nfd_ops ? c->nfd_ops : 1,
-				 sizeof(*c->fd_ops));
+	c->fd_ops =
+		weft__calloc(c->nfd_ops ? c->nfd_ops : 1, sizeof(*c->fd_ops));
 	if (!c->fd_ops)
 		return -ENOMEM;
 	pthread_mutex_init(&c->req_lock, NULL);
@@ -262,7 +266,8 @@ void weft__io_close_notify(int fd)
 		return; /* not in a runtime: nothing of ours can be pending */
 	rt = me->rt;
 	/* seq_cst: an op armed after this reads a later seq (arm_publish) */
-	seq = atomic_fetch_add_explicit(&close_seq, 1, memory_order_seq_cst) + 1;
+	seq = atomic_fetch_add_explicit(&close_seq, 1, memory_order_seq_cst) +
+	      1;
 	for (unsigned i = 0; i < rt->nworkers; i++) {
 		struct weft__worker *v = rt->workers[i];
 		struct weft__io_worker *c = common(v);
@@ -525,7 +530,8 @@ ssize_t weft__io_exec(struct weft__task *t, struct weft__io_op *op)
 	ssize_t r;
 	int err;
 
-	if (be->native && !(makes_fd(op->opcode) && weft__io_fds_via_syscalls())) {
+	if (be->native &&
+	    !(makes_fd(op->opcode) && weft__io_fds_via_syscalls())) {
 		for (;;) {
 			r = exec_once(t, op);
 			/* A non-blocking fd (or EINTR in io-wq): wait for

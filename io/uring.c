@@ -48,19 +48,19 @@
 
 #include "io/backend.h"
 
-#define TAG_KICK 1u   /* the eventfd read */
+#define TAG_KICK 1u /* the eventfd read */
 #define TAG_CANCEL 2u /* an ASYNC_CANCEL: its result is not needed */
 
 struct uring {
-	struct weft__io_worker common;	/* first: see io/backend.h */
+	struct weft__io_worker common; /* first: see io/backend.h */
 	struct io_uring ring;
-	int efd;		/* kick eventfd */
-	uint64_t efd_val;	/* read target of the armed kick read */
-	bool kick_armed;	/* a read of efd is in flight */
-	bool disabled;		/* created R_DISABLED: start() enables */
-	bool taskrun_flag;	/* the kernel flags pending completions */
-	unsigned inflight;	/* ops armed and not completed */
-	unsigned polls;		/* poll() calls, for the periodic enter */
+	int efd; /* kick eventfd */
+	uint64_t efd_val; /* read target of the armed kick read */
+	bool kick_armed; /* a read of efd is in flight */
+	bool disabled; /* created R_DISABLED: start() enables */
+	bool taskrun_flag; /* the kernel flags pending completions */
+	unsigned inflight; /* ops armed and not completed */
+	unsigned polls; /* poll() calls, for the periodic enter */
 };
 
 static inline struct uring *U(struct weft__worker *w)
@@ -256,7 +256,8 @@ static void u_arm(struct weft__worker *w, struct weft__io_op *op)
 				   op->flags | MSG_NOSIGNAL);
 		break;
 	case WEFT__OP_RECVMSG:
-		io_uring_prep_recvmsg(sqe, op->fd, op->buf, (unsigned)op->flags);
+		io_uring_prep_recvmsg(sqe, op->fd, op->buf,
+				      (unsigned)op->flags);
 		break;
 	case WEFT__OP_SENDMSG:
 		io_uring_prep_sendmsg(sqe, op->fd, op->buf,

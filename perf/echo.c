@@ -35,8 +35,8 @@ static int run(const struct bench_opts *o, long long d_ms)
 	snprintf(workers, sizeof(workers), "%u", o->workers);
 	for (size_t ci = 0; ci < 3; ci++) {
 		for (size_t si = 0; si < 2; si++) {
-			char *argv[] = { (char *)bin, "-p", "0", "-w", workers,
-					 NULL };
+			char *argv[] = { (char *)bin, "-p",    "0",
+					 "-w",	      workers, NULL };
 			struct loadgen_cfg cfg = {
 				.mode = LOADGEN_ECHO,
 				.conns = conns[ci],
@@ -50,7 +50,8 @@ static int run(const struct bench_opts *o, long long d_ms)
 
 			cfg.server = loadgen_server_start(argv, &port);
 			if (cfg.server < 0)
-				return bench_fail("echo", "server did not start");
+				return bench_fail("echo",
+						  "server did not start");
 			cfg.port = port;
 			err = loadgen_run(&cfg, &r);
 			loadgen_server_stop(cfg.server);
@@ -62,14 +63,15 @@ static int run(const struct bench_opts *o, long long d_ms)
 			}
 			if (r.errors)
 				failed = bench_fail(
-					"echo", "c%d s%d: %llu errors (%llu mismatches)",
+					"echo",
+					"c%d s%d: %llu errors (%llu mismatches)",
 					conns[ci], sizes[si],
 					(unsigned long long)r.errors,
 					(unsigned long long)r.mismatches);
-#define EMIT(name, val, unit)                                              \
-	do {                                                               \
+#define EMIT(name, val, unit)                                                  \
+	do {                                                                   \
 		snprintf(m, sizeof(m), name "_c%d_s%d", conns[ci], sizes[si]); \
-		bench_emit("echo", m, (val), unit, d_ms);                  \
+		bench_emit("echo", m, (val), unit, d_ms);                      \
 	} while (0)
 			EMIT("rps", r.rps, "req/s");
 			EMIT("p50_us", r.p50_us, "us");

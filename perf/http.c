@@ -65,10 +65,10 @@ static int run(const struct bench_opts *o, long long d_ms)
 			failed = bench_fail("http", "c%d: %llu errors",
 					    conns[ci],
 					    (unsigned long long)r.errors);
-#define EMIT(name, val, unit)                                      \
-	do {                                                       \
-		snprintf(m, sizeof(m), name "_c%d", conns[ci]);    \
-		bench_emit("http", m, (val), unit, d_ms);          \
+#define EMIT(name, val, unit)                                   \
+	do {                                                    \
+		snprintf(m, sizeof(m), name "_c%d", conns[ci]); \
+		bench_emit("http", m, (val), unit, d_ms);       \
 	} while (0)
 		EMIT("rps", r.rps, "req/s");
 		EMIT("p50_us", r.p50_us, "us");

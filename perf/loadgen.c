@@ -106,17 +106,17 @@ struct conn {
 	int fd;
 	bool dead;
 	uint64_t k, q;
-	size_t sent, got;	/* of the current request */
-	uint64_t t_first;	/* first send of the current request */
-	bool active;		/* a request is in flight */
+	size_t sent, got; /* of the current request */
+	uint64_t t_first; /* first send of the current request */
+	bool active; /* a request is in flight */
 };
 
 struct lg {
 	const struct loadgen_cfg *cfg;
 	struct conn *c;
-	unsigned char *buf;	/* scratch */
-	size_t len;		/* bytes per request */
-	size_t anslen;		/* bytes per answer */
+	unsigned char *buf; /* scratch */
+	size_t len; /* bytes per request */
+	size_t anslen; /* bytes per answer */
 	uint64_t t_win0, t_win1;
 	uint64_t *hist;
 	uint64_t counted, sum_ns, max_ns;
@@ -132,7 +132,8 @@ static void fill(struct lg *g, struct conn *c, unsigned char *out, size_t off,
 		 size_t n)
 {
 	if (g->cfg->mode == LOADGEN_HTTP) {
-		static const char rq[] = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+		static const char rq[] =
+			"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
 		memcpy(out, rq + off, n);
 		return;
 	}
@@ -202,7 +203,8 @@ static bool do_recv(struct lg *g, struct conn *c)
 		bool bad = c->got + (size_t)r > c->sent &&
 			   g->cfg->mode == LOADGEN_ECHO;
 		if (g->cfg->mode == LOADGEN_HTTP) {
-			bad = memcmp(in, g->cfg->expect + c->got, (size_t)r) != 0;
+			bad = memcmp(in, g->cfg->expect + c->got, (size_t)r) !=
+			      0;
 		} else if (!bad) {
 			uint64_t x = splitmix64((c->k << 32) | c->q);
 			for (ssize_t i = 0; i < r; i++)
@@ -262,8 +264,9 @@ static double proc_cpu_s(pid_t pid)
 	if (fgets(buf, sizeof(buf), f)) {
 		char *p = strrchr(buf, ')');
 		/* fields after ")": state(3) ... utime(14) stime(15) */
-		if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u "
-				       "%*u %lu %lu",
+		if (p && sscanf(p + 2,
+				"%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u "
+				"%*u %lu %lu",
 				&ut, &st) == 2) {
 		}
 	}
@@ -364,7 +367,8 @@ int loadgen_run(const struct loadgen_cfg *cfg, struct loadgen_result *res)
 	res->p50_us = pct(g.hist, g.counted, 0.50);
 	res->p99_us = pct(g.hist, g.counted, 0.99);
 	res->p999_us = pct(g.hist, g.counted, 0.999);
-	res->mean_us = g.counted ? (double)g.sum_ns / (double)g.counted / 1e3 : 0;
+	res->mean_us = g.counted ? (double)g.sum_ns / (double)g.counted / 1e3 :
+				   0;
 	res->max_us = (double)g.max_ns / 1e3;
 	res->errors = g.errors;
 	res->mismatches = g.mismatches;

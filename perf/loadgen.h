@@ -20,21 +20,21 @@ enum loadgen_mode {
 struct loadgen_cfg {
 	enum loadgen_mode mode;
 	int port;
-	int conns;		/* C */
-	int size;		/* S (echo) */
-	double warm_s;		/* W */
-	double dur_s;		/* D */
-	pid_t server;		/* its CPU time is read over the window */
-	const char *expect;	/* http: the exact answer */
+	int conns; /* C */
+	int size; /* S (echo) */
+	double warm_s; /* W */
+	double dur_s; /* D */
+	pid_t server; /* its CPU time is read over the window */
+	const char *expect; /* http: the exact answer */
 };
 
 struct loadgen_result {
 	double rps;
 	double p50_us, p99_us, p999_us, mean_us, max_us;
-	uint64_t requests;	/* counted in the window */
+	uint64_t requests; /* counted in the window */
 	uint64_t errors, mismatches;
-	double loadgen_cpu_s;	/* whole run */
-	double server_cpu_s;	/* over the measured window */
+	double loadgen_cpu_s; /* whole run */
+	double server_cpu_s; /* over the measured window */
 	double server_us_per_req;
 };
 

@@ -20,7 +20,8 @@
 #include <string>
 #include <vector>
 
-namespace {
+namespace
+{
 
 std::string example(const char *name)
 {
@@ -64,7 +65,8 @@ struct Server {
 		// First line: "listening on HOST:PORT pid PID"
 		std::string line = read_line(5000);
 		size_t c = line.rfind(':');
-		if (line.rfind("listening on", 0) != 0 || c == std::string::npos)
+		if (line.rfind("listening on", 0) != 0 ||
+		    c == std::string::npos)
 			return false;
 		port = atoi(line.c_str() + c + 1);
 		return port > 0;
@@ -151,7 +153,8 @@ TEST(Examples, EchoServerEchoesAndDrainsOnSigterm)
 		int c = dial(s.port);
 		ASSERT_GE(c, 0);
 		std::string m(100 + i * 1000, (char)('a' + i));
-		ASSERT_EQ((ssize_t)m.size(), send(c, m.data(), m.size(), MSG_NOSIGNAL));
+		ASSERT_EQ((ssize_t)m.size(),
+			  send(c, m.data(), m.size(), MSG_NOSIGNAL));
 		EXPECT_EQ(m, recv_n(c, m.size()));
 		if (i < 3)
 			open.push_back(c); // still connected at shutdown
@@ -161,10 +164,12 @@ TEST(Examples, EchoServerEchoesAndDrainsOnSigterm)
 	EXPECT_EQ(0, s.stop());
 	for (int c : open) {
 		char b;
-		EXPECT_EQ(0, recv(c, &b, 1, 0)) << "connection not closed by drain";
+		EXPECT_EQ(0, recv(c, &b, 1, 0))
+			<< "connection not closed by drain";
 		close(c);
 	}
-	EXPECT_NE(std::string::npos, s.text.find("served 10 connections")) << s.text;
+	EXPECT_NE(std::string::npos, s.text.find("served 10 connections"))
+		<< s.text;
 }
 
 TEST(Examples, TwoProcessesShareAPortAndBothServe)

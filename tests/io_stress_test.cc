@@ -19,7 +19,8 @@
 
 using io_test::IoBackend;
 
-namespace {
+namespace
+{
 
 struct Fn {
 	std::function<int()> f;
@@ -67,8 +68,11 @@ TEST_P(IoBackend, ThousandConnectionsThousandMessages)
 				ts.push_back(go([c] {
 					char b[16384];
 					ssize_t n;
-					while ((n = weft_recv(c, b, sizeof(b), 0)) > 0)
-						if (weft_send_all(c, b, (size_t)n) != n)
+					while ((n = weft_recv(c, b, sizeof(b),
+							      0)) > 0)
+						if (weft_send_all(c, b,
+								  (size_t)n) !=
+						    n)
 							break;
 					weft_close(c);
 					return (int)n;
@@ -85,28 +89,41 @@ TEST_P(IoBackend, ThousandConnectionsThousandMessages)
 				int c = weft_dial_tcp("127.0.0.1", port);
 				if (c < 0)
 					return c;
-				uint64_t rng = io_test::splitmix((uint64_t)k + 1);
+				uint64_t rng =
+					io_test::splitmix((uint64_t)k + 1);
 				std::vector<unsigned char> out(8192), in(8192);
 				for (int q = 0; q < msgs; q++) {
 					rng = io_test::splitmix(rng);
 					// mostly small, sometimes up to 8 KiB
-					size_t len = 1 + (rng & 7 ? rng % 256 : rng % out.size());
+					size_t len =
+						1 + (rng & 7 ?
+							     rng % 256 :
+							     rng % out.size());
 					uint64_t sum = 0, back = 0;
 					for (size_t i = 0; i < len; i++) {
-						out[i] = (unsigned char)(rng >> (i % 8 * 8)) ^ (unsigned char)(i >> 3);
-						sum = sum * 1099511628211ULL + out[i];
+						out[i] =
+							(unsigned char)(rng >>
+									(i % 8 *
+									 8)) ^
+							(unsigned char)(i >> 3);
+						sum = sum * 1099511628211ULL +
+						      out[i];
 					}
-					if (weft_send_all(c, out.data(), len) != (ssize_t)len)
+					if (weft_send_all(c, out.data(), len) !=
+					    (ssize_t)len)
 						return -EIO;
 					size_t got = 0;
 					while (got < len) {
-						ssize_t n = weft_recv(c, in.data() + got, len - got, 0);
+						ssize_t n = weft_recv(
+							c, in.data() + got,
+							len - got, 0);
 						if (n <= 0)
 							return -EPROTO;
 						got += (size_t)n;
 					}
 					for (size_t i = 0; i < len; i++)
-						back = back * 1099511628211ULL + in[i];
+						back = back * 1099511628211ULL +
+						       in[i];
 					if (back != sum)
 						return -EBADMSG;
 					bytes += len;
@@ -135,8 +152,9 @@ TEST_P(IoBackend, CrossWorkerCancelStorm)
 		std::atomic<int> data{ 0 }, cancelled{ 0 };
 		std::vector<int> fds(2 * (size_t)n);
 		for (int i = 0; i < n; i++)
-			ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC,
-						0, &fds[2 * (size_t)i]));
+			ASSERT_EQ(0, socketpair(AF_UNIX,
+						SOCK_STREAM | SOCK_CLOEXEC, 0,
+						&fds[2 * (size_t)i]));
 		std::vector<weft_task *> rs(n), cs(n);
 		for (int i = 0; i < n; i++) {
 			int fd = fds[2 * (size_t)i + 1];
@@ -172,7 +190,8 @@ TEST_P(IoBackend, CrossWorkerCancelStorm)
 		int left = 0;
 		for (int i = 0; i < n; i++) {
 			char c;
-			left += recv(fds[2 * (size_t)i + 1], &c, 1, MSG_DONTWAIT) == 1;
+			left += recv(fds[2 * (size_t)i + 1], &c, 1,
+				     MSG_DONTWAIT) == 1;
 		}
 		EXPECT_EQ(cancelled.load(), left);
 		for (int fd : fds)

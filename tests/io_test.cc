@@ -36,7 +36,8 @@
 
 using io_test::IoBackend;
 
-namespace {
+namespace
+{
 
 struct Fn {
 	std::function<int()> f;
@@ -97,7 +98,8 @@ TEST_P(IoBackend, BadArgumentsSameOnBothBackends)
 		EXPECT_EQ(-EBADF, weft_read(closed, b, 1, -1));
 		EXPECT_EQ(-EBADF, weft_read(1 << 20, b, 1, -1));
 		EXPECT_EQ(-EINVAL, weft_read(sv[0], b, 1, -2));
-		EXPECT_EQ(-EINVAL, weft_recv(sv[0], b, (size_t)SSIZE_MAX + 1, 0));
+		EXPECT_EQ(-EINVAL,
+			  weft_recv(sv[0], b, (size_t)SSIZE_MAX + 1, 0));
 		EXPECT_EQ(-EINVAL, weft_recv(sv[0], nullptr, 4, 0));
 		EXPECT_EQ(-EINVAL, weft_readv(sv[0], nullptr, 1, -1));
 		EXPECT_EQ(-EINVAL, weft_writev(sv[0], nullptr, -1, -1));
@@ -147,9 +149,10 @@ TEST_P(IoBackend, NonBlockingFdsNeverGiveEagain)
 {
 	Run(2, [] {
 		int sv[2];
-		ASSERT_EQ(0, socketpair(AF_UNIX,
-					SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-					0, sv));
+		ASSERT_EQ(0,
+			  socketpair(AF_UNIX,
+				     SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+				     0, sv));
 		weft_task *r = go([&] {
 			char c[4];
 			ssize_t n = weft_recv(sv[1], c, sizeof(c), 0);
@@ -168,7 +171,8 @@ TEST_P(IoBackend, NonBlockingFdsNeverGiveEagain)
 		ASSERT_EQ(0, pipe2(p, O_CLOEXEC | O_NONBLOCK));
 		weft_task *pr = go([&] {
 			char c[4];
-			return weft_read(p[0], c, sizeof(c), -1) == 4 ? 0 : -EIO;
+			return weft_read(p[0], c, sizeof(c), -1) == 4 ? 0 :
+									-EIO;
 		});
 		weft_sleep(WEFT_MSEC(5));
 		EXPECT_EQ(4, weft_write(p[1], "pipe", 4, -1));
@@ -214,7 +218,8 @@ TEST_P(IoBackend, LoopbackListenAcceptDialEcho)
 			ASSERT_EQ(len, weft_send_all(c, m, (size_t)len));
 			int got = 0;
 			while (got < len) {
-				ssize_t n = weft_recv(c, r + got, (size_t)(len - got), 0);
+				ssize_t n = weft_recv(c, r + got,
+						      (size_t)(len - got), 0);
 				ASSERT_GT(n, 0);
 				got += (int)n;
 			}
@@ -416,7 +421,8 @@ TEST_P(IoBackend, FileWriteFsyncReadBack)
 		EXPECT_EQ((ssize_t)back.size(),
 			  weft_read(fd, back.data(), back.size(), 0));
 		EXPECT_EQ(data, back);
-		EXPECT_EQ(0, weft_read(fd, back.data(), 10, (int64_t)data.size()));
+		EXPECT_EQ(0,
+			  weft_read(fd, back.data(), 10, (int64_t)data.size()));
 		// vectors, and the current position (-1)
 		char a[3] = { 'a', 'b', 'c' }, z[2] = { 'y', 'z' };
 		struct iovec wv[2] = { { a, 3 }, { z, 2 } };
@@ -450,7 +456,8 @@ TEST_P(IoBackend, HugeLengthIsClampedNotTruncated)
 		ASSERT_GE(fd, 0);
 		size_t len = ((size_t)1 << 32) + 1;
 		void *buf = mmap(nullptr, len, PROT_READ | PROT_WRITE,
-				 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+				 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+				 -1, 0);
 		ASSERT_NE(MAP_FAILED, buf);
 		EXPECT_EQ((ssize_t)0x7ffff000, weft_write(fd, buf, len, -1));
 		EXPECT_EQ((ssize_t)0x7ffff000, weft_write(fd, buf, len, 0));
@@ -465,7 +472,9 @@ TEST_P(IoBackend, PollReportsReadiness)
 		int sv[2];
 		pair(sv);
 		EXPECT_TRUE(weft_poll(sv[0], POLLOUT) & POLLOUT);
-		weft_task *p = go([&] { return weft_poll(sv[1], POLLIN); });
+		weft_task *p = go([&] {
+			return weft_poll(sv[1], POLLIN);
+		});
 		weft_sleep(WEFT_MSEC(5));
 		weft_send(sv[0], "x", 1, 0);
 		EXPECT_TRUE(weft_join(p) & POLLIN);
@@ -516,7 +525,8 @@ TEST_P(IoBackend, UdpSendmsgRecvmsg)
 	});
 }
 
-namespace {
+namespace
+{
 struct SigArgs {
 	int sig;
 };
@@ -544,7 +554,9 @@ TEST_P(IoBackend, SignalWaitGetsAKill)
 		kill(getpid(), SIGUSR1);
 		EXPECT_EQ(SIGUSR1, weft_signal_wait(&set));
 		// Cancelled while waiting.
-		weft_task *w = go([&] { return weft_signal_wait(&set); });
+		weft_task *w = go([&] {
+			return weft_signal_wait(&set);
+		});
 		weft_sleep(WEFT_MSEC(5));
 		weft_cancel(w);
 		EXPECT_EQ(-ECANCELED, weft_join(w));
@@ -570,8 +582,11 @@ TEST_P(IoBackend, ManyConnectionsChecksummed)
 				ts.push_back(go([c] {
 					char b[4096];
 					ssize_t n;
-					while ((n = weft_recv(c, b, sizeof(b), 0)) > 0)
-						if (weft_send_all(c, b, (size_t)n) != n)
+					while ((n = weft_recv(c, b, sizeof(b),
+							      0)) > 0)
+						if (weft_send_all(c, b,
+								  (size_t)n) !=
+						    n)
 							break;
 					weft_close(c);
 					return (int)n;
@@ -596,14 +611,21 @@ TEST_P(IoBackend, ManyConnectionsChecksummed)
 					size_t len = 1 + rng % out.size();
 					uint32_t sum = 0, back = 0;
 					for (size_t i = 0; i < len; i++) {
-						out[i] = (unsigned char)(rng >> (i % 8 * 8)) ^ (unsigned char)i;
+						out[i] =
+							(unsigned char)(rng >>
+									(i % 8 *
+									 8)) ^
+							(unsigned char)i;
 						sum = sum * 31 + out[i];
 					}
-					if (weft_send_all(c, out.data(), len) != (ssize_t)len)
+					if (weft_send_all(c, out.data(), len) !=
+					    (ssize_t)len)
 						return -EIO;
 					size_t got = 0;
 					while (got < len) {
-						ssize_t n = weft_recv(c, in.data() + got, len - got, 0);
+						ssize_t n = weft_recv(
+							c, in.data() + got,
+							len - got, 0);
 						if (n <= 0)
 							return -EPROTO;
 						got += (size_t)n;
@@ -676,30 +698,34 @@ TEST_P(IoBackend, CancelVersusCompletionRace)
 TEST_P(IoBackend, TinyRingManyOps)
 {
 	const int n = (int)weft_test::scaled(500);
-	Run(2, [&] {
-		std::vector<int> fds(2 * (size_t)n);
-		std::vector<weft_task *> ts;
-		std::atomic<int> done{ 0 };
-		for (int i = 0; i < n; i++) {
-			pair(&fds[2 * (size_t)i]);
-			int fd = fds[2 * (size_t)i + 1];
-			ts.push_back(go([&, fd] {
-				char c;
-				if (weft_recv(fd, &c, 1, 0) != 1 || c != 'q')
-					return -EIO;
-				done++;
-				return 0;
-			}));
-		}
-		weft_sleep(WEFT_MSEC(20));
-		for (int i = 0; i < n; i++)
-			send(fds[2 * (size_t)i], "q", 1, 0);
-		for (auto *t : ts)
-			EXPECT_EQ(0, weft_join(t));
-		EXPECT_EQ(n, done.load());
-		for (int fd : fds)
-			close(fd);
-	}, 4);
+	Run(
+		2,
+		[&] {
+			std::vector<int> fds(2 * (size_t)n);
+			std::vector<weft_task *> ts;
+			std::atomic<int> done{ 0 };
+			for (int i = 0; i < n; i++) {
+				pair(&fds[2 * (size_t)i]);
+				int fd = fds[2 * (size_t)i + 1];
+				ts.push_back(go([&, fd] {
+					char c;
+					if (weft_recv(fd, &c, 1, 0) != 1 ||
+					    c != 'q')
+						return -EIO;
+					done++;
+					return 0;
+				}));
+			}
+			weft_sleep(WEFT_MSEC(20));
+			for (int i = 0; i < n; i++)
+				send(fds[2 * (size_t)i], "q", 1, 0);
+			for (auto *t : ts)
+				EXPECT_EQ(0, weft_join(t));
+			EXPECT_EQ(n, done.load());
+			for (int fd : fds)
+				close(fd);
+		},
+		4);
 }
 
 // Out of fds while accepting (B5): the caller gets -EMFILE, never a hang,
@@ -729,7 +755,8 @@ TEST_P(IoBackend, AcceptWithFdsExhaustedRecovers)
 			// Three connections queue before the fds run out.
 			std::vector<int> cl;
 			for (int i = 0; i < 3; i++) {
-				int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+				int s = socket(AF_INET,
+					       SOCK_STREAM | SOCK_CLOEXEC, 0);
 				struct sockaddr_in sa = {};
 				sa.sin_family = AF_INET;
 				sa.sin_port = htons(port);
@@ -787,16 +814,20 @@ static int seccomp_deny_uring(int err)
 			 offsetof(struct seccomp_data, nr)),
 		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
 		BPF_STMT(BPF_RET | BPF_K,
-			 SECCOMP_RET_ERRNO | ((unsigned)err & SECCOMP_RET_DATA)),
+			 SECCOMP_RET_ERRNO |
+				 ((unsigned)err & SECCOMP_RET_DATA)),
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
 	};
-	struct sock_fprog prog = { (unsigned short)(sizeof(f) / sizeof(f[0])), f };
+	struct sock_fprog prog = { (unsigned short)(sizeof(f) / sizeof(f[0])),
+				   f };
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
 		return -1;
 	return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog);
 }
 
-class IoFallback : public ::testing::TestWithParam<int> {};
+class IoFallback : public ::testing::TestWithParam<int>
+{
+};
 
 TEST_P(IoFallback, SeccompDeniedRingFallsBackToEpoll)
 {
@@ -881,7 +912,8 @@ TEST(IoConfig, ExtremeRingSizesAreClamped)
 // backend's wait (io_uring_enter / epoll_wait) with ops in flight, and a
 // foreign thread hands them work thousands of times. A lost kick hangs a
 // weft_block_on (the ctest timeout catches it).
-namespace {
+namespace
+{
 int trivial(void *p)
 {
 	++*static_cast<int *>(p);

@@ -22,7 +22,8 @@
 #include "tests/support/io_hooks.h"
 #include "weft.h"
 
-namespace io_test {
+namespace io_test
+{
 
 struct Body {
 	std::function<void()> fn;
@@ -59,8 +60,9 @@ inline void run(const std::string &backend, unsigned workers,
 
 // Fixture parameterised over the backend; io_uring skips (never passes
 // silently) where the kernel cannot make a ring.
-class IoBackend : public ::testing::TestWithParam<std::string> {
-    protected:
+class IoBackend : public ::testing::TestWithParam<std::string>
+{
+protected:
 	void SetUp() override
 	{
 		if (GetParam() == "io_uring" &&
