@@ -75,6 +75,7 @@ struct weft__io_op {
 	struct weft__io_op *next; /* backend lists; owner only */
 	struct weft__list link; /* owner's inflight list (reactor) */
 	uint64_t arm_seq; /* close_seq when armed (weft_close) */
+	uint64_t ud; /* backend's tag of this arming (user_data) */
 	int res; /* result; written before done */
 	_Atomic uint32_t done; /* 1: finished (release by the owner) */
 };

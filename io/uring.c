@@ -35,8 +35,12 @@
  * An SQ that is full when an op is armed is submitted (and the CQ reaped)
  * until an SQE frees up.
  *
- * user_data: the struct weft__io_op address, or one of the small tags
- * below (never a valid op address).
+ * user_data: the struct weft__io_op address in bits 0-47 and a per-worker
+ * arm generation in bits 48-63, or one of the small tags below. The
+ * generation keeps a late ASYNC_CANCEL (its target completed first and the
+ * task armed a new op in the same stack slot) from hitting the new op:
+ * it names the old generation. User addresses fit in 47 bits (task stacks
+ * come from weft's own mmap arena, never from a high-address hint).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -50,6 +54,8 @@
 
 #define TAG_KICK 1u /* the eventfd read */
 #define TAG_CANCEL 2u /* an ASYNC_CANCEL: its result is not needed */
+#define UD_GEN_SHIFT 48
+#define UD_PTR_MASK ((UINT64_C(1) << UD_GEN_SHIFT) - 1)
 
 struct uring {
 	struct weft__io_worker common; /* first: see io/backend.h */
@@ -61,6 +67,7 @@ struct uring {
 	bool taskrun_flag; /* the kernel flags pending completions */
 	unsigned inflight; /* ops armed and not completed */
 	unsigned polls; /* poll() calls, for the periodic enter */
+	uint16_t gen; /* arm generation, bits 48-63 of user_data */
 };
 
 static inline struct uring *U(struct weft__worker *w)
@@ -280,7 +287,8 @@ static void u_arm(struct weft__worker *w, struct weft__io_op *op)
 	default:
 		WEFT__BUG_ON(1);
 	}
-	io_uring_sqe_set_data(sqe, op);
+	op->ud = (uint64_t)(uintptr_t)op | ((uint64_t)++u->gen << UD_GEN_SHIFT);
+	io_uring_sqe_set_data64(sqe, op->ud);
 	u->inflight++;
 }
 
@@ -302,7 +310,7 @@ static void u_cancel(struct weft__worker *w, struct weft__io_op *op)
 
 	/* Its result (0, -ENOENT, -EALREADY) does not matter: the target's
 	 * own CQE still comes and ends the wait. */
-	io_uring_prep_cancel64(sqe, (__u64)(uintptr_t)op, 0);
+	io_uring_prep_cancel64(sqe, op->ud, 0);
 	io_uring_sqe_set_data64(sqe, TAG_CANCEL);
 }
 
@@ -326,7 +334,9 @@ static unsigned reap(struct weft__worker *w)
 				/* nothing to do */
 			} else {
 				struct weft__io_op *op =
-					(struct weft__io_op *)(uintptr_t)ud;
+					(struct weft__io_op
+						 *)(uintptr_t)(ud &
+							       UD_PTR_MASK);
 				/* write(2) on a socket or pipe whose reader is
 				 * gone raised SIGPIPE in this thread. */
 				if (res == -EPIPE &&
