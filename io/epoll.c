@@ -232,7 +232,9 @@ static unsigned handle(struct weft__worker *w, struct epoll_event *evs, int n)
 	struct ep *e = E(w);
 	unsigned woken = 0;
 
-	for (int i = 0; i < n; i++) {
+	/* Newest first, so the deque's owner (newest first) runs the
+	 * oldest event's task first: see reap() in io/uring.c. */
+	for (int i = n; i-- > 0;) {
 		if (evs[i].data.u64 == KICK_DATA) {
 			uint64_t v;
 			ssize_t r = read(e->efd, &v, sizeof(v));
