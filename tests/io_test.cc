@@ -1089,3 +1089,47 @@ TEST_P(IoBackend, OwnDescriptorsAreCloseOnExec)
 		close(sv[1]);
 	});
 }
+
+// RELIABILITY D13: a connect that hangs (the listener's accept queue is
+// full, so SYNs are dropped) ends at the deadline with -ETIMEDOUT, its
+// in-flight connect cancelled; the socket is still closable.
+TEST_P(IoBackend, HangingConnectTimesOut)
+{
+	Run(2, [] {
+		int l = weft_listen_tcp(nullptr, 0, 1);
+		uint16_t port = io_test::local_port(l);
+		struct sockaddr_in sa = {};
+		sa.sin_family = AF_INET;
+		sa.sin_port = htons(port);
+		sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		std::vector<int> filler;
+		for (int i = 0; i < 8; i++) {
+			int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+			connect(s, (struct sockaddr *)&sa, sizeof(sa));
+			filler.push_back(s);
+		}
+		usleep(50000);
+		int timed_out = 0;
+		for (int i = 0; i < 3; i++) {
+			int s = weft_socket(AF_INET, SOCK_STREAM, 0);
+			uint64_t t0 = weft_now();
+			io_test_set_deadline(t0 + WEFT_MSEC(100));
+			int r = weft_connect(s, (struct sockaddr *)&sa,
+					     sizeof(sa));
+			io_test_set_deadline(UINT64_MAX);
+			if (r == -ETIMEDOUT) {
+				EXPECT_GE(weft_now() - t0, WEFT_MSEC(100));
+				timed_out++;
+			} else {
+				// The kernel may still queue it (syncookies):
+				// then it connected.
+				EXPECT_EQ(0, r);
+			}
+			EXPECT_EQ(0, weft_close(s));
+		}
+		EXPECT_GT(timed_out, 0) << "no connect hung: cannot check";
+		for (int s : filler)
+			close(s);
+		close(l);
+	});
+}
