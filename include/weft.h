@@ -21,5 +21,6 @@
 #include "weft/group.h"
 #include "weft/offload.h"
 #include "weft/observe.h"
+#include "weft/io.h"
 
 #endif /* WEFT_H */

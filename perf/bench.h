@@ -76,6 +76,9 @@ extern const struct bench_workload bench_queue_pair;
 extern const struct bench_workload bench_queue_mpmc;
 extern const struct bench_workload bench_limiter_acquire;
 extern const struct bench_workload bench_limiter_c64;
+/* shared/perf/io-spec.md: perf/echo.c, perf/http.c (load: perf/loadgen.c) */
+extern const struct bench_workload bench_echo;
+extern const struct bench_workload bench_http;
 
 /**
  * bench_emit() - Print one result line on stdout (and flush it).

@@ -75,6 +75,8 @@ static const struct bench_workload *const workloads[] = {
 	&bench_queue_mpmc,
 	&bench_limiter_acquire,
 	&bench_limiter_c64,
+	&bench_echo, /* io-spec 2. (perf/echo.c) */
+	&bench_http, /* io-spec 3. (perf/http.c) */
 };
 #define NR_WORKLOADS (sizeof(workloads) / sizeof(workloads[0]))
 

@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "runtime/sched.h"
+#include "io/backend.h"
 
 struct weft__task *weft__spawn_foreign(struct weft__runtime *rt, weft_fn fn,
 				       void *arg, const char *name,
@@ -252,6 +253,11 @@ WEFT_API int weft_runtime_new(weft_runtime **out, const weft_config *in)
 		atomic_store(&w->next_deadline, UINT64_MAX);
 		atomic_store(&w->park_word, 1);
 	}
+	/* One ring (or epoll set) per worker, made here so that a lack of
+	 * memory or fds is this call's error (io/reactor.c). */
+	err = weft__io_rt_init(rt);
+	if (err)
+		goto out_free_workers;
 	for (i = 0; i < rt->nworkers; i++) {
 		err = -pthread_create(&rt->workers[i]->thread, NULL,
 				      weft__worker_main, rt->workers[i]);
@@ -272,6 +278,7 @@ out_stop:
 	weft__wake_all(rt);
 	for (i = 0; i < started; i++)
 		pthread_join(rt->workers[i]->thread, NULL);
+	weft__io_rt_fini(rt);
 out_free_workers:
 	free_workers(rt);
 	weft__offload_stop(rt);
@@ -374,6 +381,7 @@ WEFT_API int weft_runtime_free(weft_runtime *h)
 				(unsigned long)rt->workers[i]->stats.spawned, (unsigned long)rt->workers[i]->stats.completed,
 				(unsigned long)rt->workers[i]->stats.steals, (unsigned long)rt->workers[i]->stats.parks);
 	weft__registry_free_all(rt);
+	weft__io_rt_fini(rt);
 	free_workers(rt);
 	weft__stack_pool_destroy(&rt->stacks);
 	weft__inject_free_chunks(rt);

@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "runtime/sched.h"
+#include "io/backend.h"
 
 /* ------------------------------------------------------------ futex */
 
@@ -43,6 +44,14 @@ static void futex_wake(_Atomic uint32_t *addr, int n)
 {
 	syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL,
 		0);
+}
+
+/* Wake a parked worker: through its I/O backend (it sleeps in the ring or
+ * in epoll_wait, io/backend.h), else on its futex. */
+static void kick(struct weft__worker *v)
+{
+	if (!weft__io_kick(v))
+		futex_wake(&v->park_word, 1);
 }
 
 void weft__futex_wake_all(_Atomic uint32_t *addr)
@@ -446,7 +455,7 @@ void weft__notify(struct weft__runtime *rt)
 	}
 	pthread_mutex_unlock(&rt->idle_lock);
 	if (v)
-		futex_wake(&v->park_word, 1);
+		kick(v);
 }
 
 void weft__wake_worker(struct weft__worker *w)
@@ -465,7 +474,7 @@ void weft__wake_worker(struct weft__worker *w)
 	}
 	pthread_mutex_unlock(&rt->idle_lock);
 	if (wake)
-		futex_wake(&w->park_word, 1);
+		kick(w);
 }
 
 void weft__wake_all(struct weft__runtime *rt)

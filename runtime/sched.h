@@ -29,6 +29,7 @@ extern "C" {
 struct weft__worker;
 struct weft__runtime;
 struct weft__task;
+struct weft__io_backend;
 
 /* ---------------------------------------------------------------- waits */
 
@@ -279,6 +280,7 @@ struct weft__stats_ctr {
 	_Atomic uint64_t spawned, completed, steals, parks;
 	/* offload.c: weft_offload() calls made from this worker */
 	_Atomic uint64_t offload_calls;
+	_Atomic uint64_t io_submitted, io_completed; /* io/: owner worker */
 };
 
 struct weft__worker {
@@ -324,6 +326,10 @@ struct weft__worker {
 	_Atomic uint64_t wd_slice;
 	pthread_t thread;
 	void *altstack;
+
+	/* I/O reactor state of this worker (io/backend.h): the backend's
+	 * per-worker record, NULL until weft__io_rt_init(). */
+	void *io;
 };
 
 static inline void weft__wd_slice_begin(struct weft__worker *w,
@@ -400,6 +406,8 @@ struct weft__runtime {
 
 	struct weft__offload_pool *offload;	/* offload.c */
 	struct weft__observer *observer;	/* observe.c: watchdog, SIGQUIT */
+	/* the I/O backend of every worker (io/backend.h); set at new */
+	const struct weft__io_backend *io_backend;
 };
 
 /* ---------------------------------------------------------------- calls */

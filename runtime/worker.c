@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "runtime/sched.h"
+#include "io/backend.h"
 
 void weft__idle_enter(struct weft__worker *w);
 bool weft__idle_leave(struct weft__worker *w);
@@ -425,6 +426,10 @@ static void *next_task(struct weft__worker *w)
 		fire_timers(w);
 	if (WEFT__UNLIKELY(w->tick % 61 == 0)) {
 		fire_timers(w);
+		/* A busy worker still serves its ring; what completed may
+		 * wait behind the running tasks, so let an idle worker steal. */
+		if (weft__io_poll(w))
+			weft__notify(w->rt);
 		t = inject_take(w);
 		if (t)
 			return t;
@@ -485,6 +490,15 @@ static void *next_task(struct weft__worker *w)
 	t = weft__deque_take(&w->dq);
 	if (t)
 		return t;
+	/* Own queues empty: end of a round. Submit the SQEs the round's
+	 * tasks prepared and reap completions (io/backend.h). */
+	if (weft__io_poll(w)) {
+		t = weft__deque_take(&w->dq);
+		if (t)
+			return t;
+		if (w->pin_head)
+			return pin_pop(w);
+	}
 	t = inject_take(w);
 	if (t)
 		return t;
@@ -504,7 +518,8 @@ static bool work_visible(struct weft__worker *w)
 
 	if (atomic_load_explicit(&rt->inject_len, memory_order_seq_cst) ||
 	    atomic_load_explicit(&w->inbox_len, memory_order_seq_cst) ||
-	    w->pin_head || atomic_load_explicit(&w->lifo, memory_order_seq_cst))
+	    w->pin_head || atomic_load_explicit(&w->lifo, memory_order_seq_cst) ||
+	    weft__io_has_work(w)) /* requests posted to its reactor */
 		return true;
 	for (unsigned i = 0; i < rt->nworkers; i++)
 		if (weft__deque_len(&rt->workers[i]->dq))
@@ -539,6 +554,13 @@ static void park(struct weft__worker *w)
 	weft__ns_to_timespec(deadline, &ts);
 	while (atomic_load_explicit(&w->park_word, memory_order_acquire) ==
 	       0) {
+		if (w->io) {
+			/* The I/O backend's sleep (io/backend.h): ends on
+			 * a completion, a kick or the deadline. Any of them
+			 * ends the park; the loop reaps and looks again. */
+			weft__io_sleep(w, deadline);
+			break;
+		}
 		/* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time. */
 		long r = syscall(SYS_futex, (uint32_t *)&w->park_word,
 				 FUTEX_WAIT_BITSET_PRIVATE, 0,
@@ -694,6 +716,7 @@ void *weft__worker_main(void *arg)
 	struct weft__runtime *rt = w->rt;
 
 	tls_worker = w;
+	weft__io_worker_start(w);
 	weft__ctx_init_thread(&w->sched_ctx);
 	if (weft__altstack_setup(&w->altstack) == 0)
 		weft__overflow_handler_install();
@@ -708,7 +731,9 @@ void *weft__worker_main(void *arg)
 		if (atomic_load_explicit(&rt->state, memory_order_acquire) ==
 		    WEFT__RT_STOPPING)
 			break;
-		t = spin_for_work(w);
+		/* With I/O in flight the ring's sleep ends on its completions;
+		 * spinning would only burn the core the peer needs. */
+		t = weft__io_busy(w) ? NULL : spin_for_work(w);
 		if (t) {
 			if (w->searching)
 				stop_searching(w);

@@ -1,0 +1,311 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * weft/io.h - I/O calls that suspend the calling task instead of blocking
+ * its worker: sockets, files, readiness, signals.
+ *
+ * Each call returns what the matching syscall would, or a negative errno,
+ * but never -EAGAIN, -EWOULDBLOCK or -EINTR: it waits or retries. Every
+ * call that can suspend is a suspension point: it fails with -ECANCELED in
+ * a cancelled task and -ETIMEDOUT past a scope's deadline, and called from
+ * a thread that is not a weft task it returns -EPERM. An operation that
+ * completed before the cancellation took effect returns its result (bytes
+ * moved); the next suspension point reports the cancellation. A call
+ * returns only once the kernel has let go of its buffers, iovecs, msghdr
+ * and address out-parameters, so they may live on the task's stack.
+ *
+ * Any fd may be passed in, blocking or not, on both backends (io_uring, or
+ * epoll where io_uring is unavailable or WEFT_IO=epoll / WEFT_IO_EPOLL asks
+ * for it; see weft_io_backend()). Sends never raise SIGPIPE: they return
+ * -EPIPE. Descriptors weft makes are close-on-exec. Lengths above the
+ * kernel's per-call maximum (0x7ffff000 bytes) are clamped: a short count.
+ * Bad arguments give -EINVAL, a negative fd -EBADF.
+ */
+#ifndef WEFT_IO_H
+#define WEFT_IO_H
+
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "base.h"
+
+WEFT_EXTERN_C_BEGIN
+
+struct weft_runtime;
+
+/**
+ * weft_socket() - socket(2), always close-on-exec.
+ * @domain: AF_INET, AF_INET6, AF_UNIX, ...
+ * @type: SOCK_STREAM, SOCK_DGRAM, ...; SOCK_CLOEXEC is added.
+ * @protocol: as for socket(2).
+ *
+ * Context: any thread; never suspends.
+ * Return: the new fd, or -errno.
+ */
+WEFT_API int weft_socket(int domain, int type, int protocol);
+
+/**
+ * weft_accept() - Wait for and accept a connection on listening socket @fd.
+ * @fd: a listening socket.
+ * @addr: receives the peer's address, or NULL.
+ * @len: in: size of @addr; out: its length. NULL exactly when @addr is.
+ *
+ * The accepted socket is close-on-exec. A connection accepted by the kernel
+ * while the caller was being cancelled is closed by weft (never leaked).
+ *
+ * Context: task only; suspension point.
+ * Return: the new fd; -ECANCELED, -ETIMEDOUT; -EMFILE and the other
+ * accept4(2) errors; -EINVAL for bad arguments; -EPERM outside a task.
+ */
+WEFT_API int weft_accept(int fd, struct sockaddr *addr, socklen_t *len);
+
+/**
+ * weft_connect() - Connect socket @fd to @addr, waiting until done.
+ * @fd: a socket, blocking or not.
+ * @addr: the peer address.
+ * @len: its length.
+ *
+ * Context: task only; suspension point.
+ * Return: 0; -ECONNREFUSED, -ETIMEDOUT (also a scope deadline), -ECANCELED
+ * and the other connect(2) errors; -EINVAL; -EPERM outside a task.
+ */
+WEFT_API int weft_connect(int fd, const struct sockaddr *addr, socklen_t len);
+
+/**
+ * weft_recv() - Receive up to @len bytes from socket @fd.
+ * @fd: a socket.
+ * @buf: where to store them.
+ * @len: at most this many (clamped to 0x7ffff000).
+ * @flags: recv(2) flags; MSG_DONTWAIT is ignored (the call waits).
+ *
+ * Context: task only; suspension point.
+ * Return: bytes received, 0 at end of stream; -ECONNRESET and the other
+ * recv(2) errors; -ECANCELED / -ETIMEDOUT if nothing was received (the
+ * buffer is then untouched); -EPERM outside a task.
+ */
+WEFT_API ssize_t weft_recv(int fd, void *buf, size_t len, int flags);
+
+/**
+ * weft_send() - Send up to @len bytes on socket @fd (may be short).
+ * @fd: a socket.
+ * @buf: the bytes.
+ * @len: how many (clamped to 0x7ffff000).
+ * @flags: send(2) flags; MSG_NOSIGNAL is always added.
+ *
+ * Context: task only; suspension point.
+ * Return: bytes sent; -EPIPE (never SIGPIPE), -ECONNRESET and the other
+ * send(2) errors; -ECANCELED / -ETIMEDOUT if nothing was sent.
+ */
+WEFT_API ssize_t weft_send(int fd, const void *buf, size_t len, int flags);
+
+/**
+ * weft_send_all() - Send all @len bytes, looping over short sends.
+ * @fd: a socket.
+ * @buf: the bytes.
+ * @len: how many.
+ *
+ * Context: task only; suspension point.
+ * Return: @len, or the -errno of the send that failed (bytes sent before
+ * the failure are lost to the caller).
+ */
+WEFT_API ssize_t weft_send_all(int fd, const void *buf, size_t len);
+
+/**
+ * weft_recvmsg() - recvmsg(2) that waits; works for UDP servers.
+ * @fd: a socket.
+ * @msg: the message header (may live on the task's stack).
+ * @flags: recvmsg(2) flags; MSG_DONTWAIT is ignored.
+ *
+ * Context: task only; suspension point.
+ * Return: bytes received, or -errno as for weft_recv().
+ */
+WEFT_API ssize_t weft_recvmsg(int fd, struct msghdr *msg, int flags);
+
+/**
+ * weft_sendmsg() - sendmsg(2) that waits; MSG_NOSIGNAL is always added.
+ * @fd: a socket.
+ * @msg: the message header.
+ * @flags: sendmsg(2) flags.
+ *
+ * Context: task only; suspension point.
+ * Return: bytes sent, or -errno as for weft_send().
+ */
+WEFT_API ssize_t weft_sendmsg(int fd, const struct msghdr *msg, int flags);
+
+/**
+ * weft_read() - Read up to @len bytes from @fd at @offset.
+ * @fd: a file, pipe or socket.
+ * @buf: where to store them.
+ * @len: at most this many (clamped to 0x7ffff000).
+ * @offset: file offset, or -1 for the current position (pipes, sockets).
+ *
+ * On the epoll backend regular files are read with a blocking call.
+ *
+ * Context: task only; suspension point.
+ * Return: bytes read, 0 at end of file; -EINVAL for @offset < -1; -errno.
+ */
+WEFT_API ssize_t weft_read(int fd, void *buf, size_t len, int64_t offset);
+
+/**
+ * weft_write() - Write up to @len bytes to @fd at @offset.
+ * @fd: a file, pipe or socket.
+ * @buf: the bytes.
+ * @len: how many (clamped to 0x7ffff000).
+ * @offset: file offset, or -1 for the current position.
+ *
+ * Context: task only; suspension point.
+ * Return: bytes written; -EPIPE (no SIGPIPE reaches the process), -ENOSPC,
+ * -EIO and the other write(2) errors; -EINVAL for @offset < -1.
+ */
+WEFT_API ssize_t weft_write(int fd, const void *buf, size_t len,
+			    int64_t offset);
+
+/**
+ * weft_readv() - readv(2)/preadv(2) that waits.
+ * @fd: a file, pipe or socket.
+ * @iov: the buffers (may live on the task's stack).
+ * @iovcnt: how many, 0..IOV_MAX.
+ * @offset: file offset, or -1 for the current position.
+ *
+ * Context: task only; suspension point.
+ * Return: bytes read, or -errno as for weft_read().
+ */
+WEFT_API ssize_t weft_readv(int fd, const struct iovec *iov, int iovcnt,
+			    int64_t offset);
+
+/**
+ * weft_writev() - writev(2)/pwritev(2) that waits.
+ * @fd: a file, pipe or socket.
+ * @iov: the buffers.
+ * @iovcnt: how many, 0..IOV_MAX.
+ * @offset: file offset, or -1 for the current position.
+ *
+ * Context: task only; suspension point.
+ * Return: bytes written, or -errno as for weft_write().
+ */
+WEFT_API ssize_t weft_writev(int fd, const struct iovec *iov, int iovcnt,
+			     int64_t offset);
+
+/**
+ * weft_open() - open(2), always close-on-exec.
+ * @path: the file.
+ * @flags: open(2) flags; O_CLOEXEC is added.
+ * @mode: permissions for O_CREAT.
+ *
+ * An fd opened while the caller was being cancelled is closed by weft.
+ *
+ * Context: task only; suspension point.
+ * Return: the new fd, or -errno; -EINVAL for a NULL @path.
+ */
+WEFT_API int weft_open(const char *path, int flags, mode_t mode);
+
+/**
+ * weft_close() - Release @fd.
+ * @fd: any descriptor.
+ *
+ * Always releases the descriptor, even in a cancelled task or past a
+ * deadline. Calls other tasks of the caller's runtime have pending on @fd
+ * end promptly with -ECANCELED (or -EBADF); a call started on the same fd
+ * number after weft_close() returned is not affected. From a thread
+ * outside the runtime only the descriptor is closed.
+ *
+ * Context: any thread; never suspends.
+ * Return: 0, or close(2)'s error (-EBADF, -EIO).
+ */
+WEFT_API int weft_close(int fd);
+
+/**
+ * weft_fsync() - fsync(2) that suspends the task instead of the worker.
+ * @fd: an open file.
+ *
+ * Context: task only; suspension point.
+ * Return: 0, or -errno.
+ */
+WEFT_API int weft_fsync(int fd);
+
+/**
+ * weft_poll() - Wait until @fd is ready for @events.
+ * @fd: any pollable descriptor.
+ * @events: POLLIN, POLLOUT, POLLPRI, ... (POLLERR and POLLHUP always count).
+ *
+ * Context: task only; suspension point.
+ * Return: the revents seen (> 0); -ECANCELED, -ETIMEDOUT; -EBADF.
+ */
+WEFT_API int weft_poll(int fd, short events);
+
+/* weft_listen_tcp_ex() flags */
+#define WEFT_LISTEN_REUSEPORT 0x1u /* SO_REUSEPORT: processes share a port */
+
+/**
+ * weft_listen_tcp_ex() - A listening TCP socket on a numeric address.
+ * @host: numeric IPv4 or IPv6 address; NULL means 127.0.0.1. A host name
+ *	gives -EINVAL (no name resolution).
+ * @port: the port; 0 picks an ephemeral one (getsockname tells which).
+ * @backlog: listen(2) backlog; <= 0 means SOMAXCONN; the kernel caps it
+ *	at net.core.somaxconn.
+ * @flags: 0 or WEFT_LISTEN_REUSEPORT, so that several processes (or
+ *	runtimes) listening on the same port share its connections.
+ *
+ * SO_REUSEADDR is always set. The socket is close-on-exec.
+ *
+ * Context: any thread; never suspends.
+ * Return: the listening fd; -EINVAL (a name, unknown flags); -EADDRINUSE
+ * and the other socket/bind/listen errors.
+ */
+WEFT_API int weft_listen_tcp_ex(const char *host, uint16_t port, int backlog,
+				unsigned flags);
+
+/**
+ * weft_listen_tcp() - weft_listen_tcp_ex() with no flags.
+ * @host: numeric address; NULL means 127.0.0.1.
+ * @port: the port; 0: ephemeral.
+ * @backlog: <= 0: SOMAXCONN.
+ *
+ * Context: any thread; never suspends.
+ * Return: the listening fd, or -errno as for weft_listen_tcp_ex().
+ */
+WEFT_API int weft_listen_tcp(const char *host, uint16_t port, int backlog);
+
+/**
+ * weft_dial_tcp() - Connect to a numeric @host and @port.
+ * @host: numeric IPv4 or IPv6 address; a name gives -EINVAL.
+ * @port: the port (not 0).
+ *
+ * The socket is close-on-exec, with TCP_NODELAY.
+ *
+ * Context: task only; suspension point.
+ * Return: the connected fd; -ECONNREFUSED, -ECANCELED, -ETIMEDOUT, ...;
+ * -EINVAL; -EPERM outside a task.
+ */
+WEFT_API int weft_dial_tcp(const char *host, uint16_t port);
+
+/**
+ * weft_signal_wait() - Wait for one of the signals in @set.
+ * @set: signals to wait for. Every one must be blocked in every thread:
+ *	weft's threads inherit the mask of the thread that calls weft_run()
+ *	or weft_runtime_new(), so block the set with pthread_sigmask()
+ *	before that.
+ *
+ * Each process-directed signal goes to one waiter whose set holds it, first
+ * come first served; with no waiter it stays pending. weft changes no mask
+ * or disposition.
+ *
+ * Context: task only; suspension point.
+ * Return: the signal number; -EINVAL if @set is NULL, empty, or holds a
+ * signal not blocked in the calling thread; -ECANCELED, -ETIMEDOUT; -EPERM.
+ */
+WEFT_API int weft_signal_wait(const sigset_t *set);
+
+/**
+ * weft_io_backend() - Which I/O backend a runtime uses.
+ * @rt: the runtime; NULL: the caller's runtime, or outside any, the backend
+ *	a new runtime with the default config would pick now.
+ *
+ * Context: any thread; never suspends.
+ * Return: "io_uring" or "epoll" (a static string).
+ */
+WEFT_API const char *weft_io_backend(const struct weft_runtime *rt);
+
+WEFT_EXTERN_C_END
+#endif /* WEFT_IO_H */

@@ -1,0 +1,226 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * io/backend.h - the contract between weft's I/O calls and a reactor
+ * backend (io/uring.c, io/epoll.c). Code above this header (io/reactor.c,
+ * io/calls.c, the runtime) never names io_uring or epoll.
+ *
+ * An I/O call describes its syscall in a struct weft__io_op on the calling
+ * task's stack and hands it to weft__io_exec(). There the op is *armed* on
+ * the worker the task runs on, from the wait protocol's publish callback
+ * (runtime/wait.c: the task is switched out, we are on the scheduler stack
+ * of that worker), and the task parks. Only that worker (the op's owner)
+ * ever touches the op afterwards until the op is done:
+ *  - a native backend (io_uring) performs the whole syscall in the kernel;
+ *  - a readiness backend (epoll) only waits until op->fd is ready for
+ *    op->poll_events; the caller then makes the syscall non-blocking and
+ *    waits again on -EAGAIN.
+ * The owner reports the end of an op with weft__io_complete(), which stores
+ * the result, marks the op done and claims the task's wait with SOURCE.
+ *
+ * Per worker the backend also owns the idle sleep (sleep(): until an event,
+ * a kick or the deadline) and the cross-thread kick (kick(): any thread).
+ * Every entry is called on the owner worker's thread, except init/fini
+ * (the runtime's creator/freer, worker not running) and kick (any thread).
+ */
+#ifndef WEFT_IO_BACKEND_H
+#define WEFT_IO_BACKEND_H
+
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include "runtime/sched.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum weft__io_opcode {
+	WEFT__OP_POLL = 1, /* readiness: res = revents */
+	WEFT__OP_READ,
+	WEFT__OP_WRITE,
+	WEFT__OP_READV,
+	WEFT__OP_WRITEV,
+	WEFT__OP_RECV,
+	WEFT__OP_SEND,
+	WEFT__OP_RECVMSG,
+	WEFT__OP_SENDMSG,
+	WEFT__OP_ACCEPT,
+	WEFT__OP_CONNECT,
+	WEFT__OP_OPEN,
+	WEFT__OP_FSYNC,
+};
+
+/*
+ * struct weft__io_op - one I/O operation; lives on the calling task's stack
+ * until the op is done (the kernel or the backend has let go of it).
+ */
+struct weft__io_op {
+	/* The request: written by the task before arming, then read-only. */
+	int opcode; /* WEFT__OP_* */
+	int fd;
+	int flags; /* msg/open flags */
+	uint32_t poll_events; /* POLL, and readiness backends */
+	void *buf; /* buffer, iovec, msghdr, path, addr */
+	size_t len; /* length, iovcnt, socklen */
+	int64_t off; /* file offset (-1: current), mode */
+	socklen_t *addrlen; /* accept */
+
+	/* Bookkeeping. */
+	struct weft__task *task; /* the waiter; set before arming */
+	uint64_t word; /* wait word the completion claims;
+					 * written by the task, read by the
+					 * completer: both on the owner thread */
+	struct weft__worker *owner; /* set by arm (scheduler stack of the
+					 * owner), read by the task after */
+	struct weft__io_op *next; /* backend lists; owner only */
+	struct weft__list link; /* owner's inflight list (reactor) */
+	uint64_t arm_seq; /* close_seq when armed (weft_close) */
+	uint64_t ud; /* backend's tag of this arming (user_data) */
+	int res; /* result; written before done */
+	_Atomic uint32_t done; /* 1: finished (release by the owner) */
+};
+
+/* A weft_close() that other workers must apply to their ops on @fd. */
+struct weft__io_close_req {
+	int fd;
+	uint64_t seq; /* ops armed before it are cancelled */
+};
+
+/*
+ * struct weft__io_worker - the backend-neutral part of a worker's reactor
+ * state; the first member of each backend's per-worker record, so w->io
+ * points at it too (io/reactor.c).
+ */
+struct weft__io_worker {
+	struct weft__list inflight; /* armed, not completed; owner only */
+	_Atomic uint32_t *fd_ops; /* ops in flight per fd; owner
+					 * writes, weft_close() reads */
+	unsigned nfd_ops;
+	pthread_mutex_t req_lock; /* over reqs */
+	struct weft__io_close_req *reqs;
+	size_t nreqs, capreqs;
+	_Atomic size_t nreqs_hint; /* nreqs, read without the lock */
+};
+
+int weft__io_worker_init(struct weft__io_worker *c);
+void weft__io_worker_fini(struct weft__io_worker *c);
+
+struct weft__io_backend {
+	const char *name; /* "io_uring" or "epoll" */
+	bool native; /* arm() performs the syscall itself */
+	/* Create the per-worker state (w->io). Context: runtime creator. */
+	int (*init)(struct weft__worker *w, unsigned entries);
+	/* Context: w's thread, before its loop. */
+	void (*start)(struct weft__worker *w);
+	/* Context: runtime freer, w's thread has exited. */
+	void (*fini)(struct weft__worker *w);
+	/* Start @op on w. Context: w's scheduler stack (publish). */
+	void (*arm)(struct weft__worker *w, struct weft__io_op *op);
+	/* Ask for an armed, not yet done @op to end soon; its completion
+	 * still comes through weft__io_complete(). Context: w's scheduler
+	 * stack (publish); w is op->owner. */
+	void (*cancel)(struct weft__worker *w, struct weft__io_op *op);
+	/* Submit what is prepared, reap what finished, without blocking.
+	 * Return: tasks made runnable. Context: w's scheduler stack. */
+	unsigned (*poll)(struct weft__worker *w);
+	/* Sleep until an event, a kick or @deadline_ns (UINT64_MAX: none).
+	 * Completions are reaped by the next poll(). Context: w, idle. */
+	void (*sleep)(struct weft__worker *w, uint64_t deadline_ns);
+	/* Wake w out of sleep(), now or the next time it sleeps.
+	 * Context: any thread. */
+	void (*kick)(struct weft__worker *w);
+	/* Ops in flight on w (armed and not done). Context: w. */
+	unsigned (*inflight)(struct weft__worker *w);
+};
+
+extern const struct weft__io_backend weft__io_uring_backend;
+extern const struct weft__io_backend weft__io_epoll_backend;
+
+/*
+ * weft__io_complete() - End @op with @res. Stores the result, marks the op
+ * done, claims its task's wait with SOURCE and, when the claim wins from
+ * ARMED, queues the task on @w. @op must not be touched afterwards.
+ * Return: 1 if a task became runnable, else 0.
+ * Context: @w is op->owner; its thread.
+ */
+unsigned weft__io_complete(struct weft__worker *w, struct weft__io_op *op,
+			   int res);
+
+/* Backend probe: 0 if a ring can be made now, else -errno (io/uring.c). */
+int weft__io_uring_probe(void);
+
+/* The non-blocking attempt of @op's syscall (readiness backends):
+ * the result, or -EAGAIN to wait for op->poll_events (io/calls.c). */
+ssize_t weft__io_try(struct weft__io_op *op);
+
+/*
+ * weft__io_exec() - Run @op for the calling task: arm, park, and on
+ * cancellation or deadline cancel it on its owner and wait for the end.
+ * Return: the syscall's result (never -EAGAIN/-EINTR), or -ECANCELED /
+ * -ETIMEDOUT when the op had no effect.
+ * Context: task; suspension point (the caller checked pending errors).
+ */
+ssize_t weft__io_exec(struct weft__task *t, struct weft__io_op *op);
+
+/* The backend of the calling task's runtime. */
+const struct weft__io_backend *weft__io_current(void);
+
+/* weft_close(): cancel the ops other tasks have pending on @fd (reactor.c).
+ * Context: any thread; never suspends. */
+void weft__io_close_notify(int fd);
+
+/* Worker hooks (runtime/worker.c, runtime/sched.c, runtime/runtime.c). */
+int weft__io_rt_init(struct weft__runtime *rt);
+void weft__io_rt_fini(struct weft__runtime *rt);
+void weft__io_worker_start(struct weft__worker *w);
+unsigned weft__io_poll(struct weft__worker *w);
+bool weft__io_busy(struct weft__worker *w);
+bool weft__io_has_work(struct weft__worker *w);
+void weft__io_sleep(struct weft__worker *w, uint64_t deadline_ns);
+bool weft__io_kick(struct weft__worker *w);
+
+/*
+ * weft__io_blocking_call() - Marks a call that blocks the worker thread
+ * (epoll backend, regular files). TODO(offload): run @fn through
+ * weft_offload once the offload pool lands; today it runs inline.
+ */
+ssize_t weft__io_blocking_call(ssize_t (*fn)(struct weft__io_op *op),
+			       struct weft__io_op *op);
+
+/* SIGPIPE rule (io/calls.c): workers block it; a write that failed with
+ * -EPIPE drops the SIGPIPE it left pending on the calling thread. */
+void weft__io_block_sigpipe(void);
+void weft__io_drain_sigpipe(void);
+
+/*
+ * weft__io_fds_via_syscalls() - TSan models every fd and learns of new ones
+ * only from the syscalls it intercepts; an fd made by io_uring (accept,
+ * openat) is invisible to it, so the close of a reused fd number is
+ * reported as racing with the close of the previous file of that number.
+ * Under TSan, ops that make fds therefore wait for readiness on the ring
+ * and make the fd with the syscall (the epoll backend's path).
+ */
+#if defined(WEFT_TSAN) || defined(WEFT__TSAN)
+static inline bool weft__io_fds_via_syscalls(void)
+{
+	return true;
+}
+#else
+static inline bool weft__io_fds_via_syscalls(void)
+{
+	return false;
+}
+#endif
+
+static inline void weft__io_stat_inc(_Atomic uint64_t *c)
+{
+	/* single writer (the owner worker): see stat_inc() in worker.c */
+	atomic_store_explicit(c,
+			      atomic_load_explicit(c, memory_order_relaxed) + 1,
+			      memory_order_release);
+}
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* WEFT_IO_BACKEND_H */

@@ -1,0 +1,482 @@
+/* SPDX-License-Identifier: MIT */
+#define _GNU_SOURCE
+/*
+ * io/calls.c - weft's I/O calls: check the caller and the arguments, build
+ * an op on the task's stack, run it through weft__io_exec(), shape the
+ * result. Also the non-blocking attempts the readiness (epoll) backend
+ * makes (weft__io_try) and the SIGPIPE rule.
+ *
+ * Rules every call follows (API.md, I/O):
+ *  - outside a task: -EPERM; bad arguments: -EINVAL / -EBADF, the same on
+ *    both backends; then the pending cancellation or deadline; then the op.
+ *  - never -EAGAIN, -EWOULDBLOCK, -EINTR: the op waits for readiness and
+ *    is retried (weft__io_exec). MSG_DONTWAIT from the caller is dropped.
+ *  - lengths above the kernel's per-call maximum (MAX_RW_COUNT,
+ *    INT_MAX & PAGE_MASK = 0x7ffff000) are clamped: the call returns a
+ *    short count, as read(2) does; io_uring's 32-bit length would
+ *    otherwise truncate them silently (RELIABILITY H4).
+ *  - sends carry MSG_NOSIGNAL. A write(2)-style call on a socket or pipe
+ *    whose reader is gone raises SIGPIPE in the thread that made it; weft
+ *    blocks SIGPIPE in its worker threads (io/uring.c, io/epoll.c start)
+ *    and drops such a pending thread-directed SIGPIPE right after the
+ *    -EPIPE, so the process survives whatever the disposition is.
+ */
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "io/backend.h"
+
+#define MAX_RW ((size_t)0x7ffff000)
+
+/* ------------------------------------------------------------ SIGPIPE */
+
+void weft__io_block_sigpipe(void)
+{
+	sigset_t s;
+
+	sigemptyset(&s);
+	sigaddset(&s, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &s, NULL);
+}
+
+void weft__io_drain_sigpipe(void)
+{
+	static const struct timespec zero = { 0, 0 };
+	sigset_t s, pend;
+
+	sigemptyset(&s);
+	sigaddset(&s, SIGPIPE);
+	/* Only a SIGPIPE pending on this thread (ours, from the write):
+	 * a process-directed one is the user's. */
+	if (sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE))
+		sigtimedwait(&s, NULL, &zero);
+}
+
+/* ------------------------------------------------------------ attempts */
+
+static ssize_t sys_call(struct weft__io_op *op)
+{
+	ssize_t r;
+
+	switch (op->opcode) {
+	case WEFT__OP_READ:
+		r = op->off < 0 ? read(op->fd, op->buf, op->len) :
+				  pread(op->fd, op->buf, op->len, op->off);
+		break;
+	case WEFT__OP_WRITE:
+		r = op->off < 0 ? write(op->fd, op->buf, op->len) :
+				  pwrite(op->fd, op->buf, op->len, op->off);
+		break;
+	case WEFT__OP_READV:
+		r = op->off < 0 ?
+			    readv(op->fd, op->buf, (int)op->len) :
+			    preadv(op->fd, op->buf, (int)op->len, op->off);
+		break;
+	case WEFT__OP_WRITEV:
+		r = op->off < 0 ?
+			    writev(op->fd, op->buf, (int)op->len) :
+			    pwritev(op->fd, op->buf, (int)op->len, op->off);
+		break;
+	case WEFT__OP_OPEN:
+		r = openat(AT_FDCWD, op->buf, op->flags | O_CLOEXEC,
+			   (mode_t)op->off);
+		break;
+	case WEFT__OP_FSYNC:
+		r = fsync(op->fd);
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (r < 0) {
+		r = -errno;
+		if (r == -EPIPE)
+			weft__io_drain_sigpipe();
+	}
+	return r;
+}
+
+static ssize_t ready_now(int fd, short events)
+{
+	struct pollfd p = { .fd = fd, .events = events };
+	int r = poll(&p, 1, 0);
+
+	if (r < 0)
+		return -errno;
+	if (r == 0)
+		return -EAGAIN;
+	if (p.revents & POLLNVAL)
+		return -EBADF;
+	return p.revents;
+}
+
+static bool is_write(int opcode)
+{
+	return opcode == WEFT__OP_WRITE || opcode == WEFT__OP_WRITEV;
+}
+
+/* read/write family on the readiness backend. */
+static ssize_t try_rw(struct weft__io_op *op)
+{
+	struct stat st;
+	int fl;
+	ssize_t r;
+
+	if (fstat(op->fd, &st) < 0)
+		return -errno;
+	if (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode) || S_ISDIR(st.st_mode))
+		return weft__io_blocking_call(sys_call, op);
+	fl = fcntl(op->fd, F_GETFL);
+	if (fl < 0)
+		return -errno;
+	if (!(fl & O_NONBLOCK)) {
+		/* A blocking pipe, tty or socket: make the call only once
+		 * it is ready, so it returns at once. */
+		r = ready_now(op->fd, is_write(op->opcode) ? POLLOUT : POLLIN);
+		if (r < 0)
+			return r;
+	}
+	r = sys_call(op);
+	return r == -EWOULDBLOCK ? -EAGAIN : r;
+}
+
+ssize_t weft__io_try(struct weft__io_op *op)
+{
+	ssize_t r;
+	int fl;
+
+	switch (op->opcode) {
+	case WEFT__OP_POLL:
+		return ready_now(op->fd, (short)op->poll_events);
+	case WEFT__OP_RECV:
+		r = recv(op->fd, op->buf, op->len, op->flags | MSG_DONTWAIT);
+		break;
+	case WEFT__OP_SEND:
+		r = send(op->fd, op->buf, op->len,
+			 op->flags | MSG_DONTWAIT | MSG_NOSIGNAL);
+		break;
+	case WEFT__OP_RECVMSG:
+		r = recvmsg(op->fd, op->buf, op->flags | MSG_DONTWAIT);
+		break;
+	case WEFT__OP_SENDMSG:
+		r = sendmsg(op->fd, op->buf,
+			    op->flags | MSG_DONTWAIT | MSG_NOSIGNAL);
+		break;
+	case WEFT__OP_ACCEPT:
+		fl = fcntl(op->fd, F_GETFL);
+		if (fl < 0)
+			return -errno;
+		if (!(fl & O_NONBLOCK)) {
+			/* A blocking listener: accept only when a
+			 * connection is queued. */
+			r = ready_now(op->fd, POLLIN);
+			if (r < 0)
+				return r;
+		}
+		r = accept4(op->fd, op->buf, op->addrlen, SOCK_CLOEXEC);
+		break;
+	case WEFT__OP_OPEN:
+	case WEFT__OP_FSYNC:
+		return weft__io_blocking_call(sys_call, op);
+	default:
+		return try_rw(op);
+	}
+	if (r < 0) {
+		r = -errno;
+		if (r == -EWOULDBLOCK)
+			r = -EAGAIN;
+	}
+	return r;
+}
+
+/* ------------------------------------------------------------ helpers */
+
+/* The caller as a task, or NULL with *err = -EPERM. */
+static struct weft__task *caller(int *err)
+{
+	struct weft__task *t = weft__task_current();
+
+	*err = t ? 0 : -EPERM;
+	return t;
+}
+
+static ssize_t run(struct weft__task *t, struct weft__io_op *op)
+{
+	int err = weft__pending_error(t);
+
+	if (err)
+		return err;
+	return weft__io_exec(t, op);
+}
+
+static void op_init(struct weft__io_op *op, int opcode, int fd)
+{
+	memset(op, 0, sizeof(*op));
+	op->opcode = opcode;
+	op->fd = fd;
+	op->off = -1;
+}
+
+static size_t clamp(size_t len)
+{
+	return len > MAX_RW ? MAX_RW : len;
+}
+
+static ssize_t xfer(int opcode, int fd, void *buf, size_t len, int flags,
+		    int64_t off)
+{
+	struct weft__io_op op;
+	struct weft__task *t;
+	int err;
+
+	if (!(t = caller(&err)))
+		return err;
+	if (fd < 0)
+		return -EBADF;
+	if (len > SSIZE_MAX || (!buf && len) || off < -1)
+		return -EINVAL;
+	op_init(&op, opcode, fd);
+	op.buf = buf;
+	op.len = clamp(len);
+	op.flags = flags & ~MSG_DONTWAIT;
+	op.off = off;
+	return run(t, &op);
+}
+
+/* ------------------------------------------------------------ the calls */
+
+WEFT_API ssize_t weft_recv(int fd, void *buf, size_t len, int flags)
+{
+	return xfer(WEFT__OP_RECV, fd, buf, len, flags, -1);
+}
+
+WEFT_API ssize_t weft_send(int fd, const void *buf, size_t len, int flags)
+{
+	return xfer(WEFT__OP_SEND, fd, (void *)buf, len, flags, -1);
+}
+
+WEFT_API ssize_t weft_send_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+	size_t done = 0;
+
+	if (len > SSIZE_MAX)
+		return -EINVAL;
+	do {
+		ssize_t r = weft_send(fd, p + done, len - done, 0);
+		if (r < 0)
+			return r;
+		done += (size_t)r;
+	} while (done < len);
+	return (ssize_t)len;
+}
+
+WEFT_API ssize_t weft_read(int fd, void *buf, size_t len, int64_t offset)
+{
+	return xfer(WEFT__OP_READ, fd, buf, len, 0, offset);
+}
+
+WEFT_API ssize_t weft_write(int fd, const void *buf, size_t len, int64_t offset)
+{
+	return xfer(WEFT__OP_WRITE, fd, (void *)buf, len, 0, offset);
+}
+
+static ssize_t xferv(int opcode, int fd, const struct iovec *iov, int iovcnt,
+		     int64_t off)
+{
+	struct weft__io_op op;
+	struct weft__task *t;
+	int err;
+
+	if (!(t = caller(&err)))
+		return err;
+	if (fd < 0)
+		return -EBADF;
+	if (iovcnt < 0 || iovcnt > IOV_MAX || (!iov && iovcnt) || off < -1)
+		return -EINVAL;
+	op_init(&op, opcode, fd);
+	op.buf = (void *)iov;
+	op.len = (size_t)iovcnt;
+	op.off = off;
+	return run(t, &op);
+}
+
+WEFT_API ssize_t weft_readv(int fd, const struct iovec *iov, int iovcnt,
+			    int64_t offset)
+{
+	return xferv(WEFT__OP_READV, fd, iov, iovcnt, offset);
+}
+
+WEFT_API ssize_t weft_writev(int fd, const struct iovec *iov, int iovcnt,
+			     int64_t offset)
+{
+	return xferv(WEFT__OP_WRITEV, fd, iov, iovcnt, offset);
+}
+
+static ssize_t xmsg(int opcode, int fd, const struct msghdr *msg, int flags)
+{
+	struct weft__io_op op;
+	struct weft__task *t;
+	int err;
+
+	if (!(t = caller(&err)))
+		return err;
+	if (fd < 0)
+		return -EBADF;
+	if (!msg)
+		return -EINVAL;
+	op_init(&op, opcode, fd);
+	op.buf = (void *)msg;
+	op.flags = flags & ~MSG_DONTWAIT;
+	return run(t, &op);
+}
+
+WEFT_API ssize_t weft_recvmsg(int fd, struct msghdr *msg, int flags)
+{
+	return xmsg(WEFT__OP_RECVMSG, fd, msg, flags);
+}
+
+WEFT_API ssize_t weft_sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+	return xmsg(WEFT__OP_SENDMSG, fd, msg, flags);
+}
+
+WEFT_API int weft_accept(int fd, struct sockaddr *addr, socklen_t *len)
+{
+	struct weft__io_op op;
+	struct weft__task *t;
+	int err;
+
+	if (!(t = caller(&err)))
+		return err;
+	if (fd < 0)
+		return -EBADF;
+	if ((addr && !len) || (!addr && len))
+		return -EINVAL;
+	op_init(&op, WEFT__OP_ACCEPT, fd);
+	op.buf = addr;
+	op.addrlen = len;
+	return (int)run(t, &op);
+}
+
+/* The outcome of a connect in progress, once the socket is writable. */
+static int connect_wait(struct weft__task *t, int fd)
+{
+	struct weft__io_op op;
+	socklen_t sl = sizeof(int);
+	int soerr = 0;
+	ssize_t r;
+
+	op_init(&op, WEFT__OP_POLL, fd);
+	op.poll_events = POLLOUT;
+	r = run(t, &op);
+	if (r < 0)
+		return (int)r;
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
+		return -errno;
+	return -soerr;
+}
+
+WEFT_API int weft_connect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+	struct weft__io_op op;
+	struct weft__task *t;
+	int err, fl, r;
+
+	if (!(t = caller(&err)))
+		return err;
+	if (fd < 0)
+		return -EBADF;
+	if (!addr || len == 0)
+		return -EINVAL;
+	err = weft__pending_error(t);
+	if (err)
+		return err;
+	if (t->rt->io_backend->native) {
+		op_init(&op, WEFT__OP_CONNECT, fd);
+		op.buf = (void *)addr;
+		op.len = len;
+		r = (int)weft__io_exec(t, &op);
+		if (r == -EINPROGRESS || r == -EALREADY)
+			r = connect_wait(t, fd);
+		return r;
+	}
+	/* Readiness backend: a blocking socket is made non-blocking for the
+	 * connect only, so the worker never blocks in connect(2). */
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0)
+		return -errno;
+	if (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+		return -errno;
+	r = connect(fd, addr, len) < 0 ? -errno : 0;
+	if (r == -EINPROGRESS || r == -EINTR || r == -EAGAIN)
+		r = connect_wait(t, fd);
+	if (!(fl & O_NONBLOCK))
+		fcntl(fd, F_SETFL, fl);
+	return r;
+}
+
+WEFT_API int weft_open(const char *path, int flags, mode_t mode)
+{
+	struct weft__io_op op;
+	struct weft__task *t;
+	int err;
+
+	if (!(t = caller(&err)))
+		return err;
+	if (!path)
+		return -EINVAL;
+	op_init(&op, WEFT__OP_OPEN, -1);
+	op.buf = (void *)path;
+	op.flags = flags;
+	op.off = (int64_t)mode;
+	return (int)run(t, &op);
+}
+
+WEFT_API int weft_fsync(int fd)
+{
+	struct weft__io_op op;
+	struct weft__task *t;
+	int err;
+
+	if (!(t = caller(&err)))
+		return err;
+	if (fd < 0)
+		return -EBADF;
+	op_init(&op, WEFT__OP_FSYNC, fd);
+	return (int)run(t, &op);
+}
+
+WEFT_API int weft_poll(int fd, short events)
+{
+	struct weft__io_op op;
+	struct weft__task *t;
+	int err;
+
+	if (!(t = caller(&err)))
+		return err;
+	if (fd < 0)
+		return -EBADF;
+	op_init(&op, WEFT__OP_POLL, fd);
+	op.poll_events = (uint16_t)events;
+	return (int)run(t, &op);
+}
+
+WEFT_API int weft_close(int fd)
+{
+	if (fd < 0)
+		return -EBADF;
+	/* Ops of other tasks pending on fd end with -ECANCELED (reactor.c).
+	 * close(2) never blocks for sockets and files weft makes; it runs
+	 * even in a cancelled task (the fd is always released). EINTR still
+	 * released the fd on Linux: never retried. */
+	weft__io_close_notify(fd);
+	if (close(fd) < 0)
+		return errno == EINTR ? 0 : -errno;
+	return 0;
+}

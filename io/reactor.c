@@ -1,0 +1,564 @@
+/* SPDX-License-Identifier: MIT */
+#define _GNU_SOURCE
+/*
+ * io/reactor.c - the backend-neutral half of weft's reactor: which backend
+ * a runtime uses, the worker hooks (poll every round, idle sleep, kick), and
+ * the one protocol by which a task runs an op: weft__io_exec().
+ *
+ * Choosing a backend (weft__io_rt_init): WEFT_IO_EPOLL in the config or env
+ * WEFT_IO=epoll pick epoll; WEFT_IO=io_uring insists on io_uring (no
+ * fallback); otherwise io_uring, and epoll only when the kernel refuses
+ * rings outright (EPERM: sysctl kernel.io_uring_disabled or seccomp; ENOSYS).
+ * Any other failure (ENOMEM, EMFILE) is the runtime's error: a lack of
+ * resources is not "io_uring is unavailable".
+ *
+ * Running an op (weft__io_exec), as steps:
+ *  1. The task fills the op, prepares a cancellable wait with its scopes'
+ *     deadline, stores the wait word in op->word, and parks.
+ *  2. On the scheduler stack, the publish callback arms the op on the
+ *     worker it ran on (op->owner). From now on only the owner touches the
+ *     op, and it completes it with weft__io_complete(): result, done flag
+ *     (release), then a SOURCE claim of op->word.
+ *  3. Woken with SOURCE: the op is done, return its result.
+ *  4. Woken with CANCEL or TIMER: the op may still be in flight, and the
+ *     kernel may still write to its buffers. The task gets itself onto the
+ *     owner (it sets pinned_to = owner for the duration and switches out
+ *     with YIELD: run_task() hands a pinned task to its worker's inbox), so
+ *     that the ring is touched only by its issuer (SINGLE_ISSUER), and the
+ *     completion handler and the task never run at the same time: they
+ *     share one thread. There, if the op is not done, it stores a fresh,
+ *     uncancellable wait word in op->word and parks with a publish
+ *     callback that asks the backend to cancel the op. The op's own
+ *     completion (its result, or -ECANCELED) ends that wait.
+ *  5. The result decides (completion wins): -ECANCELED/-EINTR from the
+ *     kernel mean the op had no effect: return the wait's error. Bytes
+ *     moved are returned (the cancellation shows at the next suspension
+ *     point: it is level-triggered). An fd made anyway (accept, open) is
+ *     closed here and the wait's error returned, so none leaks.
+ * A timer that fired although no deadline is due (a scope moved its
+ * deadline later) re-arms the wait on the owner without cancelling.
+ *
+ * weft_close() while other tasks have ops on the fd (API.md: they return
+ * -ECANCELED or -EBADF): the ring holds its own file reference, so close(2)
+ * alone would leave them waiting. Each worker keeps its armed ops on an
+ * inflight list and a per-fd count. weft_close() bumps the global
+ * close_seq, posts {fd, seq} to every worker whose count for fd is not 0
+ * (a locked request list, then a kick if it sleeps), and closes. The
+ * owner, at its next poll, cancels its ops on that fd armed before seq
+ * (by user_data, so the fd being closed already does not matter). An op
+ * armed after the close (the fd number reused) has a later arm_seq and is
+ * left alone. Window left open: an op armed on the old file at the very
+ * moment of the close may read the new seq and be missed.
+ *
+ * Tried and dropped: pinning the task to the ring's worker for the whole
+ * op. Simple, but a completed task could then never be stolen, which undoes
+ * work stealing for I/O-bound servers; only the rare cancel path pins.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "io/backend.h"
+
+/* ------------------------------------------------------------ choosing */
+
+enum pick {
+	PICK_AUTO,
+	PICK_URING,
+	PICK_EPOLL
+};
+
+static enum pick pick_backend(unsigned cfg_flags)
+{
+	const char *e = getenv("WEFT_IO");
+
+	if (cfg_flags & WEFT_IO_EPOLL)
+		return PICK_EPOLL;
+	if (!e || !*e)
+		return PICK_AUTO;
+	if (strcmp(e, "epoll") == 0)
+		return PICK_EPOLL;
+	if (strcmp(e, "io_uring") == 0)
+		return PICK_URING;
+	weft__report("ignoring WEFT_IO=%s: expected io_uring or epoll", e);
+	return PICK_AUTO;
+}
+
+/* The kernel refuses io_uring as such (not a resource shortage). */
+static bool uring_unavailable(int err)
+{
+	return err == -EPERM || err == -ENOSYS;
+}
+
+static void fini_workers(struct weft__runtime *rt)
+{
+	for (unsigned i = 0; i < rt->nworkers; i++) {
+		struct weft__worker *w = rt->workers[i];
+		if (w && w->io)
+			rt->io_backend->fini(w);
+	}
+}
+
+static int init_workers(struct weft__runtime *rt, unsigned entries)
+{
+	for (unsigned i = 0; i < rt->nworkers; i++) {
+		int err = rt->io_backend->init(rt->workers[i], entries);
+		if (err) {
+			fini_workers(rt);
+			return err;
+		}
+	}
+	return 0;
+}
+
+int weft__io_rt_init(struct weft__runtime *rt)
+{
+	enum pick p = pick_backend(rt->cfg.flags);
+	unsigned entries = rt->cfg.ring_entries;
+	int err;
+
+	/* A16: clamped, never an overflow; the kernel rounds up to a power
+	 * of two. */
+	if (entries == 0)
+		entries = 256;
+	if (entries < 2)
+		entries = 2;
+	if (entries > 32768)
+		entries = 32768;
+	if (p != PICK_EPOLL) {
+		rt->io_backend = &weft__io_uring_backend;
+		err = init_workers(rt, entries);
+		if (!err || p == PICK_URING || !uring_unavailable(err))
+			return err;
+	}
+	rt->io_backend = &weft__io_epoll_backend;
+	return init_workers(rt, entries);
+}
+
+void weft__io_rt_fini(struct weft__runtime *rt)
+{
+	if (rt->io_backend)
+		fini_workers(rt);
+}
+
+WEFT_API const char *weft_io_backend(const weft_runtime *h)
+{
+	const struct weft__runtime *rt = (const struct weft__runtime *)h;
+
+	if (!rt)
+		rt = (const struct weft__runtime *)weft_runtime_current();
+	if (rt && rt->io_backend)
+		return rt->io_backend->name;
+	/* The backend a new runtime with the default config would pick. */
+	switch (pick_backend(0)) {
+	case PICK_EPOLL:
+		return weft__io_epoll_backend.name;
+	case PICK_URING:
+		return weft__io_uring_backend.name;
+	default:
+		return uring_unavailable(weft__io_uring_probe()) ?
+			       weft__io_epoll_backend.name :
+			       weft__io_uring_backend.name;
+	}
+}
+
+const struct weft__io_backend *weft__io_current(void)
+{
+	struct weft__worker *w = weft__worker_current();
+
+	return w ? w->rt->io_backend : NULL;
+}
+
+/* ------------------------------------------------------------ close */
+
+/* Bumped by every weft_close() in a runtime; ops remember it when armed. */
+static _Atomic uint64_t close_seq;
+
+#define FD_OPS_MAX 65536u
+
+int weft__io_worker_init(struct weft__io_worker *c)
+{
+	struct rlimit rl;
+
+	weft__list_init(&c->inflight);
+	c->nfd_ops = FD_OPS_MAX;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_max < FD_OPS_MAX)
+		c->nfd_ops = (unsigned)rl.rlim_max;
+	c->fd_ops =
+		weft__calloc(c->nfd_ops ? c->nfd_ops : 1, sizeof(*c->fd_ops));
+	if (!c->fd_ops)
+		return -ENOMEM;
+	pthread_mutex_init(&c->req_lock, NULL);
+	return 0;
+}
+
+void weft__io_worker_fini(struct weft__io_worker *c)
+{
+	pthread_mutex_destroy(&c->req_lock);
+	weft__free(c->fd_ops);
+	weft__free(c->reqs);
+}
+
+static inline struct weft__io_worker *common(struct weft__worker *w)
+{
+	return (struct weft__io_worker *)w->io;
+}
+
+static void fd_ops_add(struct weft__io_worker *c, int fd, int d)
+{
+	if (fd >= 0 && (unsigned)fd < c->nfd_ops)
+		/* single writer (the owner); closers only read */
+		atomic_store_explicit(
+			&c->fd_ops[fd],
+			atomic_load_explicit(&c->fd_ops[fd],
+					     memory_order_relaxed) +
+				(uint32_t)d,
+			memory_order_relaxed);
+}
+
+/* Apply the close requests posted to @w. Context: w's scheduler stack. */
+static void apply_closes(struct weft__worker *w)
+{
+	struct weft__io_worker *c = common(w);
+	struct weft__io_close_req local[16];
+	size_t n;
+
+	pthread_mutex_lock(&c->req_lock);
+	n = c->nreqs < 16 ? c->nreqs : 16;
+	memcpy(local, c->reqs + (c->nreqs - n), n * sizeof(*local));
+	c->nreqs -= n;
+	atomic_store_explicit(&c->nreqs_hint, c->nreqs, memory_order_relaxed);
+	pthread_mutex_unlock(&c->req_lock);
+	for (size_t i = 0; i < n; i++) {
+		/* Collect first: a cancel may complete an op at once (epoll),
+		 * unlinking it, and its task may then reuse the frame. */
+		struct weft__io_op *hit[64];
+		size_t nhit;
+		do {
+			nhit = 0;
+			for (struct weft__list *l = c->inflight.next;
+			     l != &c->inflight && nhit < 64; l = l->next) {
+				struct weft__io_op *op = weft__container_of(
+					l, struct weft__io_op, link);
+				if (op->fd == local[i].fd &&
+				    op->arm_seq < local[i].seq) {
+					/* never again for this request */
+					op->arm_seq = UINT64_MAX;
+					hit[nhit++] = op;
+				}
+			}
+			for (size_t k = 0; k < nhit; k++)
+				w->rt->io_backend->cancel(w, hit[k]);
+		} while (nhit == 64);
+	}
+}
+
+/* Tell the workers of the caller's runtime that @fd is being closed. */
+void weft__io_close_notify(int fd)
+{
+	struct weft__worker *me = weft__worker_current();
+	struct weft__runtime *rt;
+	uint64_t seq;
+
+	if (!me || !me->rt->io_backend)
+		return; /* not in a runtime: nothing of ours can be pending */
+	rt = me->rt;
+	/* seq_cst: an op armed after this reads a later seq (arm_publish) */
+	seq = atomic_fetch_add_explicit(&close_seq, 1, memory_order_seq_cst) +
+	      1;
+	for (unsigned i = 0; i < rt->nworkers; i++) {
+		struct weft__worker *v = rt->workers[i];
+		struct weft__io_worker *c = common(v);
+		if (fd >= 0 && (unsigned)fd < c->nfd_ops &&
+		    atomic_load_explicit(&c->fd_ops[fd],
+					 memory_order_relaxed) == 0)
+			continue;
+		pthread_mutex_lock(&c->req_lock);
+		if (c->nreqs == c->capreqs) {
+			size_t cap = c->capreqs ? 2 * c->capreqs : 8;
+			struct weft__io_close_req *r =
+				weft__alloc(cap * sizeof(*r));
+			if (!r) {
+				pthread_mutex_unlock(&c->req_lock);
+				continue; /* ENOMEM: that worker's ops on fd
+					   * end only with their own event */
+			}
+			if (c->nreqs)
+				memcpy(r, c->reqs, c->nreqs * sizeof(*r));
+			weft__free(c->reqs);
+			c->reqs = r;
+			c->capreqs = cap;
+		}
+		c->reqs[c->nreqs++] = (struct weft__io_close_req){ fd, seq };
+		atomic_store_explicit(&c->nreqs_hint, c->nreqs,
+				      memory_order_seq_cst);
+		pthread_mutex_unlock(&c->req_lock);
+		if (v != me)
+			weft__wake_worker(v); /* kicks it only if it sleeps */
+	}
+}
+
+/* ------------------------------------------------------------ worker hooks */
+
+void weft__io_worker_start(struct weft__worker *w)
+{
+	weft__io_block_sigpipe();
+	if (w->io)
+		w->rt->io_backend->start(w);
+}
+
+unsigned weft__io_poll(struct weft__worker *w)
+{
+	if (!w->io)
+		return 0;
+	while (atomic_load_explicit(&common(w)->nreqs_hint,
+				    memory_order_relaxed))
+		apply_closes(w);
+	return w->rt->io_backend->poll(w);
+}
+
+bool weft__io_has_work(struct weft__worker *w)
+{
+	/* seq_cst: pairs with the store in weft__io_close_notify() (a
+	 * closer that saw us not idle relies on this re-check). */
+	return w->io && atomic_load_explicit(&common(w)->nreqs_hint,
+					     memory_order_seq_cst) != 0;
+}
+
+bool weft__io_busy(struct weft__worker *w)
+{
+	return w->io && w->rt->io_backend->inflight(w) != 0;
+}
+
+void weft__io_sleep(struct weft__worker *w, uint64_t deadline_ns)
+{
+	w->rt->io_backend->sleep(w, deadline_ns);
+}
+
+bool weft__io_kick(struct weft__worker *w)
+{
+	if (!w->io)
+		return false;
+	w->rt->io_backend->kick(w);
+	return true;
+}
+
+/* ------------------------------------------------------------ completion */
+
+unsigned weft__io_complete(struct weft__worker *w, struct weft__io_op *op,
+			   int res)
+{
+	/* Read what the claim needs first: once done is stored, a task that
+	 * was already woken by a cancellation may return and end op's frame. */
+	struct weft__task *t = op->task;
+	uint64_t word = op->word;
+
+	weft__io_stat_inc(&w->stats.io_completed);
+	weft__list_del(&op->link);
+	fd_ops_add(common(w), op->fd, -1);
+	op->res = res;
+	/* release: pairs with the acquire loads of done in weft__io_exec(). */
+	atomic_store_explicit(&op->done, 1, memory_order_release);
+	if (weft__wait_try_claim(t, word, WEFT__WAKE_SOURCE) != 2)
+		return 0; /* PREP: the publisher queues it; lost: a stale word */
+	if (t->pinned_to) {
+		weft__ready_local(w, t, false);
+	} else {
+		/* Into the deque, no notify per task: the poll that reaped a
+		 * batch notifies once (see weft__io_poll callers). */
+		atomic_store_explicit(&t->state, WEFT__TASK_RUNNABLE,
+				      memory_order_relaxed);
+		weft__deque_push_or_spill(w, t);
+	}
+	return 1;
+}
+
+ssize_t weft__io_blocking_call(ssize_t (*fn)(struct weft__io_op *op),
+			       struct weft__io_op *op)
+{
+	/* TODO(offload): return the result of weft_offload(fn, op) once the
+	 * offload pool is merged; until then the worker blocks here. */
+	return fn(op);
+}
+
+/* ------------------------------------------------------------ exec */
+
+static void arm_publish(struct weft__task *t, struct weft__wait *wt)
+{
+	struct weft__io_op *op = wt->obj;
+	struct weft__worker *w = weft__worker_current();
+
+	(void)t;
+	op->owner = w;
+	op->arm_seq = atomic_load_explicit(&close_seq, memory_order_seq_cst);
+	weft__list_add_tail(&common(w)->inflight, &op->link);
+	fd_ops_add(common(w), op->fd, 1);
+	weft__io_stat_inc(&w->stats.io_submitted);
+	w->rt->io_backend->arm(w, op);
+}
+
+static void cancel_publish(struct weft__task *t, struct weft__wait *wt)
+{
+	struct weft__io_op *op = wt->obj;
+	struct weft__worker *w = weft__worker_current();
+
+	(void)t;
+	WEFT__BUG_ON(w != op->owner);
+	w->rt->io_backend->cancel(w, op);
+}
+
+/* Switch out and come back on @to (see step 4). Context: task. */
+static void move_to(struct weft__task *t, struct weft__worker *to)
+{
+	struct weft__worker *w = weft__worker_current();
+
+	if (w == to)
+		return;
+	t->pinned_to = to;
+	t->switch_reason = WEFT__SW_YIELD;
+	weft__ctx_switch(&t->ctx, &w->sched_ctx);
+	WEFT__BUG_ON(weft__worker_current() != to);
+}
+
+static bool makes_fd(int opcode)
+{
+	return opcode == WEFT__OP_ACCEPT || opcode == WEFT__OP_OPEN;
+}
+
+/* Steps 4 and 5: the wait ended with @err (0: a timer with nothing due). */
+static ssize_t finish(struct weft__task *t, struct weft__io_op *op, int err)
+{
+	struct weft__worker *pin = t->pinned_to;
+	struct weft__wait wt;
+	int res, reason;
+
+	if (!op->owner) /* claimed before the switch: never armed */
+		return err ? err : -ECANCELED;
+	while (!atomic_load_explicit(&op->done, memory_order_acquire)) {
+		move_to(t, op->owner);
+		/* On the owner: its completion handler cannot run until we
+		 * switch out, so done and op->word are stable here. */
+		if (atomic_load_explicit(&op->done, memory_order_acquire))
+			break;
+		wt.obj = op;
+		if (err) {
+			wt.publish = cancel_publish;
+			wt.deadline_ns = UINT64_MAX;
+			wt.word = weft__wait_prepare(t, false);
+		} else {
+			wt.publish = NULL;
+			wt.deadline_ns = weft__wait_deadline(t);
+			wt.word = weft__wait_prepare(t, true);
+		}
+		op->word = wt.word;
+		reason = weft__wait_park(t, &wt);
+		if (reason != WEFT__WAKE_SOURCE) {
+			int e = weft__wait_error(t, reason);
+			if (e)
+				err = e;
+		}
+	}
+	t->pinned_to = pin;
+	res = op->res;
+	if (!err)
+		return res;
+	if (res == -ECANCELED || res == -EINTR)
+		return err;
+	if (makes_fd(op->opcode) && res >= 0) {
+		close(res);
+		return err;
+	}
+	return res; /* completion wins */
+}
+
+static ssize_t exec_once(struct weft__task *t, struct weft__io_op *op)
+{
+	struct weft__wait wt;
+	int reason;
+
+	op->task = t;
+	op->owner = NULL;
+	op->next = NULL;
+	op->res = 0;
+	atomic_store_explicit(&op->done, 0, memory_order_relaxed);
+	wt.publish = arm_publish;
+	wt.obj = op;
+	wt.deadline_ns = weft__wait_deadline(t);
+	wt.word = weft__wait_prepare(t, true);
+	op->word = wt.word;
+	reason = weft__wait_park(t, &wt);
+	if (reason == WEFT__WAKE_SOURCE)
+		return op->res;
+	return finish(t, op, weft__wait_error(t, reason));
+}
+
+/* Readiness wanted by an op that the kernel refused with -EAGAIN. */
+static uint32_t op_events(const struct weft__io_op *op)
+{
+	switch (op->opcode) {
+	case WEFT__OP_POLL:
+		return op->poll_events;
+	case WEFT__OP_WRITE:
+	case WEFT__OP_WRITEV:
+	case WEFT__OP_SEND:
+	case WEFT__OP_SENDMSG:
+	case WEFT__OP_CONNECT:
+		return POLLOUT;
+	default:
+		return POLLIN;
+	}
+}
+
+static ssize_t wait_ready(struct weft__task *t, const struct weft__io_op *op)
+{
+	struct weft__io_op p;
+	ssize_t r;
+
+	memset(&p, 0, sizeof(p));
+	p.opcode = WEFT__OP_POLL;
+	p.fd = op->fd;
+	p.poll_events = op_events(op);
+	r = exec_once(t, &p);
+	return r < 0 ? r : 0;
+}
+
+ssize_t weft__io_exec(struct weft__task *t, struct weft__io_op *op)
+{
+	const struct weft__io_backend *be = t->rt->io_backend;
+	ssize_t r;
+	int err;
+
+	if (be->native &&
+	    !(makes_fd(op->opcode) && weft__io_fds_via_syscalls())) {
+		for (;;) {
+			r = exec_once(t, op);
+			/* A non-blocking fd (or EINTR in io-wq): wait for
+			 * readiness and retry; never -EAGAIN to the caller. */
+			if (r != -EAGAIN && r != -EINTR)
+				return r;
+			err = weft__pending_error(t);
+			if (err)
+				return err;
+			if (r == -EAGAIN) {
+				r = wait_ready(t, op);
+				if (r < 0)
+					return r;
+			}
+		}
+	}
+	for (;;) {
+		r = weft__io_try(op);
+		if (r != -EAGAIN && r != -EINTR)
+			return r;
+		err = weft__pending_error(t);
+		if (err)
+			return err;
+		if (r == -EAGAIN) {
+			r = wait_ready(t, op);
+			if (r < 0)
+				return r;
+		}
+	}
+}

@@ -1,0 +1,443 @@
+/* SPDX-License-Identifier: MIT */
+#define _GNU_SOURCE
+/*
+ * io/uring.c - the io_uring backend: one ring per worker, used only by that
+ * worker's thread.
+ *
+ * Setup. Flags are tried from the best set down, each step dropping what an
+ * older kernel rejects with -EINVAL (io_uring_setup(2)):
+ *   SINGLE_ISSUER|DEFER_TASKRUN (6.1+), COOP_TASKRUN (5.19+), SUBMIT_ALL
+ *   (5.18+), R_DISABLED (5.10+).
+ * The ring is created disabled by the runtime's creator thread (so a lack
+ * of memory or fds is reported by weft_runtime_new) and enabled by its
+ * worker thread, which SINGLE_ISSUER then makes the only submitter.
+ *
+ * Per scheduler round (poll): SQEs prepared by the round's tasks are
+ * submitted together with one io_uring_enter, which also runs the deferred
+ * completions (DEFER_TASKRUN posts CQEs only when the owner enters); the CQ
+ * is then reaped in batches. poll skips the syscall when nothing is
+ * prepared and nothing is in flight.
+ *
+ * Idle sleep and kick: a read of the worker's eventfd is kept armed on its
+ * ring while it sleeps (re-armed lazily, before each sleep). The idle
+ * worker waits in io_uring_enter for one CQE with its next timer deadline
+ * as the timeout (EXT_ARG, 5.11+; liburing falls back to a timeout SQE,
+ * whose CQE is ignored). A waker writes the eventfd: the read completes and
+ * ends the wait. A kick that comes before the sleep leaves the counter
+ * non-zero, so the next armed read completes at once: no lost wake-up; the
+ * park_word protocol of worker.c/sched.c decides who kicks whom.
+ *
+ * Errors of io_uring_enter: -EINTR, -EAGAIN (no request memory) and -EBUSY
+ * (CQ overflow backlog) lose nothing: the SQEs stay in the SQ ring and are
+ * submitted by the next round; completions are reaped first. The CQ is
+ * sized generously; with IORING_FEAT_NODROP an overflow is kept by the
+ * kernel and flushed by io_uring_get_events() when the overflow flag shows.
+ * An SQ that is full when an op is armed is submitted (and the CQ reaped)
+ * until an SQE frees up.
+ *
+ * user_data: the struct weft__io_op address in bits 0-47 and a per-worker
+ * arm generation in bits 48-63, or one of the small tags below. The
+ * generation keeps a late ASYNC_CANCEL (its target completed first and the
+ * task armed a new op in the same stack slot) from hitting the new op:
+ * it names the old generation. User addresses fit in 47 bits (task stacks
+ * come from weft's own mmap arena, never from a high-address hint).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "io/backend.h"
+
+#define TAG_KICK 1u /* the eventfd read */
+#define TAG_CANCEL 2u /* an ASYNC_CANCEL: its result is not needed */
+#define UD_GEN_SHIFT 48
+#define UD_PTR_MASK ((UINT64_C(1) << UD_GEN_SHIFT) - 1)
+
+struct uring {
+	struct weft__io_worker common; /* first: see io/backend.h */
+	struct io_uring ring;
+	int efd; /* kick eventfd */
+	uint64_t efd_val; /* read target of the armed kick read */
+	bool kick_armed; /* a read of efd is in flight */
+	bool disabled; /* created R_DISABLED: start() enables */
+	bool taskrun_flag; /* the kernel flags pending completions */
+	unsigned inflight; /* ops armed and not completed */
+	unsigned polls; /* poll() calls, for the periodic enter */
+	uint16_t gen; /* arm generation, bits 48-63 of user_data */
+};
+
+static inline struct uring *U(struct weft__worker *w)
+{
+	return (struct uring *)w->io;
+}
+
+/* TASKRUN_FLAG (5.19+, with COOP or DEFER_TASKRUN): the kernel raises
+ * IORING_SQ_TASKRUN in the SQ flags while completions wait for us to
+ * enter, so a round with nothing to submit enters only when it pays. */
+static const unsigned setup_flags[] = {
+	IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+		IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG |
+		IORING_SETUP_SUBMIT_ALL | IORING_SETUP_R_DISABLED,
+	IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN |
+		IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_SUBMIT_ALL |
+		IORING_SETUP_R_DISABLED,
+	IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL,
+	IORING_SETUP_SUBMIT_ALL,
+	0,
+};
+
+static int ring_setup(struct io_uring *ring, unsigned entries, unsigned *used)
+{
+	unsigned cq = entries < 256 ? entries * 2 : entries * 4;
+	int r = -EINVAL;
+
+	if (entries >= 256 && cq < 4096)
+		cq = 4096;
+	if (cq > 65536)
+		cq = 65536;
+	for (size_t i = 0; i < WEFT__ARRAY_SIZE(setup_flags); i++) {
+		struct io_uring_params p;
+
+		memset(&p, 0, sizeof(p));
+		p.flags = setup_flags[i] | IORING_SETUP_CQSIZE;
+		p.cq_entries = cq;
+		r = io_uring_queue_init_params(entries, ring, &p);
+		if (r == 0) {
+			*used = setup_flags[i];
+			return 0;
+		}
+		if (r != -EINVAL)
+			return r;
+	}
+	return r;
+}
+
+int weft__io_uring_probe(void)
+{
+	struct io_uring ring;
+	int r = io_uring_queue_init(2, &ring, 0);
+
+	if (r == 0)
+		io_uring_queue_exit(&ring);
+	return r;
+}
+
+static int u_init(struct weft__worker *w, unsigned entries)
+{
+	struct uring *u = weft__alloc_aligned(WEFT__CACHELINE, sizeof(*u));
+	unsigned used = 0;
+	int r;
+
+	if (!u)
+		return -ENOMEM;
+	memset(u, 0, sizeof(*u));
+	r = weft__io_worker_init(&u->common);
+	if (r)
+		goto out_free;
+	r = ring_setup(&u->ring, entries, &used);
+	if (r)
+		goto out_common;
+	/* Blocking eventfd: io_uring polls it; a write never blocks (the
+	 * counter cannot reach its limit with 1-increments). */
+	u->efd = eventfd(0, EFD_CLOEXEC);
+	if (u->efd < 0) {
+		r = -errno;
+		goto out_exit;
+	}
+	u->disabled = used & IORING_SETUP_R_DISABLED;
+	u->taskrun_flag = used & IORING_SETUP_TASKRUN_FLAG;
+	w->io = u;
+	return 0;
+
+out_exit:
+	io_uring_queue_exit(&u->ring);
+out_common:
+	weft__io_worker_fini(&u->common);
+out_free:
+	weft__free(u);
+	return r;
+}
+
+static void u_fini(struct weft__worker *w)
+{
+	struct uring *u = U(w);
+
+	/* Every op's task has finished, so nothing of ours is in flight but
+	 * the kick read; closing the ring cancels it. */
+	io_uring_queue_exit(&u->ring);
+	close(u->efd);
+	weft__io_worker_fini(&u->common);
+	weft__free(u);
+	w->io = NULL;
+}
+
+static unsigned reap(struct weft__worker *w);
+
+/* Submit what is prepared; with DEFER_TASKRUN (or COOP) also run the
+ * completions due. Errors leave the SQEs queued for the next round. */
+static void enter(struct uring *u)
+{
+	int r;
+
+	if (io_uring_sq_ready(&u->ring))
+		r = io_uring_submit_and_get_events(&u->ring);
+	else
+		r = io_uring_get_events(&u->ring);
+	(void)r; /* -EINTR, -EAGAIN, -EBUSY: retried by the next round */
+}
+
+static struct io_uring_sqe *get_sqe(struct weft__worker *w)
+{
+	struct uring *u = U(w);
+	struct io_uring_sqe *sqe;
+
+	while (!(sqe = io_uring_get_sqe(&u->ring))) {
+		/* SQ full: submit, and make CQ room for what completes. */
+		enter(u);
+		if (reap(w))
+			weft__notify(w->rt);
+	}
+	return sqe;
+}
+
+static void arm_kick(struct weft__worker *w)
+{
+	struct uring *u = U(w);
+	struct io_uring_sqe *sqe = get_sqe(w);
+
+	io_uring_prep_read(sqe, u->efd, &u->efd_val, sizeof(u->efd_val), 0);
+	io_uring_sqe_set_data64(sqe, TAG_KICK);
+	u->kick_armed = true;
+}
+
+static void u_start(struct weft__worker *w)
+{
+	struct uring *u = U(w);
+
+	if (u->disabled) {
+		/* Debian's liburing 2.3 declares io_uring_enable_rings() but
+		 * does not export it: the register call, directly. */
+		int r = (int)syscall(__NR_io_uring_register, u->ring.ring_fd,
+				     IORING_REGISTER_ENABLE_RINGS, NULL, 0);
+		if (r < 0)
+			r = -errno;
+		if (r)
+			weft__report("io_uring: enabling the ring of worker %u "
+				     "failed (%s)",
+				     w->index, strerror(-r));
+	}
+	arm_kick(w);
+}
+
+static void u_arm(struct weft__worker *w, struct weft__io_op *op)
+{
+	struct uring *u = U(w);
+	struct io_uring_sqe *sqe = get_sqe(w);
+	unsigned len = (unsigned)op->len; /* callers clamp (MAX_RW_COUNT) */
+
+	switch (op->opcode) {
+	case WEFT__OP_POLL:
+		io_uring_prep_poll_add(sqe, op->fd, op->poll_events);
+		break;
+	case WEFT__OP_READ:
+		io_uring_prep_read(sqe, op->fd, op->buf, len, (__u64)op->off);
+		break;
+	case WEFT__OP_WRITE:
+		io_uring_prep_write(sqe, op->fd, op->buf, len, (__u64)op->off);
+		break;
+	case WEFT__OP_READV:
+		io_uring_prep_readv(sqe, op->fd, op->buf, len, (__u64)op->off);
+		break;
+	case WEFT__OP_WRITEV:
+		io_uring_prep_writev(sqe, op->fd, op->buf, len, (__u64)op->off);
+		break;
+	case WEFT__OP_RECV:
+		io_uring_prep_recv(sqe, op->fd, op->buf, len, op->flags);
+		break;
+	case WEFT__OP_SEND:
+		io_uring_prep_send(sqe, op->fd, op->buf, len,
+				   op->flags | MSG_NOSIGNAL);
+		break;
+	case WEFT__OP_RECVMSG:
+		io_uring_prep_recvmsg(sqe, op->fd, op->buf,
+				      (unsigned)op->flags);
+		break;
+	case WEFT__OP_SENDMSG:
+		io_uring_prep_sendmsg(sqe, op->fd, op->buf,
+				      (unsigned)op->flags | MSG_NOSIGNAL);
+		break;
+	case WEFT__OP_ACCEPT:
+		io_uring_prep_accept(sqe, op->fd, op->buf, op->addrlen,
+				     SOCK_CLOEXEC);
+		break;
+	case WEFT__OP_CONNECT:
+		io_uring_prep_connect(sqe, op->fd, op->buf, (socklen_t)op->len);
+		break;
+	case WEFT__OP_OPEN:
+		io_uring_prep_openat(sqe, AT_FDCWD, op->buf,
+				     op->flags | O_CLOEXEC, (mode_t)op->off);
+		break;
+	case WEFT__OP_FSYNC:
+		io_uring_prep_fsync(sqe, op->fd, 0);
+		break;
+	default:
+		WEFT__BUG_ON(1);
+	}
+	op->ud = (uint64_t)(uintptr_t)op | ((uint64_t)++u->gen << UD_GEN_SHIFT);
+	io_uring_sqe_set_data64(sqe, op->ud);
+	u->inflight++;
+}
+
+static void u_cancel(struct weft__worker *w, struct weft__io_op *op)
+{
+	struct uring *u = U(w);
+	struct io_uring_sqe *sqe;
+
+	/* Make room by submitting only: reaping here could complete (and
+	 * let go of) ops our caller is still looking at. */
+	for (int i = 0; !(sqe = io_uring_get_sqe(&u->ring)); i++) {
+		if (i < 8) {
+			io_uring_submit(&u->ring);
+			continue;
+		}
+		sqe = get_sqe(w); /* the CQ is full too: reap after all */
+		break;
+	}
+
+	/* Its result (0, -ENOENT, -EALREADY) does not matter: the target's
+	 * own CQE still comes and ends the wait. */
+	io_uring_prep_cancel64(sqe, op->ud, 0);
+	io_uring_sqe_set_data64(sqe, TAG_CANCEL);
+}
+
+#define REAP_BATCH 256
+
+/* Reap every CQE there is. Return: tasks made runnable. */
+static unsigned reap(struct weft__worker *w)
+{
+	struct uring *u = U(w);
+	struct io_uring_cqe *cqes[REAP_BATCH];
+	unsigned woken = 0, n;
+
+	for (;;) {
+		n = io_uring_peek_batch_cqe(&u->ring, cqes, REAP_BATCH);
+		/* Newest first: the woken tasks go to the deque, whose owner
+		 * takes the newest first, so the oldest completion runs
+		 * first (FIFO within a batch: a fair tail at 1000s of
+		 * connections). */
+		for (unsigned i = n; i-- > 0;) {
+			uint64_t ud = cqes[i]->user_data;
+			int res = cqes[i]->res;
+
+			if (ud == TAG_KICK) {
+				u->kick_armed = false;
+			} else if (ud == TAG_CANCEL ||
+				   ud == LIBURING_UDATA_TIMEOUT) {
+				/* nothing to do */
+			} else {
+				struct weft__io_op *op =
+					(struct weft__io_op
+						 *)(uintptr_t)(ud &
+							       UD_PTR_MASK);
+				/* write(2) on a socket or pipe whose reader is
+				 * gone raised SIGPIPE in this thread. */
+				if (res == -EPIPE &&
+				    (op->opcode == WEFT__OP_WRITE ||
+				     op->opcode == WEFT__OP_WRITEV))
+					weft__io_drain_sigpipe();
+				u->inflight--;
+				woken += weft__io_complete(w, op, res);
+			}
+		}
+		io_uring_cq_advance(&u->ring, n);
+		if (n == REAP_BATCH)
+			continue;
+		/* NODROP: completions the CQ had no room for wait in the
+		 * kernel; get_events flushes them into the CQ. */
+		if (io_uring_cq_has_overflow(&u->ring)) {
+			io_uring_get_events(&u->ring);
+			if (io_uring_cq_ready(&u->ring))
+				continue;
+		}
+		return woken;
+	}
+}
+
+static unsigned u_poll(struct weft__worker *w)
+{
+	struct uring *u = U(w);
+	unsigned woken;
+
+	if (io_uring_sq_ready(&u->ring)) {
+		enter(u);
+	} else if (u->inflight) {
+		/* Enter only for completions the kernel says are waiting;
+		 * every 32nd round regardless, in case a kernel does not
+		 * raise the flag for some path. */
+		unsigned f = IO_URING_READ_ONCE(*u->ring.sq.kflags);
+		if (!u->taskrun_flag || (++u->polls & 31) == 0 ||
+		    (f & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)))
+			enter(u);
+	}
+	woken = reap(w);
+	/* No notify here: the tasks are this worker's next work, and waking
+	 * a parked worker to steal them costs a cross-core wake-up (20-25 us
+	 * on these VMs) per batch: measured worse on the echo workload. A
+	 * busy worker's caller notifies instead (worker.c). */
+	return woken;
+}
+
+static void u_sleep(struct weft__worker *w, uint64_t deadline_ns)
+{
+	struct uring *u = U(w);
+	struct __kernel_timespec ts, *tsp = NULL;
+	struct io_uring_cqe *cqe;
+
+	if (!u->kick_armed)
+		arm_kick(w);
+	if (deadline_ns != UINT64_MAX) {
+		uint64_t now = weft__clock_now();
+		uint64_t d = deadline_ns > now ? deadline_ns - now : 0;
+		if (d == 0) {
+			enter(u);
+			return;
+		}
+		ts.tv_sec = (long long)(d / 1000000000u);
+		ts.tv_nsec = (long long)(d % 1000000000u);
+		tsp = &ts;
+	}
+	/* -ETIME, -EINTR, -EBUSY: return; the worker loop reaps and
+	 * decides again. */
+	(void)io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, tsp, NULL);
+}
+
+static void u_kick(struct weft__worker *w)
+{
+	uint64_t one = 1;
+	ssize_t r = write(U(w)->efd, &one, sizeof(one));
+
+	(void)r; /* cannot fail short of a closed fd (a bug) */
+}
+
+static unsigned u_inflight(struct weft__worker *w)
+{
+	return U(w)->inflight;
+}
+
+const struct weft__io_backend weft__io_uring_backend = {
+	.name = "io_uring",
+	.native = true,
+	.init = u_init,
+	.start = u_start,
+	.fini = u_fini,
+	.arm = u_arm,
+	.cancel = u_cancel,
+	.poll = u_poll,
+	.sleep = u_sleep,
+	.kick = u_kick,
+	.inflight = u_inflight,
+};

@@ -1,0 +1,1135 @@
+// SPDX-License-Identifier: MIT
+//
+// tests/io_test.cc - the I/O calls and their errors, over loopback and
+// socketpairs, on both backends (parameterised: io_uring, epoll).
+// Heavier runs are in io_stress_test.cc.
+#include <gtest/gtest.h>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stddef.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <climits>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/support/io_harness.h"
+
+using io_test::IoBackend;
+
+namespace
+{
+
+struct Fn {
+	std::function<int()> f;
+};
+
+int fn_tramp(void *p)
+{
+	Fn *f = static_cast<Fn *>(p);
+	int r = f->f();
+	delete f;
+	return r;
+}
+
+weft_task *go(std::function<int()> f)
+{
+	return weft_spawn(fn_tramp, new Fn{ std::move(f) });
+}
+
+void pair(int sv[2], int type = SOCK_STREAM)
+{
+	ASSERT_EQ(0, socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, sv));
+}
+
+} // namespace
+
+TEST_P(IoBackend, ReportsItsBackend)
+{
+	Run(1, [&] {
+		EXPECT_STREQ(GetParam().c_str(), weft_io_backend(nullptr));
+	});
+}
+
+TEST_P(IoBackend, SuspendingCallsOutsideATaskArePerm)
+{
+	Run(1, [] {});
+	char b[4];
+	EXPECT_EQ(-EPERM, weft_recv(0, b, 1, 0));
+	EXPECT_EQ(-EPERM, weft_send(1, b, 1, 0));
+	EXPECT_EQ(-EPERM, weft_accept(0, nullptr, nullptr));
+	EXPECT_EQ(-EPERM, weft_read(0, b, 1, -1));
+	EXPECT_EQ(-EPERM, weft_poll(0, POLLIN));
+	EXPECT_EQ(-EPERM, weft_dial_tcp("127.0.0.1", 1));
+	sigset_t s;
+	sigemptyset(&s);
+	EXPECT_EQ(-EPERM, weft_signal_wait(&s));
+}
+
+TEST_P(IoBackend, BadArgumentsSameOnBothBackends)
+{
+	Run(1, [] {
+		char b[8];
+		int sv[2];
+		pair(sv);
+		int closed = dup(sv[0]);
+		close(closed);
+		EXPECT_EQ(-EBADF, weft_recv(-1, b, 1, 0));
+		EXPECT_EQ(-EBADF, weft_send(closed, b, 1, 0));
+		EXPECT_EQ(-EBADF, weft_read(closed, b, 1, -1));
+		EXPECT_EQ(-EBADF, weft_read(1 << 20, b, 1, -1));
+		EXPECT_EQ(-EINVAL, weft_read(sv[0], b, 1, -2));
+		EXPECT_EQ(-EINVAL,
+			  weft_recv(sv[0], b, (size_t)SSIZE_MAX + 1, 0));
+		EXPECT_EQ(-EINVAL, weft_recv(sv[0], nullptr, 4, 0));
+		EXPECT_EQ(-EINVAL, weft_readv(sv[0], nullptr, 1, -1));
+		EXPECT_EQ(-EINVAL, weft_writev(sv[0], nullptr, -1, -1));
+		EXPECT_EQ(-EINVAL, weft_open(nullptr, O_RDONLY, 0));
+		EXPECT_EQ(-EINVAL, weft_listen_tcp("localhost", 0, 16));
+		EXPECT_EQ(-EINVAL, weft_dial_tcp("localhost", 80));
+		EXPECT_EQ(-EINVAL, weft_listen_tcp_ex(nullptr, 0, 16, 0x80));
+		EXPECT_EQ(-EBADF, weft_close(-1));
+		sigset_t s;
+		sigemptyset(&s);
+		EXPECT_EQ(-EINVAL, weft_signal_wait(&s));
+		EXPECT_EQ(-EINVAL, weft_signal_wait(nullptr));
+		close(sv[0]);
+		close(sv[1]);
+	});
+}
+
+TEST_P(IoBackend, SocketpairSendRecvAndShortReads)
+{
+	Run(2, [] {
+		int sv[2];
+		pair(sv);
+		EXPECT_EQ(10, weft_send(sv[0], "0123456789", 10, 0));
+		char b[16] = {};
+		EXPECT_EQ(4, weft_recv(sv[1], b, 4, 0));
+		EXPECT_EQ(0, memcmp(b, "0123", 4));
+		EXPECT_EQ(6, weft_recv(sv[1], b, sizeof(b), 0));
+		EXPECT_EQ(0, memcmp(b, "456789", 6));
+		// A receiver that waits, woken by a sender task.
+		weft_task *r = go([&] {
+			char c[8];
+			ssize_t n = weft_recv(sv[1], c, sizeof(c), 0);
+			return n == 3 && memcmp(c, "abc", 3) == 0 ? 0 : -EIO;
+		});
+		weft_sleep(WEFT_MSEC(5));
+		EXPECT_EQ(3, weft_send(sv[0], "abc", 3, MSG_DONTWAIT));
+		EXPECT_EQ(0, weft_join(r));
+		shutdown(sv[0], SHUT_WR);
+		EXPECT_EQ(0, weft_recv(sv[1], b, sizeof(b), 0));
+		EXPECT_EQ(0, weft_recv(sv[1], b, sizeof(b), 0));
+		close(sv[0]);
+		close(sv[1]);
+	});
+}
+
+TEST_P(IoBackend, NonBlockingFdsNeverGiveEagain)
+{
+	Run(2, [] {
+		int sv[2];
+		ASSERT_EQ(0,
+			  socketpair(AF_UNIX,
+				     SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+				     0, sv));
+		weft_task *r = go([&] {
+			char c[4];
+			ssize_t n = weft_recv(sv[1], c, sizeof(c), 0);
+			if (n != 2)
+				return (int)(n < 0 ? n : -EIO);
+			n = weft_read(sv[1], c, sizeof(c), -1);
+			return n == 1 ? 0 : (int)(n < 0 ? n : -EIO);
+		});
+		weft_sleep(WEFT_MSEC(5));
+		EXPECT_EQ(2, weft_send(sv[0], "hi", 2, 0));
+		weft_sleep(WEFT_MSEC(5));
+		EXPECT_EQ(1, weft_write(sv[0], "x", 1, -1));
+		EXPECT_EQ(0, weft_join(r));
+		// Pipes, blocking and not.
+		int p[2];
+		ASSERT_EQ(0, pipe2(p, O_CLOEXEC | O_NONBLOCK));
+		weft_task *pr = go([&] {
+			char c[4];
+			return weft_read(p[0], c, sizeof(c), -1) == 4 ? 0 :
+									-EIO;
+		});
+		weft_sleep(WEFT_MSEC(5));
+		EXPECT_EQ(4, weft_write(p[1], "pipe", 4, -1));
+		EXPECT_EQ(0, weft_join(pr));
+		close(p[0]);
+		close(p[1]);
+		close(sv[0]);
+		close(sv[1]);
+	});
+}
+
+TEST_P(IoBackend, LoopbackListenAcceptDialEcho)
+{
+	Run(2, [] {
+		int l = weft_listen_tcp(nullptr, 0, 16);
+		ASSERT_GE(l, 0);
+		EXPECT_NE(-1, fcntl(l, F_GETFD));
+		EXPECT_TRUE(fcntl(l, F_GETFD) & FD_CLOEXEC);
+		uint16_t port = io_test::local_port(l);
+		weft_task *srv = go([&] {
+			struct sockaddr_in peer;
+			socklen_t pl = sizeof(peer);
+			int c = weft_accept(l, (struct sockaddr *)&peer, &pl);
+			if (c < 0)
+				return c;
+			if (!(fcntl(c, F_GETFD) & FD_CLOEXEC) ||
+			    pl != sizeof(peer))
+				return -EINVAL;
+			char b[256];
+			ssize_t n;
+			while ((n = weft_recv(c, b, sizeof(b), 0)) > 0)
+				if (weft_send_all(c, b, (size_t)n) != n)
+					return -EIO;
+			weft_close(c);
+			return (int)n;
+		});
+		int c = weft_dial_tcp("127.0.0.1", port);
+		ASSERT_GE(c, 0);
+		for (int i = 0; i < 50; i++) {
+			char m[64], r[64];
+			int len = 1 + i % 60;
+			memset(m, 'a' + i % 26, (size_t)len);
+			ASSERT_EQ(len, weft_send_all(c, m, (size_t)len));
+			int got = 0;
+			while (got < len) {
+				ssize_t n = weft_recv(c, r + got,
+						      (size_t)(len - got), 0);
+				ASSERT_GT(n, 0);
+				got += (int)n;
+			}
+			ASSERT_EQ(0, memcmp(m, r, (size_t)len));
+		}
+		weft_close(c);
+		EXPECT_EQ(0, weft_join(srv));
+		weft_close(l);
+	});
+}
+
+TEST_P(IoBackend, ConnectRefused)
+{
+	Run(1, [] {
+		int l = weft_listen_tcp(nullptr, 0, 1);
+		uint16_t port = io_test::local_port(l);
+		close(l); // nothing listens there now
+		EXPECT_EQ(-ECONNREFUSED, weft_dial_tcp("127.0.0.1", port));
+	});
+}
+
+TEST_P(IoBackend, PeerResetGivesEconnreset)
+{
+	Run(2, [] {
+		int l = weft_listen_tcp(nullptr, 0, 16);
+		uint16_t port = io_test::local_port(l);
+		int c = weft_dial_tcp("127.0.0.1", port);
+		ASSERT_GE(c, 0);
+		int s = weft_accept(l, nullptr, nullptr);
+		ASSERT_GE(s, 0);
+		weft_task *r = go([&] {
+			char b[16];
+			return (int)weft_recv(s, b, sizeof(b), 0);
+		});
+		weft_sleep(WEFT_MSEC(10));
+		struct linger lg = { 1, 0 };
+		setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+		close(c);
+		EXPECT_EQ(-ECONNRESET, weft_join(r));
+		ssize_t e = weft_send(s, "x", 1, 0);
+		EXPECT_TRUE(e == -EPIPE || e == -ECONNRESET) << e;
+		close(s);
+		close(l);
+	});
+}
+
+TEST_P(IoBackend, SendToClosedPeerIsEpipeNotSigpipe)
+{
+	// SIGPIPE stays at SIG_DFL: a SIGPIPE would kill the test binary.
+	Run(2, [] {
+		int sv[2];
+		pair(sv);
+		close(sv[1]);
+		char b[1024] = {};
+		EXPECT_EQ(-EPIPE, weft_send(sv[0], b, sizeof(b), 0));
+		EXPECT_EQ(-EPIPE, weft_send_all(sv[0], b, sizeof(b)));
+		EXPECT_EQ(-EPIPE, weft_write(sv[0], b, sizeof(b), -1));
+		struct iovec iov = { b, sizeof(b) };
+		EXPECT_EQ(-EPIPE, weft_writev(sv[0], &iov, 1, -1));
+		close(sv[0]);
+		int p[2];
+		ASSERT_EQ(0, pipe2(p, O_CLOEXEC));
+		close(p[0]);
+		EXPECT_EQ(-EPIPE, weft_write(p[1], b, 16, -1));
+		close(p[1]);
+	});
+}
+
+TEST_P(IoBackend, RecvCancelledLeavesBufferUntouched)
+{
+	Run(2, [] {
+		int sv[2];
+		pair(sv);
+		static char buf[64];
+		memset(buf, 0xA5, sizeof(buf));
+		weft_task *r = go([&] {
+			return (int)weft_recv(sv[1], buf, sizeof(buf), 0);
+		});
+		weft_sleep(WEFT_MSEC(10));
+		EXPECT_EQ(1, weft_cancel(r));
+		EXPECT_EQ(-ECANCELED, weft_join(r));
+		// Data sent after the call returned must not reach buf.
+		EXPECT_EQ(5, weft_send(sv[0], "later", 5, 0));
+		weft_sleep(WEFT_MSEC(10));
+		for (char c : buf)
+			ASSERT_EQ((char)0xA5, c);
+		char b[8];
+		EXPECT_EQ(5, weft_recv(sv[1], b, sizeof(b), 0));
+		close(sv[0]);
+		close(sv[1]);
+	});
+}
+
+TEST_P(IoBackend, RecvTimedOutLeavesBufferUntouched)
+{
+	Run(2, [] {
+		int sv[2];
+		pair(sv);
+		static char buf[64];
+		memset(buf, 0x5A, sizeof(buf));
+		weft_task *r = go([&] {
+			uint64_t t0 = weft_now();
+			io_test_set_deadline(t0 + WEFT_MSEC(20));
+			int n = (int)weft_recv(sv[1], buf, sizeof(buf), 0);
+			if (weft_now() - t0 < WEFT_MSEC(20))
+				return -EIO; // early
+			// Level-triggered: the next suspension point too.
+			if (weft_yield() != -ETIMEDOUT)
+				return -EPROTO;
+			io_test_set_deadline(UINT64_MAX);
+			return n;
+		});
+		EXPECT_EQ(-ETIMEDOUT, weft_join(r));
+		EXPECT_EQ(5, weft_send(sv[0], "later", 5, 0));
+		weft_sleep(WEFT_MSEC(10));
+		for (char c : buf)
+			ASSERT_EQ((char)0x5A, c);
+		close(sv[0]);
+		close(sv[1]);
+	});
+}
+
+TEST_P(IoBackend, CancelledTaskFailsAtOnceButCloseStillCloses)
+{
+	Run(1, [] {
+		int sv[2];
+		pair(sv);
+		weft_task *r = go([&] {
+			weft_cancel(weft_self());
+			char b[4];
+			if (weft_recv(sv[1], b, 4, 0) != -ECANCELED)
+				return -EIO;
+			if (weft_send(sv[1], b, 4, 0) != -ECANCELED)
+				return -EIO;
+			if (weft_close(sv[1]) != 0)
+				return -EBADF;
+			return 0;
+		});
+		EXPECT_EQ(0, weft_join(r));
+		EXPECT_EQ(-1, fcntl(sv[1], F_GETFD));
+		close(sv[0]);
+	});
+}
+
+TEST_P(IoBackend, AcceptCancelledDoesNotLeakFds)
+{
+	Run(2, [] {
+		int l = weft_listen_tcp(nullptr, 0, 128);
+		uint16_t port = io_test::local_port(l);
+		int before = io_test::count_fds();
+		for (int i = 0; i < 64; i++) {
+			weft_task *a = go([&] {
+				int c = weft_accept(l, nullptr, nullptr);
+				if (c >= 0)
+					weft_close(c);
+				return c < 0 ? c : 0;
+			});
+			// A connection arrives about when the cancel does.
+			int s = weft_socket(AF_INET, SOCK_STREAM, 0);
+			struct sockaddr_in sa = {};
+			sa.sin_family = AF_INET;
+			sa.sin_port = htons(port);
+			sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+			if (i & 1)
+				weft_yield();
+			connect(s, (struct sockaddr *)&sa, sizeof(sa));
+			weft_cancel(a);
+			int st = weft_join(a);
+			EXPECT_TRUE(st == 0 || st == -ECANCELED) << st;
+			close(s);
+		}
+		// Drain connections still queued in the backlog.
+		fcntl(l, F_SETFL, O_NONBLOCK);
+		int c;
+		while ((c = accept(l, nullptr, nullptr)) >= 0)
+			close(c);
+		EXPECT_EQ(before, io_test::count_fds());
+		close(l);
+	});
+}
+
+TEST_P(IoBackend, FileWriteFsyncReadBack)
+{
+	Run(2, [] {
+		char path[] = "/tmp/weft_io_test_XXXXXX";
+		int tmp = mkstemp(path);
+		ASSERT_GE(tmp, 0);
+		close(tmp);
+		int fd = weft_open(path, O_RDWR | O_TRUNC, 0600);
+		ASSERT_GE(fd, 0);
+		EXPECT_TRUE(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+		std::vector<char> data(100000);
+		for (size_t i = 0; i < data.size(); i++)
+			data[i] = (char)(i * 7);
+		EXPECT_EQ((ssize_t)data.size(),
+			  weft_write(fd, data.data(), data.size(), 0));
+		EXPECT_EQ(0, weft_fsync(fd));
+		std::vector<char> back(data.size());
+		EXPECT_EQ((ssize_t)back.size(),
+			  weft_read(fd, back.data(), back.size(), 0));
+		EXPECT_EQ(data, back);
+		EXPECT_EQ(0,
+			  weft_read(fd, back.data(), 10, (int64_t)data.size()));
+		// vectors, and the current position (-1)
+		char a[3] = { 'a', 'b', 'c' }, z[2] = { 'y', 'z' };
+		struct iovec wv[2] = { { a, 3 }, { z, 2 } };
+		EXPECT_EQ(5, weft_writev(fd, wv, 2, 10));
+		char r1[2], r2[3];
+		struct iovec rv[2] = { { r1, 2 }, { r2, 3 } };
+		EXPECT_EQ(5, weft_readv(fd, rv, 2, 10));
+		EXPECT_EQ(0, memcmp(r1, "ab", 2));
+		EXPECT_EQ(0, memcmp(r2, "cyz", 3));
+		lseek(fd, 0, SEEK_SET);
+		char h[4];
+		EXPECT_EQ(4, weft_read(fd, h, 4, -1));
+		EXPECT_EQ(4, lseek(fd, 0, SEEK_CUR));
+		EXPECT_EQ(0, weft_close(fd));
+		EXPECT_EQ(-ENOENT, weft_open("/nonexistent/x", O_RDONLY, 0));
+		int full = weft_open("/dev/full", O_WRONLY, 0);
+		if (full >= 0) {
+			EXPECT_EQ(-ENOSPC, weft_write(full, "x", 1, -1));
+			weft_close(full);
+		}
+		unlink(path);
+	});
+}
+
+// RELIABILITY H4: io_uring's length is 32 bits; 4 GiB + 1 must give the
+// kernel's per-call maximum, not 1 byte. /dev/null never touches the buffer.
+TEST_P(IoBackend, HugeLengthIsClampedNotTruncated)
+{
+	Run(1, [] {
+		int fd = weft_open("/dev/null", O_WRONLY, 0);
+		ASSERT_GE(fd, 0);
+		size_t len = ((size_t)1 << 32) + 1;
+		void *buf = mmap(nullptr, len, PROT_READ | PROT_WRITE,
+				 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+				 -1, 0);
+		ASSERT_NE(MAP_FAILED, buf);
+		EXPECT_EQ((ssize_t)0x7ffff000, weft_write(fd, buf, len, -1));
+		EXPECT_EQ((ssize_t)0x7ffff000, weft_write(fd, buf, len, 0));
+		munmap(buf, len);
+		weft_close(fd);
+	});
+}
+
+TEST_P(IoBackend, PollReportsReadiness)
+{
+	Run(2, [] {
+		int sv[2];
+		pair(sv);
+		EXPECT_TRUE(weft_poll(sv[0], POLLOUT) & POLLOUT);
+		weft_task *p = go([&] {
+			return weft_poll(sv[1], POLLIN);
+		});
+		weft_sleep(WEFT_MSEC(5));
+		weft_send(sv[0], "x", 1, 0);
+		EXPECT_TRUE(weft_join(p) & POLLIN);
+		close(sv[0]);
+		EXPECT_TRUE(weft_poll(sv[1], POLLIN) & (POLLIN | POLLHUP));
+		close(sv[1]);
+	});
+}
+
+TEST_P(IoBackend, UdpSendmsgRecvmsg)
+{
+	Run(2, [] {
+		int a = weft_socket(AF_INET, SOCK_DGRAM, 0);
+		int b = weft_socket(AF_INET, SOCK_DGRAM, 0);
+		struct sockaddr_in sa = {};
+		sa.sin_family = AF_INET;
+		sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		ASSERT_EQ(0, bind(b, (struct sockaddr *)&sa, sizeof(sa)));
+		socklen_t sl = sizeof(sa);
+		getsockname(b, (struct sockaddr *)&sa, &sl);
+		weft_task *srv = go([&] {
+			char buf[32];
+			struct sockaddr_in from;
+			struct iovec iov = { buf, sizeof(buf) };
+			struct msghdr m = {};
+			m.msg_name = &from;
+			m.msg_namelen = sizeof(from);
+			m.msg_iov = &iov;
+			m.msg_iovlen = 1;
+			ssize_t n = weft_recvmsg(b, &m, 0);
+			if (n != 5 || memcmp(buf, "hello", 5))
+				return -EIO;
+			iov.iov_len = (size_t)n;
+			return (int)weft_sendmsg(b, &m, 0);
+		});
+		struct iovec iov = { (void *)"hello", 5 };
+		struct msghdr m = {};
+		m.msg_name = &sa;
+		m.msg_namelen = sizeof(sa);
+		m.msg_iov = &iov;
+		m.msg_iovlen = 1;
+		EXPECT_EQ(5, weft_sendmsg(a, &m, 0));
+		char back[8];
+		EXPECT_EQ(5, weft_recv(a, back, sizeof(back), 0));
+		EXPECT_EQ(5, weft_join(srv));
+		close(a);
+		close(b);
+	});
+}
+
+namespace
+{
+struct SigArgs {
+	int sig;
+};
+} // namespace
+
+TEST_P(IoBackend, SignalWaitGetsAKill)
+{
+	sigset_t set, old;
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR1);
+	// Blocked before the runtime exists: its threads inherit the mask.
+	ASSERT_EQ(0, pthread_sigmask(SIG_BLOCK, &set, &old));
+	std::thread killer;
+	Run(2, [&] {
+		sigset_t bad;
+		sigemptyset(&bad);
+		sigaddset(&bad, SIGUSR2); // not blocked
+		EXPECT_EQ(-EINVAL, weft_signal_wait(&bad));
+		killer = std::thread([] {
+			usleep(20000);
+			kill(getpid(), SIGUSR1);
+		});
+		EXPECT_EQ(SIGUSR1, weft_signal_wait(&set));
+		// A pending signal is taken at once.
+		kill(getpid(), SIGUSR1);
+		EXPECT_EQ(SIGUSR1, weft_signal_wait(&set));
+		// Cancelled while waiting.
+		weft_task *w = go([&] {
+			return weft_signal_wait(&set);
+		});
+		weft_sleep(WEFT_MSEC(5));
+		weft_cancel(w);
+		EXPECT_EQ(-ECANCELED, weft_join(w));
+	});
+	killer.join();
+	pthread_sigmask(SIG_SETMASK, &old, nullptr);
+}
+
+TEST_P(IoBackend, ManyConnectionsChecksummed)
+{
+	const int conns = (int)weft_test::scaled(200);
+	const int msgs = 20;
+	Run(2, [&] {
+		int l = weft_listen_tcp(nullptr, 0, 4096);
+		ASSERT_GE(l, 0);
+		uint16_t port = io_test::local_port(l);
+		weft_task *acc = go([&] {
+			std::vector<weft_task *> ts;
+			for (int i = 0; i < conns; i++) {
+				int c = weft_accept(l, nullptr, nullptr);
+				if (c < 0)
+					return c;
+				ts.push_back(go([c] {
+					char b[4096];
+					ssize_t n;
+					while ((n = weft_recv(c, b, sizeof(b),
+							      0)) > 0)
+						if (weft_send_all(c, b,
+								  (size_t)n) !=
+						    n)
+							break;
+					weft_close(c);
+					return (int)n;
+				}));
+			}
+			int bad = 0;
+			for (auto *t : ts)
+				bad |= weft_join(t);
+			return bad;
+		});
+		std::vector<weft_task *> cl;
+		std::atomic<int> ok{ 0 };
+		for (int k = 0; k < conns; k++) {
+			cl.push_back(go([&, k] {
+				int c = weft_dial_tcp("127.0.0.1", port);
+				if (c < 0)
+					return c;
+				uint64_t rng = io_test::splitmix((uint64_t)k);
+				std::vector<unsigned char> out(3000), in(3000);
+				for (int q = 0; q < msgs; q++) {
+					rng = io_test::splitmix(rng);
+					size_t len = 1 + rng % out.size();
+					uint32_t sum = 0, back = 0;
+					for (size_t i = 0; i < len; i++) {
+						out[i] =
+							(unsigned char)(rng >>
+									(i % 8 *
+									 8)) ^
+							(unsigned char)i;
+						sum = sum * 31 + out[i];
+					}
+					if (weft_send_all(c, out.data(), len) !=
+					    (ssize_t)len)
+						return -EIO;
+					size_t got = 0;
+					while (got < len) {
+						ssize_t n = weft_recv(
+							c, in.data() + got,
+							len - got, 0);
+						if (n <= 0)
+							return -EPROTO;
+						got += (size_t)n;
+					}
+					for (size_t i = 0; i < len; i++)
+						back = back * 31 + in[i];
+					if (back != sum)
+						return -EBADMSG;
+				}
+				weft_close(c);
+				ok++;
+				return 0;
+			}));
+		}
+		for (auto *t : cl)
+			EXPECT_EQ(0, weft_join(t));
+		EXPECT_EQ(conns, ok.load());
+		EXPECT_EQ(0, weft_join(acc));
+		weft_close(l);
+	});
+}
+
+// Cancellation racing a completion: either the bytes arrive (and the next
+// suspension point fails) or the call fails and the bytes stay in the
+// socket; never both, never lost.
+TEST_P(IoBackend, CancelVersusCompletionRace)
+{
+	const int rounds = (int)weft_test::scaled(300);
+	Run(4, [&] {
+		int sv[2];
+		pair(sv);
+		int got_data = 0, got_cancel = 0;
+		for (int i = 0; i < rounds; i++) {
+			struct R {
+				char b[8];
+				ssize_t n;
+				int next;
+			} r = {};
+			weft_task *t = go([&] {
+				r.n = weft_recv(sv[1], r.b, 1, 0);
+				// The cancel always comes: a long sleep must
+				// fail with it (level-triggered), not hang.
+				r.next = weft_sleep(WEFT_SEC(30));
+				return 0;
+			});
+			if (i % 3)
+				weft_yield();
+			weft_send(sv[0], "z", 1, 0);
+			weft_cancel(t);
+			EXPECT_EQ(0, weft_join(t));
+			if (r.n == 1) {
+				EXPECT_EQ('z', r.b[0]);
+				EXPECT_EQ(-ECANCELED, r.next);
+				got_data++;
+			} else {
+				EXPECT_EQ(-ECANCELED, r.n);
+				char c;
+				EXPECT_EQ(1, weft_recv(sv[1], &c, 1, 0));
+				got_cancel++;
+			}
+		}
+		EXPECT_EQ(rounds, got_data + got_cancel);
+		close(sv[0]);
+		close(sv[1]);
+	});
+}
+
+// An SQ far smaller than the ops in flight (RELIABILITY B7), and a CQ that
+// overflows (B8): every op completes exactly once.
+TEST_P(IoBackend, TinyRingManyOps)
+{
+	const int n = (int)weft_test::scaled(500);
+	Run(
+		2,
+		[&] {
+			std::vector<int> fds(2 * (size_t)n);
+			std::vector<weft_task *> ts;
+			std::atomic<int> done{ 0 };
+			for (int i = 0; i < n; i++) {
+				pair(&fds[2 * (size_t)i]);
+				int fd = fds[2 * (size_t)i + 1];
+				ts.push_back(go([&, fd] {
+					char c;
+					if (weft_recv(fd, &c, 1, 0) != 1 ||
+					    c != 'q')
+						return -EIO;
+					done++;
+					return 0;
+				}));
+			}
+			weft_sleep(WEFT_MSEC(20));
+			for (int i = 0; i < n; i++)
+				send(fds[2 * (size_t)i], "q", 1, 0);
+			for (auto *t : ts)
+				EXPECT_EQ(0, weft_join(t));
+			EXPECT_EQ(n, done.load());
+			for (int fd : fds)
+				close(fd);
+		},
+		4);
+}
+
+// Out of fds while accepting (B5): the caller gets -EMFILE, never a hang,
+// and the server serves again once fds are free. In a child process, so the
+// lowered limit cannot disturb other tests.
+TEST_P(IoBackend, AcceptWithFdsExhaustedRecovers)
+{
+	std::string be = GetParam();
+	fflush(nullptr);
+	pid_t pid = fork();
+	ASSERT_GE(pid, 0);
+	if (pid == 0) {
+		alarm(30);
+		int status = 1;
+		weft_config cfg{};
+		cfg.workers = 1;
+		if (be == "epoll")
+			cfg.flags = WEFT_IO_EPOLL;
+		io_test::Body b{ [&] {
+			int l = weft_listen_tcp(nullptr, 0, 64);
+			uint16_t port = io_test::local_port(l);
+			struct rlimit rl;
+			getrlimit(RLIMIT_NOFILE, &rl);
+			int used = io_test::count_fds();
+			struct rlimit low = { (rlim_t)used + 8, rl.rlim_max };
+			setrlimit(RLIMIT_NOFILE, &low);
+			// Three connections queue before the fds run out.
+			std::vector<int> cl;
+			for (int i = 0; i < 3; i++) {
+				int s = socket(AF_INET,
+					       SOCK_STREAM | SOCK_CLOEXEC, 0);
+				struct sockaddr_in sa = {};
+				sa.sin_family = AF_INET;
+				sa.sin_port = htons(port);
+				sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+				connect(s, (struct sockaddr *)&sa, sizeof(sa));
+				cl.push_back(s);
+			}
+			std::vector<int> hog;
+			int h;
+			while ((h = dup(0)) >= 0)
+				hog.push_back(h);
+			// A connection is queued, but no fd is left for it.
+			int r = weft_accept(l, nullptr, nullptr);
+			for (int fd : hog)
+				close(fd);
+			setrlimit(RLIMIT_NOFILE, &rl);
+			int ok = 0;
+			if (r == -EMFILE || r == -ENFILE) {
+				int c = weft_accept(l, nullptr, nullptr);
+				ok = c >= 0;
+			} else {
+				ok = 0;
+			}
+			for (int fd : cl)
+				close(fd);
+			status = ok ? 0 : 2;
+		} };
+		weft_runtime *rt;
+		if (weft_runtime_new(&rt, &cfg) != 0)
+			_exit(3);
+		weft_block_on(rt, io_test::body, &b);
+		weft_runtime_free(rt);
+		_exit(status);
+	}
+	int st = 0;
+	ASSERT_EQ(pid, waitpid(pid, &st, 0));
+	ASSERT_TRUE(WIFEXITED(st)) << "child killed by signal " << WTERMSIG(st);
+	EXPECT_EQ(0, WEXITSTATUS(st));
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, IoBackend,
+			 ::testing::Values(std::string("io_uring"),
+					   std::string("epoll")),
+			 io_test::backend_name);
+
+// ---------------------------------------------------------------- not per backend
+
+// RELIABILITY D7: in a child whose seccomp filter makes io_uring_setup
+// fail with EPERM (then ENOSYS), a default runtime falls back to epoll and
+// a server still serves.
+static int seccomp_deny_uring(int err)
+{
+	struct sock_filter f[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+			 offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K,
+			 SECCOMP_RET_ERRNO |
+				 ((unsigned)err & SECCOMP_RET_DATA)),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = { (unsigned short)(sizeof(f) / sizeof(f[0])),
+				   f };
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+		return -1;
+	return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog);
+}
+
+class IoFallback : public ::testing::TestWithParam<int>
+{
+};
+
+TEST_P(IoFallback, SeccompDeniedRingFallsBackToEpoll)
+{
+	int err = GetParam();
+	fflush(nullptr);
+	pid_t pid = fork();
+	ASSERT_GE(pid, 0);
+	if (pid == 0) {
+		alarm(30);
+		if (seccomp_deny_uring(err) != 0)
+			_exit(4);
+		if (strcmp(weft_io_backend(nullptr), "epoll") != 0)
+			_exit(5);
+		int status = 1;
+		io_test::Body b{ [&] {
+			if (strcmp(weft_io_backend(nullptr), "epoll") != 0)
+				return;
+			int l = weft_listen_tcp(nullptr, 0, 16);
+			uint16_t port = io_test::local_port(l);
+			weft_task *s = go([&] {
+				int c = weft_accept(l, nullptr, nullptr);
+				char b2[8];
+				ssize_t n = weft_recv(c, b2, sizeof(b2), 0);
+				weft_send_all(c, b2, (size_t)n);
+				weft_close(c);
+				return 0;
+			});
+			int c = weft_dial_tcp("127.0.0.1", port);
+			char r[4];
+			weft_send_all(c, "ping", 4);
+			ssize_t n = weft_recv(c, r, 4, 0);
+			weft_join(s);
+			weft_close(c);
+			weft_close(l);
+			status = (n == 4 && memcmp(r, "ping", 4) == 0) ? 0 : 6;
+		} };
+		weft_runtime *rt;
+		weft_config cfg{};
+		cfg.workers = 2;
+		if (weft_runtime_new(&rt, &cfg) != 0)
+			_exit(3);
+		weft_block_on(rt, io_test::body, &b);
+		weft_runtime_free(rt);
+		_exit(status);
+	}
+	int st = 0;
+	ASSERT_EQ(pid, waitpid(pid, &st, 0));
+	ASSERT_TRUE(WIFEXITED(st)) << "child killed by signal " << WTERMSIG(st);
+	EXPECT_EQ(0, WEXITSTATUS(st));
+}
+
+INSTANTIATE_TEST_SUITE_P(Errno, IoFallback, ::testing::Values(EPERM, ENOSYS));
+
+TEST(IoConfig, EnvSelectsEpollAndBogusIsIgnored)
+{
+	setenv("WEFT_IO", "epoll", 1);
+	EXPECT_STREQ("epoll", weft_io_backend(nullptr));
+	weft_runtime *rt;
+	ASSERT_EQ(0, weft_runtime_new(&rt, nullptr));
+	EXPECT_STREQ("epoll", weft_io_backend(rt));
+	weft_runtime_free(rt);
+	setenv("WEFT_IO", "bogus", 1);
+	ASSERT_EQ(0, weft_runtime_new(&rt, nullptr));
+	EXPECT_NE(nullptr, weft_io_backend(rt));
+	weft_runtime_free(rt);
+	unsetenv("WEFT_IO");
+}
+
+TEST(IoConfig, ExtremeRingSizesAreClamped)
+{
+	for (unsigned e : { 1u, 3u, 100000u }) {
+		weft_config cfg{};
+		cfg.workers = 1;
+		cfg.ring_entries = e;
+		weft_runtime *rt;
+		ASSERT_EQ(0, weft_runtime_new(&rt, &cfg)) << e;
+		weft_runtime_free(rt);
+	}
+}
+
+// Wake vs park through the reactor (RELIABILITY C5): workers sleep in the
+// backend's wait (io_uring_enter / epoll_wait) with ops in flight, and a
+// foreign thread hands them work thousands of times. A lost kick hangs a
+// weft_block_on (the ctest timeout catches it).
+namespace
+{
+int trivial(void *p)
+{
+	++*static_cast<int *>(p);
+	return 0;
+}
+} // namespace
+
+TEST_P(IoBackend, ForeignWakesReachWorkersSleepingInTheReactor)
+{
+	weft_config cfg{};
+	cfg.workers = 2;
+	if (GetParam() == "epoll")
+		cfg.flags = WEFT_IO_EPOLL;
+	weft_runtime *rt;
+	ASSERT_EQ(0, weft_runtime_new(&rt, &cfg));
+	int sv[2];
+	pair(sv);
+	struct Hold {
+		int fd;
+	} hold{ sv[1] };
+	// Two receivers keep ops in flight while the workers sleep.
+	std::thread holders([&] {
+		io_test::Body b{ [&] {
+			weft_task *a = go([&] {
+				char c;
+				return (int)weft_recv(hold.fd, &c, 1, 0);
+			});
+			weft_task *b2 = go([&] {
+				char c;
+				return (int)weft_recv(hold.fd, &c, 1, 0);
+			});
+			EXPECT_EQ(1, weft_join(a));
+			EXPECT_EQ(1, weft_join(b2));
+		} };
+		weft_block_on(rt, io_test::body, &b);
+	});
+	usleep(20000);
+	int n = 0;
+	const int rounds = (int)weft_test::scaled(3000);
+	for (int i = 0; i < rounds; i++) {
+		ASSERT_EQ(0, weft_block_on(rt, trivial, &n));
+		if (i % 97 == 0)
+			usleep(200); // let the workers fall asleep again
+	}
+	EXPECT_EQ(rounds, n);
+	send(sv[0], "xy", 2, 0);
+	holders.join();
+	EXPECT_EQ(0, weft_runtime_free(rt));
+	close(sv[0]);
+	close(sv[1]);
+}
+
+// API.md / RELIABILITY D12: weft_close() of an fd that other tasks wait on
+// ends their calls promptly with -ECANCELED or -EBADF; an op on the fd
+// number reused right after is not disturbed.
+TEST_P(IoBackend, CloseEndsOpsOtherTasksHavePending)
+{
+	Run(2, [] {
+		for (int round = 0; round < 20; round++) {
+			int sv[2];
+			pair(sv);
+			int l = weft_listen_tcp(nullptr, 0, 8);
+			weft_task *r = go([&] {
+				char c;
+				return (int)weft_recv(sv[1], &c, 1, 0);
+			});
+			weft_task *a = go([&] {
+				return weft_accept(l, nullptr, nullptr);
+			});
+			weft_sleep(WEFT_MSEC(2));
+			uint64_t t0 = weft_now();
+			EXPECT_EQ(0, weft_close(sv[1]));
+			EXPECT_EQ(0, weft_close(l));
+			int rr = weft_join(r), ra = weft_join(a);
+			EXPECT_TRUE(rr == -ECANCELED || rr == -EBADF) << rr;
+			EXPECT_TRUE(ra == -ECANCELED || ra == -EBADF) << ra;
+			EXPECT_LT(weft_now() - t0, WEFT_SEC(5));
+			// The fd number comes back at once: a recv on the new
+			// socket must wait for its own data.
+			int nv[2];
+			pair(nv);
+			weft_task *r2 = go([&] {
+				char c;
+				return (int)weft_recv(nv[1], &c, 1, 0);
+			});
+			weft_sleep(WEFT_MSEC(2));
+			EXPECT_EQ(1, weft_send(nv[0], "k", 1, 0));
+			EXPECT_EQ(1, weft_join(r2));
+			close(nv[0]);
+			close(nv[1]);
+			close(sv[0]);
+		}
+	});
+}
+
+// RELIABILITY B6: no fds left for the ring or the eventfd is an error of
+// weft_runtime_new (-EMFILE), never a silent switch to epoll; nothing
+// leaks, and the next runtime works once fds are back.
+TEST(IoConfig, OutOfFdsAtRuntimeNewIsEmfileNotFallback)
+{
+	fflush(nullptr);
+	pid_t pid = fork();
+	ASSERT_GE(pid, 0);
+	if (pid == 0) {
+		alarm(30);
+		if (strcmp(weft_io_backend(nullptr), "io_uring") != 0)
+			_exit(0); // nothing to check without io_uring
+		struct rlimit rl, low;
+		getrlimit(RLIMIT_NOFILE, &rl);
+		std::vector<int> hog;
+		int h;
+		low = { (rlim_t)io_test::count_fds() + 2, rl.rlim_max };
+		setrlimit(RLIMIT_NOFILE, &low);
+		while ((h = dup(0)) >= 0)
+			hog.push_back(h);
+		weft_config cfg{};
+		cfg.workers = 2;
+		weft_runtime *rt = nullptr;
+		int r = weft_runtime_new(&rt, &cfg);
+		if (r == 0)
+			_exit(2); // fell back or leaked past the limit
+		if (r != -EMFILE && r != -ENFILE)
+			_exit(3);
+		for (int fd : hog)
+			close(fd);
+		setrlimit(RLIMIT_NOFILE, &rl);
+		int before = io_test::count_fds();
+		if (weft_runtime_new(&rt, &cfg) != 0)
+			_exit(4);
+		if (strcmp(weft_io_backend(rt), "io_uring") != 0)
+			_exit(5);
+		weft_runtime_free(rt);
+		_exit(io_test::count_fds() == before ? 0 : 6);
+	}
+	int st = 0;
+	ASSERT_EQ(pid, waitpid(pid, &st, 0));
+	ASSERT_TRUE(WIFEXITED(st)) << "child killed by signal " << WTERMSIG(st);
+	EXPECT_EQ(0, WEXITSTATUS(st));
+}
+
+// RELIABILITY H1: every descriptor weft makes for itself (rings, eventfds,
+// epoll sets) and for the caller is close-on-exec.
+TEST_P(IoBackend, OwnDescriptorsAreCloseOnExec)
+{
+	Run(2, [] {
+		int sv[2];
+		pair(sv);
+		int l = weft_listen_tcp(nullptr, 0, 4);
+		int s = weft_socket(AF_INET, SOCK_DGRAM, 0);
+		int checked = 0;
+		for (int fd = 3; fd < 1024; fd++) {
+			int fl = fcntl(fd, F_GETFD);
+			if (fl < 0)
+				continue;
+			char path[64], target[256] = {};
+			snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+			if (readlink(path, target, sizeof(target) - 1) < 0)
+				continue;
+			std::string t(target);
+			bool ours = fd == l || fd == s ||
+				    t.find("io_uring") != std::string::npos ||
+				    t.find("eventfd") != std::string::npos ||
+				    t.find("eventpoll") != std::string::npos;
+			if (!ours)
+				continue;
+			checked++;
+			EXPECT_TRUE(fl & FD_CLOEXEC) << fd << " " << t;
+		}
+		EXPECT_GE(checked, 4);
+		close(l);
+		close(s);
+		close(sv[0]);
+		close(sv[1]);
+	});
+}
+
+// RELIABILITY D13: a connect that hangs (the listener's accept queue is
+// full, so SYNs are dropped) ends at the deadline with -ETIMEDOUT, its
+// in-flight connect cancelled; the socket is still closable.
+TEST_P(IoBackend, HangingConnectTimesOut)
+{
+	Run(2, [] {
+		int l = weft_listen_tcp(nullptr, 0, 1);
+		uint16_t port = io_test::local_port(l);
+		struct sockaddr_in sa = {};
+		sa.sin_family = AF_INET;
+		sa.sin_port = htons(port);
+		sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		std::vector<int> filler;
+		for (int i = 0; i < 8; i++) {
+			int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+			connect(s, (struct sockaddr *)&sa, sizeof(sa));
+			filler.push_back(s);
+		}
+		usleep(50000);
+		int timed_out = 0;
+		for (int i = 0; i < 3; i++) {
+			int s = weft_socket(AF_INET, SOCK_STREAM, 0);
+			uint64_t t0 = weft_now();
+			io_test_set_deadline(t0 + WEFT_MSEC(100));
+			int r = weft_connect(s, (struct sockaddr *)&sa,
+					     sizeof(sa));
+			io_test_set_deadline(UINT64_MAX);
+			if (r == -ETIMEDOUT) {
+				EXPECT_GE(weft_now() - t0, WEFT_MSEC(100));
+				timed_out++;
+			} else {
+				// The kernel may still queue it (syncookies):
+				// then it connected.
+				EXPECT_EQ(0, r);
+			}
+			EXPECT_EQ(0, weft_close(s));
+		}
+		EXPECT_GT(timed_out, 0) << "no connect hung: cannot check";
+		for (int s : filler)
+			close(s);
+		close(l);
+	});
+}

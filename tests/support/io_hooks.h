@@ -1,0 +1,20 @@
+/* SPDX-License-Identifier: MIT */
+/* tests/support/io_hooks.h - see io_hooks.c. */
+#ifndef WEFT_TESTS_IO_HOOKS_H
+#define WEFT_TESTS_IO_HOOKS_H
+
+#include <stdint.h>
+
+#include "weft.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+void io_test_set_deadline(uint64_t deadline_ns);
+void io_test_stats(weft_runtime *rt, uint64_t *submitted, uint64_t *completed);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
