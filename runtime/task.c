@@ -753,7 +753,11 @@ WEFT_API void weft_detach(weft_task *h)
 						      "being joined");
 		return;
 	}
-	weft__owner_release(t);
+	/* No generation bump (unlike a join): the task itself, or a task it
+	 * gave its weft_self() handle, may still cancel it by that handle
+	 * (same encoding). Join and detach of a detached handle are refused
+	 * by the flag; the generation moves on when the record is recycled. */
+	weft__task_put(t, 1);
 }
 
 /* ------------------------------------------------------------ cancel */

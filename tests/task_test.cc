@@ -376,6 +376,36 @@ TEST(Task, JoinTwiceIsInvalid)
 	});
 }
 
+// A task's weft_self() handle keeps working for weft_cancel() after its
+// owner detached it (a server's connection task registers weft_self() so
+// the acceptor can cancel it at shutdown).
+TEST(Task, SelfHandleStillCancelsAfterDetach)
+{
+	WEFT_TEST_RUN(2, [] {
+		struct Arg {
+			std::atomic<weft_task *> self{ nullptr };
+			std::atomic<int> slept{ 99 };
+			weft_event registered{}, ended{};
+		} a;
+		weft_task *t = weft_spawn(
+			[](void *p) -> int {
+				auto *x = static_cast<Arg *>(p);
+				x->self.store(weft_self());
+				weft_event_set(&x->registered);
+				x->slept = weft_sleep(WEFT_SEC(30));
+				weft_event_set(&x->ended);
+				return 0;
+			},
+			&a);
+		ASSERT_EQ(0, weft_event_wait(&a.registered));
+		weft_detach(t);
+		EXPECT_EQ(1, weft_cancel(a.self.load()));
+		ASSERT_EQ(0, weft_event_wait(&a.ended));
+		EXPECT_EQ(-ECANCELED, a.slept.load());
+		weft_sleep(WEFT_MSEC(1)); // let it return before the check
+	});
+}
+
 TEST(Task, JoinAfterDetachIsInvalid)
 {
 	// RELIABILITY A2.

@@ -131,7 +131,8 @@ WEFT_API int weft_join(weft_task *t);
  * @t: an owned handle.
  *
  * A released or already detached handle is reported on stderr and nothing
- * changes.
+ * changes. Handles of a detached task (this one, or weft_self() taken in
+ * the task) still cancel it while it runs; joining it gives -EINVAL.
  *
  * Context: any thread; never suspends.
  */
