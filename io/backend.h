@@ -180,9 +180,10 @@ void weft__io_sleep(struct weft__worker *w, uint64_t deadline_ns);
 bool weft__io_kick(struct weft__worker *w);
 
 /*
- * weft__io_blocking_call() - Marks a call that blocks the worker thread
- * (epoll backend, regular files). TODO(offload): run @fn through
- * weft_offload once the offload pool lands; today it runs inline.
+ * weft__io_blocking_call() - Run a call that would block the worker thread
+ * (epoll backend, regular files) on the offload pool (io/reactor.c).
+ * Context: task.
+ * Return: @fn's result; -ECANCELED if the task was already cancelled.
  */
 ssize_t weft__io_blocking_call(ssize_t (*fn)(struct weft__io_op *op),
 			       struct weft__io_op *op);

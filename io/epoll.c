@@ -8,7 +8,8 @@
  * ready for op->poll_events (res = the revents seen); weft__io_exec() makes
  * the syscall itself, non-blocking, and waits again on -EAGAIN
  * (io/calls.c, weft__io_try()). Regular files are always "ready": their
- * calls are made blocking, through weft__io_blocking_call().
+ * calls are made blocking on the offload pool, through
+ * weft__io_blocking_call().
  *
  * Registration: each worker has its own epoll instance and a table indexed
  * by fd: the ops waiting on that fd on this worker (any number, any

@@ -33,8 +33,9 @@
  *  5. The result decides (completion wins): -ECANCELED/-EINTR from the
  *     kernel mean the op had no effect: return the wait's error. Bytes
  *     moved are returned (the cancellation shows at the next suspension
- *     point: it is level-triggered). An fd made anyway (accept, open) is
- *     closed here and the wait's error returned, so none leaks.
+ *     point: it is level-triggered), and so is an fd made anyway
+ *     (accept, open): API.md, "cancellation never undoes work already
+ *     done"; the caller owns it, so none leaks.
  * A timer that fired although no deadline is due (a scope moved its
  * deadline later) re-arms the wait on the owner without cancelling.
  *
@@ -143,7 +144,12 @@ void weft__io_rt_fini(struct weft__runtime *rt)
 		fini_workers(rt);
 }
 
-WEFT_API const char *weft_io_backend(const weft_runtime *h)
+WEFT_API const char *weft_io_backend(void)
+{
+	return weft_io_backend_of(NULL);
+}
+
+WEFT_API const char *weft_io_backend_of(const weft_runtime *h)
 {
 	const struct weft__runtime *rt = (const struct weft__runtime *)h;
 
@@ -375,12 +381,39 @@ unsigned weft__io_complete(struct weft__worker *w, struct weft__io_op *op,
 	return 1;
 }
 
+struct blocking_call {
+	ssize_t (*fn)(struct weft__io_op *op);
+	struct weft__io_op *op;
+	ssize_t res;
+};
+
+static int blocking_call_body(void *arg)
+{
+	struct blocking_call *c = arg;
+
+	c->res = c->fn(c->op);
+	return 0;
+}
+
+/*
+ * A call that would block the worker (regular files under the epoll
+ * backend) runs on the offload pool; the task waits for it like any
+ * offloaded call (it cannot be interrupted: a cancellation shows at the
+ * next suspension point, and the op and its buffer stay valid until fn
+ * returned). If the pool cannot run it at all (no thread can be started),
+ * the worker makes the call itself rather than fail it.
+ */
 ssize_t weft__io_blocking_call(ssize_t (*fn)(struct weft__io_op *op),
 			       struct weft__io_op *op)
 {
-	/* TODO(offload): return the result of weft_offload(fn, op) once the
-	 * offload pool is merged; until then the worker blocks here. */
-	return fn(op);
+	struct blocking_call c = { fn, op, 0 };
+	int r = weft_offload(blocking_call_body, &c);
+
+	if (r == -EAGAIN)
+		return fn(op);
+	if (r < 0)
+		return r;
+	return c.res;
 }
 
 /* ------------------------------------------------------------ exec */
@@ -453,6 +486,7 @@ static ssize_t finish(struct weft__task *t, struct weft__io_op *op, int err)
 			wt.word = weft__wait_prepare(t, true);
 		}
 		op->word = wt.word;
+		weft__set_wait_kind(t, WEFT__WK_IO); /* for dumps */
 		reason = weft__wait_park(t, &wt);
 		if (reason != WEFT__WAKE_SOURCE) {
 			int e = weft__wait_error(t, reason);
@@ -466,11 +500,11 @@ static ssize_t finish(struct weft__task *t, struct weft__io_op *op, int err)
 		return res;
 	if (res == -ECANCELED || res == -EINTR)
 		return err;
-	if (makes_fd(op->opcode) && res >= 0) {
-		close(res);
-		return err;
-	}
-	return res; /* completion wins */
+	/* Completion wins (API.md "Cancellation never undoes work already
+	 * done"): bytes moved, or an fd accepted or opened, are returned and
+	 * the cancellation shows at the next suspension point. The fd is the
+	 * caller's to use or close: nothing leaks. */
+	return res;
 }
 
 static ssize_t exec_once(struct weft__task *t, struct weft__io_op *op)
@@ -488,6 +522,7 @@ static ssize_t exec_once(struct weft__task *t, struct weft__io_op *op)
 	wt.deadline_ns = weft__wait_deadline(t);
 	wt.word = weft__wait_prepare(t, true);
 	op->word = wt.word;
+	weft__set_wait_kind(t, WEFT__WK_IO); /* for dumps */
 	reason = weft__wait_park(t, &wt);
 	if (reason == WEFT__WAKE_SOURCE)
 		return op->res;

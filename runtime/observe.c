@@ -112,9 +112,11 @@ WEFT_API void weft_stats_get(const weft_runtime *h, weft_stats *out)
 						   memory_order_relaxed);
 		out->offload_calls += atomic_load_explicit(
 			&k->offload_calls, memory_order_relaxed);
+		out->io_submitted += atomic_load_explicit(
+			&k->io_submitted, memory_order_relaxed);
+		out->io_completed += atomic_load_explicit(
+			&k->io_completed, memory_order_relaxed);
 	}
-	/* io_submitted / io_completed: counted by the I/O layer (io
-	 * branch) once it exists; 0 until then. */
 	out->offload_threads = weft__offload_nthreads(rt);
 }
 

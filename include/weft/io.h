@@ -51,8 +51,10 @@ WEFT_API int weft_socket(int domain, int type, int protocol);
  * @addr: receives the peer's address, or NULL.
  * @len: in: size of @addr; out: its length. NULL exactly when @addr is.
  *
- * The accepted socket is close-on-exec. A connection accepted by the kernel
- * while the caller was being cancelled is closed by weft (never leaked).
+ * The accepted socket is close-on-exec. A connection the kernel accepted
+ * while the caller was being cancelled is returned (completion wins: the
+ * cancellation shows at the next suspension point), so it is never lost
+ * nor leaked: the caller owns it.
  *
  * Context: task only; suspension point.
  * Return: the new fd; -ECANCELED, -ETIMEDOUT; -EMFILE and the other
@@ -193,7 +195,8 @@ WEFT_API ssize_t weft_writev(int fd, const struct iovec *iov, int iovcnt,
  * @flags: open(2) flags; O_CLOEXEC is added.
  * @mode: permissions for O_CREAT.
  *
- * An fd opened while the caller was being cancelled is closed by weft.
+ * An fd opened while the caller was being cancelled is returned
+ * (completion wins); the cancellation shows at the next suspension point.
  *
  * Context: task only; suspension point.
  * Return: the new fd, or -errno; -EINVAL for a NULL @path.
@@ -298,14 +301,23 @@ WEFT_API int weft_dial_tcp(const char *host, uint16_t port);
 WEFT_API int weft_signal_wait(const sigset_t *set);
 
 /**
- * weft_io_backend() - Which I/O backend a runtime uses.
- * @rt: the runtime; NULL: the caller's runtime, or outside any, the backend
- *	a new runtime with the default config would pick now.
+ * weft_io_backend() - Which I/O backend is active: the caller's runtime's,
+ * or outside any runtime, the one a new runtime with the default config
+ * would pick now.
  *
  * Context: any thread; never suspends.
  * Return: "io_uring" or "epoll" (a static string).
  */
-WEFT_API const char *weft_io_backend(const struct weft_runtime *rt);
+WEFT_API const char *weft_io_backend(void);
+
+/**
+ * weft_io_backend_of() - Which I/O backend @rt uses.
+ * @rt: a runtime; NULL acts as weft_io_backend().
+ *
+ * Context: any thread; never suspends.
+ * Return: "io_uring" or "epoll" (a static string).
+ */
+WEFT_API const char *weft_io_backend_of(const struct weft_runtime *rt);
 
 WEFT_EXTERN_C_END
 #endif /* WEFT_IO_H */
