@@ -215,13 +215,17 @@ static inline struct weft__io_worker *common(struct weft__worker *w)
 static void fd_ops_add(struct weft__io_worker *c, int fd, int d)
 {
 	if (fd >= 0 && (unsigned)fd < c->nfd_ops)
-		/* single writer (the owner); closers only read */
+		/* single writer (the owner); closers only read. release:
+		 * pairs with weft__io_close_notify()'s acquire, so the
+		 * syscalls a task made on fd before its op was armed (or
+		 * ended) happen before the close(2) that follows (TSan checks
+		 * exactly this order between uses and the close of an fd). */
 		atomic_store_explicit(
 			&c->fd_ops[fd],
 			atomic_load_explicit(&c->fd_ops[fd],
 					     memory_order_relaxed) +
 				(uint32_t)d,
-			memory_order_relaxed);
+			memory_order_release);
 }
 
 /* Apply the close requests posted to @w. Context: w's scheduler stack. */
@@ -279,7 +283,7 @@ void weft__io_close_notify(int fd)
 		struct weft__io_worker *c = common(v);
 		if (fd >= 0 && (unsigned)fd < c->nfd_ops &&
 		    atomic_load_explicit(&c->fd_ops[fd],
-					 memory_order_relaxed) == 0)
+					 memory_order_acquire) == 0)
 			continue;
 		pthread_mutex_lock(&c->req_lock);
 		if (c->nreqs == c->capreqs) {
