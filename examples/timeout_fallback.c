@@ -109,7 +109,8 @@ static int main_task(void *arg)
 	memset(&r, 0, sizeof(r));
 	ret = get_recommendations_with_fallback(WEFT_MSEC(20), &r);
 	printf("fast model: %d, %s: %s, ...\n", ret,
-	       r.personalised ? "personalised" : "fallback", r.items[0]);
+	       r.personalised ? "personalised" : "fallback",
+	       r.items[0] ? r.items[0] : "(none)");
 	CHECK(ret == 0 && r.personalised, "the fast model's answer was lost");
 
 	memset(&r, 0, sizeof(r));
@@ -118,7 +119,8 @@ static int main_task(void *arg)
 	took = weft_now() - start;
 	printf("slow model: %d after %llu ms, %s: %s, ...\n", ret,
 	       (unsigned long long)(took / WEFT_MSEC(1)),
-	       r.personalised ? "personalised" : "fallback", r.items[0]);
+	       r.personalised ? "personalised" : "fallback",
+	       r.items[0] ? r.items[0] : "(none)");
 	CHECK(ret == 0 && !r.personalised && r.items[0],
 	      "no fallback for the slow model");
 	CHECK(took >= WEFT_MSEC(200), "cut off before the 200 ms budget");
