@@ -151,6 +151,10 @@ static size_t purge_head_tombstones(struct weft__runtime *rt, size_t max)
 		struct weft__inject_chunk *c = rt->inj_head;
 		while (n < max && c->head < c->tail) {
 			void *it = c->item[c->head];
+			/* relaxed is enough: a stale RC_DEQUE only stops the
+			 * purge early; a stale RC_RUN drops an entry whose
+			 * record was just reused by a new spawn, which has its
+			 * own entry (sched.h, run_claim): never a lost task. */
 			if (!((uintptr_t)it & WEFT__ITEM_FRESH) ||
 			    atomic_load_explicit(
 				    &weft__item_task(it)->run_claim,

@@ -19,42 +19,16 @@ using weft_test::scaled;
 namespace
 {
 
-struct GroupFn {
-	std::function<int()> f;
-};
-
-int group_run_fn(void *p)
-{
-	std::unique_ptr<GroupFn> f(static_cast<GroupFn *>(p));
-	return f->f();
-}
-
-weft_task *spawn_fn(std::function<int()> f)
-{
-	auto *p = new GroupFn{ std::move(f) };
-	weft_task *t = weft_spawn(group_run_fn, p);
-	if (!t)
-		delete p;
-	return t;
-}
+using weft_test::go;
+using weft_test::shield;
 
 int gspawn(weft_group *g, std::function<int()> f)
 {
-	auto *p = new GroupFn{ std::move(f) };
-	int r = weft_group_spawn(g, group_run_fn, p);
+	auto *p = new weft_test::Fn{ std::move(f) };
+	int r = weft_group_spawn(g, weft_test::run_fn, p);
 	if (r)
 		delete p;
 	return r;
-}
-
-int call_fn(void *p)
-{
-	return (*static_cast<std::function<int()> *>(p))();
-}
-
-int shield(std::function<int()> f)
-{
-	return weft_shield(call_fn, &f);
 }
 
 int ret_arg(void *a)
@@ -133,12 +107,12 @@ TEST(Gather, CancelOnErrorCancelsTheRestAndReturnsTheFailure)
 		std::atomic<int> cleaned{ 0 };
 		weft_task *ts[4];
 		for (int i = 0; i < 3; i++)
-			ts[i] = spawn_fn([&] {
+			ts[i] = go([&] {
 				int r = weft_sleep(WEFT_SEC(30));
 				cleaned++;
 				return r;
 			});
-		ts[3] = spawn_fn([] {
+		ts[3] = go([] {
 			weft_sleep(WEFT_MSEC(5));
 			return -EPIPE;
 		});
@@ -157,14 +131,14 @@ TEST(Gather, CancelOnErrorReturnsTheFirstFailureInTime)
 	WEFT_TEST_RUN(2, [] {
 		weft_task *ts[2];
 		// Index 0 fails later (its cleanup is shielded), index 1 first.
-		ts[0] = spawn_fn([] {
+		ts[0] = go([] {
 			weft_sleep(WEFT_SEC(30));
 			return shield([] {
 				weft_sleep(WEFT_MSEC(10));
 				return -EIO;
 			});
 		});
-		ts[1] = spawn_fn([] {
+		ts[1] = go([] {
 			weft_sleep(WEFT_MSEC(5));
 			return -EPIPE;
 		});
@@ -181,7 +155,7 @@ TEST(Gather, WithoutFlagsAFailureDoesNotCancelTheOthers)
 	WEFT_TEST_RUN(2, [] {
 		weft_task *ts[2] = {
 			weft_spawn(ret_arg, (void *)(intptr_t)-EIO),
-			spawn_fn([] { return weft_sleep(WEFT_MSEC(20)); }),
+			go([] { return weft_sleep(WEFT_MSEC(20)); }),
 		};
 		int st[2];
 		EXPECT_EQ(-EIO, weft_gather(ts, 2, st, 0));
@@ -195,10 +169,10 @@ TEST(Gather, CallerCancelledCancelsAndWaitsForEveryTask)
 		WEFT_TEST_RUN(2, [flags] {
 			std::atomic<int> finished{ 0 };
 			weft_event started{};
-			weft_task *g = spawn_fn([&] {
+			weft_task *g = go([&] {
 				weft_task *ts[3];
 				for (int i = 0; i < 3; i++)
-					ts[i] = spawn_fn([&] {
+					ts[i] = go([&] {
 						weft_sleep(WEFT_SEC(30));
 						// slow, uncancellable cleanup
 						shield([] {
@@ -271,7 +245,7 @@ TEST(Gather, ManyTasksEachJoinedExactlyOnce)
 		std::vector<int> st(n);
 		std::atomic<uint64_t> sum{ 0 };
 		for (size_t i = 0; i < n; i++)
-			ts[i] = spawn_fn([&sum, i] {
+			ts[i] = go([&sum, i] {
 				sum += i;
 				if (i % 7 == 0)
 					weft_yield();
@@ -297,7 +271,7 @@ TEST(Gather, OutsideATaskIsPerm)
 TEST(WaitFor, InTimeReturnsTheStatus)
 {
 	WEFT_TEST_RUN(2, [] {
-		weft_task *t = spawn_fn([] {
+		weft_task *t = go([] {
 			weft_sleep(WEFT_MSEC(2));
 			return 5;
 		});
@@ -318,7 +292,7 @@ TEST(WaitFor, ExpiryCancelsWaitsAndTimesOut)
 {
 	WEFT_TEST_RUN(2, [] {
 		std::atomic<bool> cleaned{ false };
-		weft_task *t = spawn_fn([&] {
+		weft_task *t = go([&] {
 			int r = weft_sleep(WEFT_SEC(30));
 			shield([] { return weft_sleep(WEFT_MSEC(5)); });
 			cleaned = true;
@@ -336,7 +310,7 @@ TEST(WaitFor, ExpiryCancelsWaitsAndTimesOut)
 TEST(WaitFor, CallerCancelledReturnsTheTasksStatus)
 {
 	WEFT_TEST_RUN(2, [] {
-		weft_task *t = spawn_fn([] {
+		weft_task *t = go([] {
 			return weft_sleep(WEFT_SEC(30)) == -ECANCELED ? 33 : 1;
 		});
 		weft_cancel(weft_self());
@@ -363,7 +337,7 @@ TEST(WaitAny, LowestFinishedIndexJoinsNothing)
 	WEFT_TEST_RUN(2, [] {
 		weft_task *ts[3] = {
 			weft_spawn(sleep_forever, nullptr),
-			spawn_fn([] {
+			go([] {
 				weft_sleep(WEFT_MSEC(2));
 				return 4;
 			}),
@@ -405,8 +379,8 @@ TEST(WaitAny, TimeoutPollAndErrors)
 TEST(WaitAny, CallerCancelledGetsCanceledAndCancelsNothing)
 {
 	WEFT_TEST_RUN(2, [] {
-		weft_task *t = spawn_fn([] { return weft_sleep(WEFT_MSEC(20)); });
-		weft_task *w = spawn_fn([&] {
+		weft_task *t = go([] { return weft_sleep(WEFT_MSEC(20)); });
+		weft_task *w = go([&] {
 			return weft_wait_any(&t, 1, WEFT_FOREVER);
 		});
 		weft_sleep(WEFT_MSEC(2));
@@ -422,15 +396,15 @@ TEST(WaitAny, HandOverAfterWaitAnyWakesTheNewOwner)
 {
 	WEFT_TEST_RUN(2, [] {
 		for (int i = 0; i < (int)scaled(500); i++) {
-			weft_event go{};
-			weft_task *t = spawn_fn([&] {
-				weft_event_wait(&go);
+			weft_event start{};
+			weft_task *t = go([&] {
+				weft_event_wait(&start);
 				return 7;
 			});
 			EXPECT_EQ(-ETIMEDOUT, weft_wait_any(&t, 1, 0));
-			weft_task *j = spawn_fn([t] { return weft_join(t); });
+			weft_task *j = go([t] { return weft_join(t); });
 			weft_sleep(WEFT_USEC(i % 20));
-			weft_event_set(&go);
+			weft_event_set(&start);
 			// Meanwhile the old owner waits on something else.
 			EXPECT_EQ(0, weft_sleep(WEFT_USEC(50)));
 			EXPECT_EQ(7, weft_join(j));
@@ -444,7 +418,7 @@ TEST(WaitAny, AsCompletedLoop)
 		const size_t n = 64;
 		std::vector<weft_task *> ts;
 		for (size_t i = 0; i < n; i++)
-			ts.push_back(spawn_fn([i] {
+			ts.push_back(go([i] {
 				weft_sleep(WEFT_USEC((i * 37) % 500));
 				return (int)i;
 			}));
@@ -531,9 +505,9 @@ TEST(Group, EveryRealFailureIsListedCancelledSiblingsAreNot)
 {
 	WEFT_TEST_RUN(2, [] {
 		weft_group *g = weft_group_new();
-		weft_event go{};
+		weft_event start{};
 		gspawn(g, [&] {
-			weft_event_wait(&go);
+			weft_event_wait(&start);
 			return -EIO;
 		});
 		// Fails differently while being cancelled: listed.
@@ -543,7 +517,7 @@ TEST(Group, EveryRealFailureIsListedCancelledSiblingsAreNot)
 		});
 		// Returns -ECANCELED: not listed.
 		gspawn(g, [] { return weft_sleep(WEFT_SEC(30)); });
-		weft_event_set(&go);
+		weft_event_set(&start);
 		EXPECT_EQ(-EIO, weft_group_wait(g));
 		int errs[4] = {};
 		ASSERT_EQ(2u, weft_group_errors(g, errs, 4));
@@ -561,14 +535,14 @@ TEST(Group, ManyFailuresAreAllKept)
 {
 	WEFT_TEST_RUN(2, [] {
 		weft_group *g = weft_group_new();
-		weft_event go{};
+		weft_event start{};
 		for (int i = 0; i < 50; i++)
 			gspawn(g, [&, i] {
-				shield([&] { return weft_event_wait(&go); });
+				shield([&] { return weft_event_wait(&start); });
 				return -(1000 + i);
 			});
 		weft_sleep(WEFT_MSEC(2));
-		weft_event_set(&go);
+		weft_event_set(&start);
 		int r = weft_group_wait(g);
 		EXPECT_LE(r, -1000);
 		std::vector<int> errs(64);
@@ -603,7 +577,7 @@ TEST(Group, CancellingTheWaiterCancelsEveryChild)
 	WEFT_TEST_RUN(2, [] {
 		std::atomic<int> finished{ 0 };
 		weft_event started{};
-		weft_task *w = spawn_fn([&] {
+		weft_task *w = go([&] {
 			weft_group *g = weft_group_new();
 			for (int i = 0; i < 4; i++)
 				gspawn(g, [&] {
@@ -805,12 +779,12 @@ TEST(Group, SecondConcurrentWaitIsInvalid)
 {
 	WEFT_TEST_RUN(2, [] {
 		weft_group *g = weft_group_new();
-		weft_event go{};
-		gspawn(g, [&] { return weft_event_wait(&go); });
-		weft_task *w = spawn_fn([g] { return weft_group_wait(g); });
+		weft_event start{};
+		gspawn(g, [&] { return weft_event_wait(&start); });
+		weft_task *w = go([g] { return weft_group_wait(g); });
 		weft_sleep(WEFT_MSEC(2));
 		EXPECT_EQ(-EINVAL, weft_group_wait(g));
-		weft_event_set(&go);
+		weft_event_set(&start);
 		EXPECT_EQ(0, weft_join(w));
 		weft_group_free(g);
 	});

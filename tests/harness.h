@@ -100,6 +100,17 @@ inline weft_task *go(std::function<int()> f)
 	return t;
 }
 
+inline int call_lambda(void *p)
+{
+	return (*static_cast<std::function<int()> *>(p))();
+}
+
+// Run a lambda under weft_shield() (in the calling task).
+inline int shield(std::function<int()> f)
+{
+	return weft_shield(call_lambda, &f);
+}
+
 // A suspension point that lets the worker's other runnable tasks run.
 // Not weft_yield(): the core's yield currently skips the worker's LIFO slot
 // (worker.c next_task(), after_yield), so a task woken into that slot

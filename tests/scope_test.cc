@@ -14,35 +14,9 @@
 namespace
 {
 
-struct ScopeFn {
-	std::function<int()> f;
-};
+using weft_test::go;
+using weft_test::shield;
 
-int scope_run_fn(void *p)
-{
-	std::unique_ptr<ScopeFn> f(static_cast<ScopeFn *>(p));
-	return f->f();
-}
-
-weft_task *spawn_fn(std::function<int()> f)
-{
-	auto *p = new ScopeFn{ std::move(f) };
-	weft_task *t = weft_spawn(scope_run_fn, p);
-	if (!t)
-		delete p;
-	return t;
-}
-
-int call_fn(void *p)
-{
-	return (*static_cast<std::function<int()> *>(p))();
-}
-
-// Shield a lambda.
-int shield(std::function<int()> f)
-{
-	return weft_shield(call_fn, &f);
-}
 
 } // namespace
 
@@ -125,7 +99,7 @@ TEST(Scope, DeadlineReachesSyncWaitsWhileBlocked)
 		// A mutex held by another task.
 		weft_mutex mu{};
 		weft_event held{}, release{};
-		weft_task *holder = spawn_fn([&] {
+		weft_task *holder = go([&] {
 			weft_mutex_lock(&mu);
 			weft_event_set(&held);
 			weft_event_wait(&release);
@@ -152,7 +126,7 @@ TEST(Scope, JoinInAnExpiredScopeCancelsTheChildAndReturnsItsStatus)
 {
 	WEFT_TEST_RUN(2, [] {
 		std::atomic<bool> cleaned{ false };
-		weft_task *t = spawn_fn([&] {
+		weft_task *t = go([&] {
 			int r = weft_sleep(WEFT_SEC(30));
 			cleaned = true;
 			return r == -ECANCELED ? 42 : 1;
@@ -298,14 +272,14 @@ TEST(Scope, OutsideATaskIsReported)
 TEST(Scope, LeftOpenWhenTheTaskReturnsIsReportedAndClosed)
 {
 	WEFT_TEST_RUN(1, [] {
-		weft_task *t = spawn_fn([] {
+		weft_task *t = go([] {
 			static weft_scope leak; // outlives fn
 			weft_scope_enter(&leak, WEFT_MSEC(1));
 			return 0;
 		});
 		EXPECT_EQ(0, weft_join(t));
 		// The record is reused by the next spawn with no scope open.
-		t = spawn_fn([] { return weft_sleep(WEFT_MSEC(5)); });
+		t = go([] { return weft_sleep(WEFT_MSEC(5)); });
 		EXPECT_EQ(0, weft_join(t));
 	});
 }
@@ -317,7 +291,7 @@ TEST(Scope, ChildrenDoNotInheritTheSpawnersScope)
 		weft_scope_enter(&s, WEFT_MSEC(1));
 		weft_event done{};
 		std::atomic<int> child_r{ 99 };
-		weft_task *t = spawn_fn([&] {
+		weft_task *t = go([&] {
 			child_r = weft_sleep(WEFT_MSEC(20));
 			weft_event_set(&done);
 			return 0;
@@ -352,7 +326,7 @@ TEST(Shield, CancellationArrivingDuringAShieldedWaitShowsAfterIt)
 	WEFT_TEST_RUN(2, [] {
 		std::atomic<int> inside{ 99 }, after{ 99 };
 		weft_event started{};
-		weft_task *t = spawn_fn([&] {
+		weft_task *t = go([&] {
 			shield([&] {
 				weft_event_set(&started);
 				inside = weft_sleep(WEFT_MSEC(30));
@@ -404,7 +378,7 @@ TEST(Shield, JoinInsideAShieldDoesNotCancelTheChild)
 	WEFT_TEST_RUN(2, [] {
 		weft_cancel(weft_self());
 		int st = shield([] {
-			weft_task *t = spawn_fn(
+			weft_task *t = go(
 				[] { return weft_sleep(WEFT_MSEC(10)); });
 			return weft_join(t);
 		});
@@ -468,9 +442,9 @@ TEST(Shield, CancelRacingShieldEntryIsNeverLost)
 	WEFT_TEST_RUN(2, [] {
 		for (int i = 0; i < (int)weft_test::scaled(300); i++) {
 			std::atomic<int> seen_inside{ 0 };
-			weft_event go{};
-			weft_task *t = spawn_fn([&] {
-				weft_event_wait(&go);
+			weft_event start{};
+			weft_task *t = go([&] {
+				weft_event_wait(&start);
 				for (;;) {
 					int r = shield([&] {
 						int e = weft_yield();
@@ -483,7 +457,7 @@ TEST(Shield, CancelRacingShieldEntryIsNeverLost)
 						return 1;
 				}
 			});
-			weft_event_set(&go);
+			weft_event_set(&start);
 			weft_sleep(WEFT_USEC(i % 50));
 			weft_cancel(t);
 			EXPECT_EQ(1, weft_join(t));

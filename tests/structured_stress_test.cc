@@ -23,29 +23,13 @@ using weft_test::scaled;
 namespace
 {
 
-struct StressFn {
-	std::function<int()> f;
-};
-
-int stress_run_fn(void *p)
-{
-	std::unique_ptr<StressFn> f(static_cast<StressFn *>(p));
-	return f->f();
-}
-
-weft_task *spawn_fn(std::function<int()> f)
-{
-	auto *p = new StressFn{ std::move(f) };
-	weft_task *t = weft_spawn(stress_run_fn, p);
-	if (!t)
-		delete p;
-	return t;
-}
+using weft_test::go;
+using weft_test::shield;
 
 int gspawn(weft_group *g, std::function<int()> f)
 {
-	auto *p = new StressFn{ std::move(f) };
-	int r = weft_group_spawn(g, stress_run_fn, p);
+	auto *p = new weft_test::Fn{ std::move(f) };
+	int r = weft_group_spawn(g, weft_test::run_fn, p);
 	if (r)
 		delete p;
 	return r;
@@ -100,7 +84,7 @@ TEST(StructuredStress, GroupsUnderCancelFailureAndWaiterCancel)
 			weft_group *g = weft_group_new();
 			ASSERT_NE(nullptr, g);
 			int result = 0;
-			weft_task *waiter = spawn_fn([&] {
+			weft_task *waiter = go([&] {
 				for (unsigned i = 0; i < n; i++) {
 					unsigned wh = what[i], u = us[i];
 					running++;
@@ -201,11 +185,11 @@ TEST(StructuredStress, GatherDeliversEveryStatusAndNeverAbandons)
 			std::vector<int> returned(n, 12345), st(n, 54321);
 			std::atomic<int> running{ 0 };
 			int result = 0;
-			weft_task *caller = spawn_fn([&] {
+			weft_task *caller = go([&] {
 				std::vector<weft_task *> ts(n);
 				for (unsigned i = 0; i < n; i++) {
 					running++;
-					ts[i] = spawn_fn([&, i] {
+					ts[i] = go([&, i] {
 						int r = child_body(what[i], us[i]);
 						returned[i] = r;
 						running--;
@@ -258,14 +242,14 @@ TEST(StructuredStress, WaitAnyRacingFinishTimeoutAndCancel)
 			std::vector<std::atomic<bool>> done(n);
 			for (unsigned i = 0; i < n; i++) {
 				done[i] = false;
-				ts[i] = spawn_fn([&, i, fin] {
+				ts[i] = go([&, i, fin] {
 					weft_sleep(WEFT_USEC(fin + 50 * i));
 					done[i] = true;
 					return (int)i;
 				});
 			}
 			int r = 0;
-			weft_task *w = spawn_fn([&] {
+			weft_task *w = go([&] {
 				r = weft_wait_any(ts.data(), n, WEFT_USEC(to));
 				return 0;
 			});
