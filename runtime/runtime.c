@@ -525,4 +525,25 @@ WEFT_API uint64_t weft_test_live_tasks(struct weft_runtime *h)
 	}
 	return s - c;
 }
+
+WEFT_API void weft_test_stack_decay_ns(struct weft_runtime *h, uint64_t ns)
+{
+	struct weft__runtime *rt = (struct weft__runtime *)h;
+
+	pthread_mutex_lock(&rt->stacks.lock);
+	rt->stacks.decay_ns = ns ? ns : WEFT__STACK_DECAY_NS;
+	pthread_mutex_unlock(&rt->stacks.lock);
+}
+
+WEFT_API void weft_test_stack_counts(struct weft_runtime *h,
+				     unsigned long *nr_free,
+				     unsigned long *nr_released)
+{
+	struct weft__runtime *rt = (struct weft__runtime *)h;
+
+	pthread_mutex_lock(&rt->stacks.lock);
+	*nr_free = rt->stacks.nr_free;
+	*nr_released = rt->stacks.nr_released;
+	pthread_mutex_unlock(&rt->stacks.lock);
+}
 #endif

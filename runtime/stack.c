@@ -58,17 +58,28 @@
  *      in one locked splice; an empty cache takes up to 32 at once, so the
  *      lock is taken once per ~32 stacks in a spawn or exit burst;
  *   3. fresh slots carved from chunks (mmap once per 16 stacks).
- * Memory is given back at level 2: the pool keeps the pages of its first
- * WEFT__STACK_POOL_WARM = 256 free stacks; any further stack given to it
- * has everything below its header page dropped with MADV_DONTNEED (the
- * header page stays: it holds the free-list link). Warm stacks go to the
- * head of the list and released ones to the tail, so get() prefers warm
- * ones. The address space is kept (re-faulting zero pages is cheap; an
- * munmap/mmap pair per stack would also drop the guard), so after a burst
- * of N live tasks a process holds at most (64 x workers + 256) stacks'
- * worth of touched pages, not N. Dropped: trimming inside each cache (a
- * syscall on the hot path of every worker) and a timer-driven trim (adds a
- * clock dependency for little gain over the count-based rule).
+ * Memory is given back at level 2, by age (as jemalloc's decay): stacks
+ * given to the pool go to the head of its warm list, stamped with the
+ * coarse clock; get() takes the newest (its pages are the most likely to
+ * be resident and cached). Beyond the first WEFT__STACK_POOL_WARM = 256,
+ * a warm stack that has waited WEFT__STACK_DECAY_NS = 2 s has everything
+ * below its header page dropped with MADV_DONTNEED (the header page
+ * stays: it holds the free-list link) and moves to the cold list, used
+ * only when no warm stack is left. Trims run when stacks come back, at
+ * most 32 per call and outside the lock, and from idle workers at the
+ * time weft__stack_pool_trim_due() gives (worker.c park()), so memory
+ * comes back within seconds of a burst even if the program goes idle.
+ * Why age and not a count: touching a page that was dropped costs a page
+ * fault (10-20 us under some hypervisors, where every first touch of a
+ * page exits to the host), and dropping one costs an madvise() and a TLB
+ * shootdown of the other workers. A program whose tasks come and go by
+ * the hundred thousand (a million sleepers, a connection storm) used to
+ * pay both for nearly every task once more than 256 stacks were free;
+ * now a stack freed in a burst is reused warm by the next task, and only
+ * memory left unused for seconds is returned. The address space is kept
+ * (re-faulting zero pages is cheap; an munmap/mmap pair per stack would
+ * also drop the guard). Dropped: trimming inside each cache (a syscall on
+ * the hot path of every worker).
  *
  * Overflow reporting. Each worker thread has an alternate signal stack
  * (weft__altstack_setup()), and a process-wide SIGSEGV/SIGBUS handler
@@ -95,6 +106,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Linux 6.13 (mm/madvise.c); glibc 2.36 headers predate it. */
@@ -260,6 +272,8 @@ static struct weft__stack *init_slot(char *slot, size_t slot_size,
 	s->map_base = map_base;
 	s->map_size = map_size;
 	s->next = NULL;
+	s->prev = NULL;
+	s->freed_ns = 0;
 	s->chunk_next = NULL;
 	s->flags = flags;
 	return s;
@@ -283,6 +297,8 @@ int weft__stack_pool_init(struct weft__stack_pool *p, size_t default_size)
 		n = 1;
 	p->default_size = usable;
 	p->slot_size = slot;
+	p->trim_due_ns = UINT64_MAX;
+	p->decay_ns = WEFT__STACK_DECAY_NS;
 	p->chunk_slots = (unsigned)n;
 	ret = pthread_mutex_init(&p->lock, NULL);
 	return ret ? -ENOMEM : 0;
@@ -302,23 +318,28 @@ void weft__stack_pool_destroy(struct weft__stack_pool *p)
 	memset(p, 0, sizeof(*p));
 }
 
-/* A fresh default stack. Called with p->lock held. */
-static struct weft__stack *carve_locked(struct weft__stack_pool *p, int *err)
+/*
+ * A fresh default stack. Called with p->lock held. The first slot of a new
+ * chunk is set up here (its header links the chunk list); any other slot
+ * is only reserved, returned in *@slot with NULL, and set up by the caller
+ * after the unlock: installing its guard is a syscall and writing its
+ * header faults its top page in, which can take tens of microseconds under
+ * a hypervisor, and other workers would queue on the lock meanwhile.
+ */
+static struct weft__stack *carve_locked(struct weft__stack_pool *p,
+					char **chunk, char **slot, int *err)
 {
 	size_t map_size = p->slot_size * p->chunk_slots; /* < 64 MiB + slot */
 	struct weft__stack *s;
 	char *base;
 
+	*slot = NULL;
 	if (p->carve && p->carve_next < p->chunk_slots) {
-		base = (char *)p->carve->map_base;
-		s = init_slot(base + (size_t)p->carve_next * p->slot_size,
-			      p->slot_size, base, map_size, WEFT__STACK_CHUNK,
-			      err);
-		if (!s)
-			return NULL;
+		*chunk = (char *)p->carve->map_base;
+		*slot = *chunk + (size_t)p->carve_next * p->slot_size;
 		p->carve_next++;
 		p->nr_carved++;
-		return s;
+		return NULL;
 	}
 	base = (char *)map_stack_memory(map_size);
 	if (!base) {
@@ -337,6 +358,24 @@ static struct weft__stack *carve_locked(struct weft__stack_pool *p, int *err)
 	p->carve_next = 1;
 	p->nr_chunks++;
 	p->nr_carved++;
+	return s;
+}
+
+/* Set up the slot carve_locked() reserved in the chunk mapped at @base.
+ * On failure the slot's address range stays unused until the pool is
+ * destroyed, and it is no longer counted as carved. */
+static struct weft__stack *carve_finish(struct weft__stack_pool *p,
+					char *base, char *slot, int *err)
+{
+	struct weft__stack *s = init_slot(slot, p->slot_size, base,
+					  p->slot_size * p->chunk_slots,
+					  WEFT__STACK_CHUNK, err);
+
+	if (!s) {
+		pthread_mutex_lock(&p->lock);
+		p->nr_carved--;
+		pthread_mutex_unlock(&p->lock);
+	}
 	return s;
 }
 
@@ -361,11 +400,15 @@ static struct weft__stack *get_single(struct weft__stack_pool *p, size_t slot)
 	return s;
 }
 
+static struct weft__stack *take_batch_locked(struct weft__stack_pool *p,
+					     unsigned *n);
+
 struct weft__stack *weft__stack_get(struct weft__stack_pool *p,
 				    struct weft__stack_cache *c, size_t size)
 {
-	struct weft__stack *s, *last;
+	struct weft__stack *s;
 	size_t usable = p->default_size, slot = p->slot_size;
+	char *chunk = NULL, *slot_addr = NULL;
 	unsigned n;
 	int err = 0;
 
@@ -388,22 +431,12 @@ struct weft__stack *weft__stack_get(struct weft__stack_pool *p,
 	}
 
 	pthread_mutex_lock(&p->lock);
-	s = p->free_head;
-	if (s) {
-		/* Take a batch: s for the caller, the rest for the cache. */
-		last = s;
-		for (n = 1; n < WEFT__STACK_BATCH && last->next; n++)
-			last = last->next;
-		p->free_head = last->next;
-		if (!p->free_head)
-			p->free_tail = NULL;
-		__atomic_store_n(&p->nr_free, p->nr_free - n, __ATOMIC_RELAXED);
-		last->next = NULL;
-	} else {
-		n = 0;
-		s = carve_locked(p, &err);
-	}
+	s = take_batch_locked(p, &n);
+	if (!s)
+		s = carve_locked(p, &chunk, &slot_addr, &err);
 	pthread_mutex_unlock(&p->lock);
+	if (!s && slot_addr)
+		s = carve_finish(p, chunk, slot_addr, &err);
 
 	if (!s) {
 		errno = -err;
@@ -425,62 +458,173 @@ static void release_pages(struct weft__stack *s)
 	(void)madvise(s->lo, top - (uintptr_t)s->lo, MADV_DONTNEED);
 }
 
+static uint64_t coarse_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Context: p->lock held. */
+static void update_trim_due_locked(struct weft__stack_pool *p)
+{
+	uint64_t due = UINT64_MAX;
+
+	if (p->nr_warm > WEFT__STACK_POOL_WARM) {
+		uint64_t t = p->warm_tail->freed_ns;
+		due = t > UINT64_MAX - p->decay_ns ? UINT64_MAX - 1 :
+						     t + p->decay_ns;
+	}
+	__atomic_store_n(&p->trim_due_ns, due, __ATOMIC_RELAXED);
+}
+
 /*
- * Give the @n stacks of @list to the pool. The first ones that fit under
- * WEFT__STACK_POOL_WARM keep their pages; the rest are released before
- * the lock is taken. nr_free is read without the lock: a race only moves
- * the warm/cold split by a few stacks.
+ * Up to WEFT__STACK_BATCH free stacks, warm (newest) first, then cold, as
+ * a list linked by ->next. Stores their number in *@n (0: pool empty,
+ * NULL returned). Context: p->lock held.
+ */
+static struct weft__stack *take_batch_locked(struct weft__stack_pool *p,
+					     unsigned *n)
+{
+	struct weft__stack *head = NULL, *last = NULL, *s;
+	unsigned k = 0;
+
+	while (k < WEFT__STACK_BATCH && (s = p->warm_head)) {
+		p->warm_head = s->next;
+		if (p->warm_head)
+			p->warm_head->prev = NULL;
+		else
+			p->warm_tail = NULL;
+		p->nr_warm--;
+		s->prev = NULL;
+		s->next = NULL;
+		if (last)
+			last->next = s;
+		else
+			head = s;
+		last = s;
+		k++;
+	}
+	while (k < WEFT__STACK_BATCH && (s = p->cold_head)) {
+		p->cold_head = s->next;
+		s->next = NULL;
+		if (last)
+			last->next = s;
+		else
+			head = s;
+		last = s;
+		k++;
+	}
+	if (k) {
+		__atomic_store_n(&p->nr_free, p->nr_free - k, __ATOMIC_RELAXED);
+		update_trim_due_locked(p);
+	}
+	*n = k;
+	return head;
+}
+
+#define TRIM_MAX 32u /* stacks released per trim call */
+
+/*
+ * Release the due warm stacks (weft__stack_pool_trim()). Context: p->lock
+ * held on entry and on return; dropped around the madvise() calls.
+ */
+static void trim_locked(struct weft__stack_pool *p, uint64_t now,
+			unsigned max)
+{
+	struct weft__stack *batch[TRIM_MAX];
+	unsigned n = 0;
+
+	if (max > TRIM_MAX)
+		max = TRIM_MAX;
+	while (n < max && p->nr_warm > WEFT__STACK_POOL_WARM) {
+		struct weft__stack *s = p->warm_tail;
+		if (s->freed_ns > now || now - s->freed_ns < p->decay_ns)
+			break;
+		p->warm_tail = s->prev;
+		if (p->warm_tail)
+			p->warm_tail->next = NULL;
+		else
+			p->warm_head = NULL;
+		p->nr_warm--;
+		s->prev = s->next = NULL;
+		batch[n++] = s;
+	}
+	if (!n) {
+		update_trim_due_locked(p);
+		return;
+	}
+	/* Out of the lists and not counted warm: invisible to get() while
+	 * the lock is dropped, and nr_free still counts them. */
+	update_trim_due_locked(p);
+	pthread_mutex_unlock(&p->lock);
+	for (unsigned i = 0; i < n; i++)
+		release_pages(batch[i]);
+	pthread_mutex_lock(&p->lock);
+	for (unsigned i = 0; i < n; i++) {
+		batch[i]->next = p->cold_head;
+		p->cold_head = batch[i];
+	}
+	p->nr_released += n;
+}
+
+/* trim_locked() until nothing is due or @max stacks were released. */
+static void trim_many_locked(struct weft__stack_pool *p, uint64_t now,
+			     unsigned max)
+{
+	unsigned long before;
+
+	do {
+		before = p->nr_released;
+		trim_locked(p, now, max);
+		max -= (unsigned)(p->nr_released - before);
+	} while (max && p->nr_released != before);
+}
+
+uint64_t weft__stack_pool_trim(struct weft__stack_pool *p, uint64_t now_ns)
+{
+	uint64_t due;
+
+	if (now_ns < weft__stack_pool_trim_due(p))
+		return weft__stack_pool_trim_due(p);
+	pthread_mutex_lock(&p->lock);
+	trim_many_locked(p, now_ns, 8 * TRIM_MAX);
+	due = p->trim_due_ns;
+	pthread_mutex_unlock(&p->lock);
+	return due;
+}
+
+/*
+ * Give the @n stacks of @list to the pool: they become its newest warm
+ * stacks. Then release whatever the decay rule says is due.
  */
 static void give_to_pool(struct weft__stack_pool *p, struct weft__stack *list,
 			 unsigned n)
 {
-	struct weft__stack *warm = NULL, *warm_last = NULL;
-	struct weft__stack *cold = NULL, *cold_last = NULL, *s, *next;
-	unsigned nr_free = __atomic_load_n(&p->nr_free, __ATOMIC_RELAXED);
-	unsigned room = nr_free < WEFT__STACK_POOL_WARM ?
-				WEFT__STACK_POOL_WARM - nr_free :
-				0;
-	unsigned nr_cold = 0;
+	struct weft__stack *s, *next;
+	uint64_t now;
 
 	if (n == 0)
 		return;
+	now = coarse_now();
+	pthread_mutex_lock(&p->lock);
 	for (s = list; s; s = next) {
 		next = s->next;
-		s->next = NULL;
-		if (room) {
-			room--;
-			if (warm_last)
-				warm_last->next = s;
-			else
-				warm = s;
-			warm_last = s;
-		} else {
-			release_pages(s);
-			nr_cold++;
-			if (cold_last)
-				cold_last->next = s;
-			else
-				cold = s;
-			cold_last = s;
-		}
-	}
-
-	pthread_mutex_lock(&p->lock);
-	if (warm) {
-		warm_last->next = p->free_head;
-		p->free_head = warm;
-		if (!p->free_tail)
-			p->free_tail = warm_last;
-	}
-	if (cold) {
-		if (p->free_tail)
-			p->free_tail->next = cold;
+		s->freed_ns = now;
+		s->prev = NULL;
+		s->next = p->warm_head;
+		if (p->warm_head)
+			p->warm_head->prev = s;
 		else
-			p->free_head = cold;
-		p->free_tail = cold_last;
+			p->warm_tail = s;
+		p->warm_head = s;
 	}
+	p->nr_warm += n;
 	__atomic_store_n(&p->nr_free, p->nr_free + n, __ATOMIC_RELAXED);
-	p->nr_released += nr_cold;
+	/* As many as came in (at least TRIM_MAX): the trim keeps pace with
+	 * the returns while a put costs bounded time. */
+	trim_many_locked(p, now, n > TRIM_MAX ? n : TRIM_MAX);
 	pthread_mutex_unlock(&p->lock);
 }
 

@@ -26,8 +26,11 @@ extern "C" {
 #define WEFT__STACK_CACHE_MAX 64u
 /* Stacks moved between a cache and the pool under one lock. */
 #define WEFT__STACK_BATCH 32u
-/* Free stacks the pool keeps with their pages; beyond, pages are dropped. */
+/* Free stacks the pool keeps with their pages however long they wait. */
 #define WEFT__STACK_POOL_WARM 256u
+/* A free stack beyond those has its pages dropped once it has waited this
+ * long in the pool (runtime/stack.c, "Caching, and why"). */
+#define WEFT__STACK_DECAY_NS ((uint64_t)2000000000)
 
 /*
  * Instrumented code uses 2-3x the stack (redzones, no frame merging), so
@@ -74,6 +77,8 @@ struct weft__stack {
 	void *map_base;
 	size_t map_size;
 	struct weft__stack *next; /* free-list link while cached */
+	struct weft__stack *prev; /* the pool's warm list only */
+	uint64_t freed_ns; /* when it entered the pool (coarse clock) */
 	/* slot 0 of a chunk only: the pool's next chunk (pool lock) */
 	struct weft__stack *chunk_next;
 	unsigned flags; /* WEFT__STACK_CHUNK or WEFT__STACK_SINGLE */
@@ -95,12 +100,18 @@ struct weft__stack_cache {
  */
 struct weft__stack_pool {
 	pthread_mutex_t lock;
-	/* warm stacks (pages kept) at the head, released ones at the tail */
-	struct weft__stack *free_head;
-	struct weft__stack *free_tail;
-	/* written under @lock with __atomic (relaxed): put() peeks at it
-	 * without the lock */
-	unsigned nr_free;
+	/* Free stacks whose pages are kept, newest first (next/prev). */
+	struct weft__stack *warm_head;
+	struct weft__stack *warm_tail;
+	/* Free stacks whose pages were dropped (next). */
+	struct weft__stack *cold_head;
+	unsigned nr_warm;
+	unsigned nr_free; /* warm + cold */
+	/* When the oldest warm stack beyond the first WEFT__STACK_POOL_WARM
+	 * is due to be released (UINT64_MAX: none is): written under @lock,
+	 * read without it by idle workers (__atomic, relaxed). */
+	uint64_t trim_due_ns;
+	uint64_t decay_ns; /* WEFT__STACK_DECAY_NS; tests shorten it */
 	struct weft__stack *chunks; /* slot 0 of each chunk, chunk_next */
 	struct weft__stack *carve; /* slot 0 of the chunk being carved */
 	unsigned carve_next; /* its next uncarved slot */
@@ -110,7 +121,7 @@ struct weft__stack_pool {
 	/* counters (under @lock, except nr_single: __atomic relaxed) */
 	unsigned long nr_chunks; /* chunk mappings made */
 	unsigned long nr_carved; /* default stacks carved so far */
-	unsigned long nr_released; /* MADV_DONTNEED trims done */
+	unsigned long nr_released; /* stacks whose pages were dropped */
 	unsigned long nr_single; /* individual stacks alive */
 };
 
@@ -172,6 +183,28 @@ void weft__stack_put(struct weft__stack_pool *p, struct weft__stack_cache *c,
  */
 void weft__stack_cache_flush(struct weft__stack_pool *p,
 			     struct weft__stack_cache *c);
+
+/**
+ * weft__stack_pool_trim() - Drop the pages of free stacks that are due.
+ * @p: the pool.
+ * @now_ns: CLOCK_MONOTONIC(_COARSE) now.
+ *
+ * Releases (MADV_DONTNEED) the warm stacks beyond the first
+ * WEFT__STACK_POOL_WARM that have been free for @p->decay_ns or more,
+ * oldest first. The pool does this itself whenever stacks are given back;
+ * an idle worker calls it at weft__stack_pool_trim_due() so that memory
+ * comes back after a burst even if no task ever ends again.
+ *
+ * Context: any thread; never suspends (takes @p's lock, madvise()).
+ * Return: when the next trim is due, UINT64_MAX if none is.
+ */
+uint64_t weft__stack_pool_trim(struct weft__stack_pool *p, uint64_t now_ns);
+
+/* When weft__stack_pool_trim() has work next (a racy peek, no lock). */
+static inline uint64_t weft__stack_pool_trim_due(struct weft__stack_pool *p)
+{
+	return __atomic_load_n(&p->trim_due_ns, __ATOMIC_RELAXED);
+}
 
 /**
  * weft__stack_in_guard() - Is @addr inside @s's guard page(s)?

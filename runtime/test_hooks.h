@@ -27,6 +27,13 @@ WEFT_API void weft_test_offload_fail_create(int n);
 /* observe.c: grace period of the shutdown drain's stuck-offload report
  * (0: the default 5 s). */
 WEFT_API void weft_test_drain_grace_ns(uint64_t ns);
+/* stack.c: how long a free stack beyond the warm ones keeps its pages in
+ * rt's pool (0: the default, WEFT__STACK_DECAY_NS). */
+WEFT_API void weft_test_stack_decay_ns(struct weft_runtime *rt, uint64_t ns);
+/* rt's pool: free stacks, and how many had their pages dropped so far. */
+WEFT_API void weft_test_stack_counts(struct weft_runtime *rt,
+				     unsigned long *nr_free,
+				     unsigned long *nr_released);
 #endif
 
 WEFT_EXTERN_C_END

@@ -205,6 +205,7 @@ static unsigned steal_timers(struct weft__worker *w)
  * wake-ups a second, and only while another one runs.
  */
 #define TIMER_POLL_NS UINT64_C(10000000)
+#define TRIM_SLACK_NS UINT64_C(10000000)
 
 static uint64_t park_deadline(struct weft__worker *w)
 {
@@ -232,6 +233,12 @@ static uint64_t park_deadline(struct weft__worker *w)
 		if (cap < d)
 			d = cap;
 	}
+	/* Free stacks due to give their pages back (stack.c): the trim
+	 * clock is the coarse one, which may lag by a tick; the slack keeps
+	 * us from waking before it says the trim is due. */
+	uint64_t trim = weft__stack_pool_trim_due(&rt->stacks);
+	if (trim < UINT64_MAX - TRIM_SLACK_NS && trim + TRIM_SLACK_NS < d)
+		d = trim + TRIM_SLACK_NS;
 	return d;
 }
 
@@ -550,6 +557,10 @@ static void park(struct weft__worker *w)
 		return;
 	}
 	stat_inc(&w->stats.parks);
+	/* Idle: a good time to return the memory of stacks left unused
+	 * (stack.c); park_deadline() wakes us when the next trim is due. */
+	if (weft__stack_pool_trim_due(&rt->stacks) <= weft__clock_coarse())
+		weft__stack_pool_trim(&rt->stacks, weft__clock_coarse());
 	deadline = park_deadline(w);
 	weft__ns_to_timespec(deadline, &ts);
 	while (atomic_load_explicit(&w->park_word, memory_order_acquire) ==

@@ -27,6 +27,8 @@
 extern "C" {
 #include "runtime/ctx.h"
 #include "runtime/stack.h"
+#include "runtime/test_hooks.h"
+#include "weft.h"
 }
 
 namespace
@@ -334,39 +336,53 @@ TEST(StackPool, HundredThousandStacksAliveAtOnce)
 	EXPECT_EQ(pool.p.nr_free + pool.c.count, got);
 }
 
-TEST(StackPool, ReleasesPagesOfStacksBeyondTheWarmLimit)
+// Touch n fresh stacks as a deep call would (lowest and a middle page) and
+// give them all back. Returns them in put order.
+static std::vector<weft__stack *> burst(Pool &pool, unsigned n)
 {
-	Pool pool;
-	const unsigned n = WEFT__STACK_CACHE_MAX + WEFT__STACK_POOL_WARM + 80;
 	std::vector<weft__stack *> v;
 	for (unsigned i = 0; i < n; i++) {
 		weft__stack *s = pool.get();
-		ASSERT_NE(s, nullptr);
-		// Touch the lowest and a middle page, as a deep call would.
+		EXPECT_NE(s, nullptr);
+		if (!s)
+			break;
 		((volatile char *)s->lo)[0] = 1;
 		((volatile char *)s->lo)[s->size / 2] = 1;
 		v.push_back(s);
 	}
 	for (weft__stack *s : v)
 		pool.put(s);
+	return v;
+}
 
-	auto released = [&] {
-		unsigned count = 0;
-		for (weft__stack *s : v) {
-			long r = resident_pages(
-				s->lo, header_page(s) - (uintptr_t)s->lo);
-			EXPECT_TRUE(r == 0 || r == 2) << r;
-			count += r == 0;
-		}
-		return count;
-	};
+// How many of v had their pages (below the header page) dropped; each
+// stack is either whole (2 touched pages) or dropped.
+static unsigned released_of(const std::vector<weft__stack *> &v)
+{
+	unsigned count = 0;
+	for (weft__stack *s : v) {
+		long r = resident_pages(s->lo, header_page(s) - (uintptr_t)s->lo);
+		EXPECT_TRUE(r == 0 || r == 2) << r;
+		count += r == 0;
+	}
+	return count;
+}
+
+TEST(StackPool, WithoutDecayReleasesPagesBeyondTheWarmLimit)
+{
+	Pool pool;
+	pool.p.decay_ns = 0; // due as soon as they come back
+	const unsigned n = WEFT__STACK_CACHE_MAX + WEFT__STACK_POOL_WARM + 80;
+	std::vector<weft__stack *> v = burst(pool, n);
+
 	unsigned in_pool = pool.p.nr_free;
 	EXPECT_EQ(in_pool + pool.c.count, n);
 	EXPECT_GE(in_pool, WEFT__STACK_POOL_WARM);
-	// The pool kept the pages of its first 256 and dropped the rest;
-	// cached stacks keep theirs.
+	// The pool kept the pages of 256 and dropped the rest; cached stacks
+	// keep theirs.
 	EXPECT_EQ(pool.p.nr_released, in_pool - WEFT__STACK_POOL_WARM);
-	EXPECT_EQ(released(), in_pool - WEFT__STACK_POOL_WARM);
+	EXPECT_EQ(released_of(v), in_pool - WEFT__STACK_POOL_WARM);
+	EXPECT_EQ(weft__stack_pool_trim_due(&pool.p), UINT64_MAX);
 	// Header pages stay (they hold the free-list links).
 	for (weft__stack *s : v)
 		ASSERT_EQ(resident_pages((void *)header_page(s), page()), 1);
@@ -374,12 +390,90 @@ TEST(StackPool, ReleasesPagesOfStacksBeyondTheWarmLimit)
 	// Flushing the cache into a pool that is over its warm limit
 	// releases those too.
 	weft__stack_cache_flush(&pool.p, &pool.c);
-	EXPECT_EQ(released(), n - WEFT__STACK_POOL_WARM);
+	EXPECT_EQ(released_of(v), n - WEFT__STACK_POOL_WARM);
 
 	// Warm stacks come back first.
 	weft__stack *s = pool.get();
 	EXPECT_EQ(resident_pages(s->lo, page()), 1);
 	pool.put(s);
+}
+
+// The default: stacks that come back keep their pages until they have
+// waited decay_ns in the pool, so a burst that follows a burst reuses them
+// without a fault; then the oldest beyond the warm 256 are released.
+TEST(StackPool, FreeStacksKeepTheirPagesUntilTheyDecay)
+{
+	Pool pool;
+	EXPECT_EQ(pool.p.decay_ns, WEFT__STACK_DECAY_NS);
+	const unsigned n = WEFT__STACK_CACHE_MAX + WEFT__STACK_POOL_WARM + 80;
+	std::vector<weft__stack *> v = burst(pool, n);
+	weft__stack_cache_flush(&pool.p, &pool.c);
+
+	EXPECT_EQ(pool.p.nr_free, n);
+	EXPECT_EQ(pool.p.nr_released, 0u);
+	EXPECT_EQ(released_of(v), 0u);
+	uint64_t due = weft__stack_pool_trim_due(&pool.p);
+	ASSERT_NE(due, UINT64_MAX);
+
+	// Not due yet: a trim before the deadline releases nothing.
+	EXPECT_EQ(weft__stack_pool_trim(&pool.p, due - 1), due);
+	EXPECT_EQ(pool.p.nr_released, 0u);
+
+	// A second burst of the same size reuses every one of them: nothing
+	// new is carved.
+	unsigned long carved = pool.p.nr_carved;
+	std::vector<weft__stack *> again = burst(pool, n);
+	EXPECT_EQ(pool.p.nr_carved, carved);
+	weft__stack_cache_flush(&pool.p, &pool.c);
+
+	// Once due, the trim releases all but the warm 256, and nothing is
+	// due any more.
+	due = weft__stack_pool_trim_due(&pool.p);
+	EXPECT_EQ(weft__stack_pool_trim(&pool.p, due), UINT64_MAX);
+	EXPECT_EQ(pool.p.nr_released, n - WEFT__STACK_POOL_WARM);
+	EXPECT_EQ(released_of(v), n - WEFT__STACK_POOL_WARM);
+	EXPECT_EQ(pool.p.nr_free, n);
+}
+
+// Stacks released together are the ones that waited longest: a stack given
+// back later is still warm when an older one is trimmed.
+TEST(StackPool, TrimReleasesTheOldestFirst)
+{
+	Pool pool;
+	const unsigned n = WEFT__STACK_POOL_WARM + 64;
+	std::vector<weft__stack *> old_ones;
+	for (unsigned i = 0; i < n; i++) {
+		weft__stack *s = pool.get();
+		ASSERT_NE(s, nullptr);
+		((volatile char *)s->lo)[0] = 1;
+		((volatile char *)s->lo)[s->size / 2] = 1;
+		old_ones.push_back(s);
+	}
+	// Give them back in two generations: the first n - 16 now...
+	for (unsigned i = 0; i < n - 16; i++)
+		pool.put(old_ones[i]);
+	weft__stack_cache_flush(&pool.p, &pool.c);
+	// ...stamped with a clock far in the past, as if they had waited.
+	for (weft__stack *s = pool.p.warm_head; s; s = s->next)
+		s->freed_ns = 0;
+	pool.p.trim_due_ns = pool.p.decay_ns;
+	// The last 16 now, with today's clock.
+	for (unsigned i = n - 16; i < n; i++)
+		pool.put(old_ones[i]);
+	weft__stack_cache_flush(&pool.p, &pool.c);
+
+	// The flush trimmed what was due (an explicit trim finds nothing
+	// more): exactly the surplus beyond 256, all of it from the old
+	// generation; the new one is not due for decay_ns.
+	weft__stack_pool_trim(&pool.p, pool.p.decay_ns);
+	EXPECT_EQ(pool.p.nr_released, n - WEFT__STACK_POOL_WARM);
+	std::vector<weft__stack *> newest(old_ones.end() - 16, old_ones.end());
+	EXPECT_EQ(released_of(newest), 0u);
+	std::vector<weft__stack *> first(old_ones.begin(), old_ones.end() - 16);
+	EXPECT_EQ(released_of(first), n - WEFT__STACK_POOL_WARM);
+	// 256 warm left: nothing can be due any more.
+	EXPECT_EQ(pool.p.nr_warm, WEFT__STACK_POOL_WARM);
+	EXPECT_EQ(weft__stack_pool_trim_due(&pool.p), UINT64_MAX);
 }
 
 TEST(StackPool, InitRejectsAbsurdSizes)
@@ -686,5 +780,59 @@ TEST(Altstack, SetupAndTeardownOnAWorkerThread)
 	});
 	t.join();
 }
+
+#ifdef WEFT_TEST_HOOKS
+// The idle runtime gives memory back: after a burst of tasks, once the
+// decay has passed and no task ever ends again, an idle worker trims the
+// pool down to its warm stacks (worker.c park()). Without the wake-up at
+// the trim deadline the pages would stay until the next burst.
+TEST(StackPool, IdleRuntimeTrimsAfterTheDecay)
+{
+	weft_runtime *rt = nullptr;
+	weft_config cfg{};
+	cfg.workers = 2;
+	ASSERT_EQ(0, weft_runtime_new(&rt, &cfg));
+	weft_test_stack_decay_ns(rt, WEFT_MSEC(100));
+	const int n = 1500;
+	int ret = weft_block_on(
+		rt,
+		[](void *) -> int {
+			std::vector<weft_task *> v;
+			for (int i = 0; i < n; i++) {
+				v.push_back(weft_spawn(
+					[](void *) -> int {
+						volatile char buf[2000];
+						buf[0] = 1;
+						(void)buf;
+						return weft_sleep(WEFT_MSEC(5));
+					},
+					nullptr));
+				if (!v.back())
+					return -ENOMEM;
+			}
+			for (weft_task *t : v)
+				if (weft_join(t) != 0)
+					return -EIO;
+			return 0;
+		},
+		nullptr);
+	ASSERT_EQ(ret, 0);
+	unsigned long nr_free = 0, released = 0;
+	weft_test_stack_counts(rt, &nr_free, &released);
+	// Fresh from the burst: at most a handful released yet.
+	EXPECT_GT(nr_free, (unsigned long)WEFT__STACK_POOL_WARM);
+	// Nothing runs from now on; within a few seconds an idle worker must
+	// have trimmed the pool down to its warm stacks.
+	for (int i = 0; i < 500; i++) {
+		weft_test_stack_counts(rt, &nr_free, &released);
+		if (nr_free - released <= WEFT__STACK_POOL_WARM)
+			break;
+		usleep(10000);
+	}
+	EXPECT_EQ(nr_free - released, (unsigned long)WEFT__STACK_POOL_WARM)
+		<< "free " << nr_free << ", released " << released;
+	weft_runtime_free(rt);
+}
+#endif
 
 } // namespace
