@@ -479,6 +479,18 @@ static void update_trim_due_locked(struct weft__stack_pool *p)
 	__atomic_store_n(&p->trim_due_ns, due, __ATOMIC_RELAXED);
 }
 
+/* Append @s to the ->next list [*head, *last]. */
+static void list_append(struct weft__stack **head, struct weft__stack **last,
+			struct weft__stack *s)
+{
+	s->next = NULL;
+	if (*last)
+		(*last)->next = s;
+	else
+		*head = s;
+	*last = s;
+}
+
 /*
  * Up to WEFT__STACK_BATCH free stacks, warm (newest) first, then cold, as
  * a list linked by ->next. Stores their number in *@n (0: pool empty,
@@ -498,22 +510,12 @@ static struct weft__stack *take_batch_locked(struct weft__stack_pool *p,
 			p->warm_tail = NULL;
 		p->nr_warm--;
 		s->prev = NULL;
-		s->next = NULL;
-		if (last)
-			last->next = s;
-		else
-			head = s;
-		last = s;
+		list_append(&head, &last, s);
 		k++;
 	}
 	while (k < WEFT__STACK_BATCH && (s = p->cold_head)) {
 		p->cold_head = s->next;
-		s->next = NULL;
-		if (last)
-			last->next = s;
-		else
-			head = s;
-		last = s;
+		list_append(&head, &last, s);
 		k++;
 	}
 	if (k) {
