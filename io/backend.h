@@ -100,6 +100,9 @@ struct weft__io_worker {
 	struct weft__io_close_req *reqs;
 	size_t nreqs, capreqs;
 	_Atomic size_t nreqs_hint; /* nreqs, read without the lock */
+	/* weft_io_stats: written by the owner (weft__io_stat_inc), read by
+	 * weft_io_stats_get() from any thread */
+	_Atomic uint64_t enters, sleeps, cq_overflows, cq_dropped;
 };
 
 int weft__io_worker_init(struct weft__io_worker *c);

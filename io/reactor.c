@@ -170,6 +170,33 @@ WEFT_API const char *weft_io_backend_of(const weft_runtime *h)
 	}
 }
 
+WEFT_API void weft_io_stats_get(const weft_runtime *h, weft_io_stats *out)
+{
+	const struct weft__runtime *rt = (const struct weft__runtime *)h;
+
+	if (!out)
+		return;
+	memset(out, 0, sizeof(*out));
+	if (!rt)
+		rt = (const struct weft__runtime *)weft_runtime_current();
+	if (!rt || !rt->io_backend)
+		return;
+	for (unsigned i = 0; i < rt->nworkers; i++) {
+		struct weft__io_worker *c = rt->workers[i]->io;
+		if (!c)
+			continue;
+		/* relaxed: a snapshot; each counter has one writer */
+		out->enters +=
+			atomic_load_explicit(&c->enters, memory_order_relaxed);
+		out->sleeps +=
+			atomic_load_explicit(&c->sleeps, memory_order_relaxed);
+		out->cq_overflows += atomic_load_explicit(&c->cq_overflows,
+							  memory_order_relaxed);
+		out->cq_dropped += atomic_load_explicit(&c->cq_dropped,
+							memory_order_relaxed);
+	}
+}
+
 const struct weft__io_backend *weft__io_current(void)
 {
 	struct weft__worker *w = weft__worker_current();
