@@ -469,14 +469,16 @@ WEFT_API int weft_poll(int fd, short events)
 
 WEFT_API int weft_close(int fd)
 {
+	int r;
+
 	if (fd < 0)
 		return -EBADF;
-	/* Ops of other tasks pending on fd end with -ECANCELED (reactor.c).
-	 * close(2) never blocks for sockets and files weft makes; it runs
-	 * even in a cancelled task (the fd is always released). EINTR still
-	 * released the fd on Linux: never retried. */
-	weft__io_close_notify(fd);
-	if (close(fd) < 0)
-		return errno == EINTR ? 0 : -errno;
-	return 0;
+	/* Ops of other tasks pending on fd end with -ECANCELED (reactor.c:
+	 * the close protocol). close(2) never blocks for sockets and files
+	 * weft makes; it runs even in a cancelled task (the fd is always
+	 * released). EINTR still released the fd on Linux: never retried. */
+	weft__io_close_begin(fd);
+	r = close(fd) < 0 ? (errno == EINTR ? 0 : -errno) : 0;
+	weft__io_close_end(fd);
+	return r;
 }

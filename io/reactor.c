@@ -42,14 +42,29 @@
  * weft_close() while other tasks have ops on the fd (API.md: they return
  * -ECANCELED or -EBADF): the ring holds its own file reference, so close(2)
  * alone would leave them waiting. Each worker keeps its armed ops on an
- * inflight list and a per-fd count. weft_close() bumps the global
- * close_seq, posts {fd, seq} to every worker whose count for fd is not 0
- * (a locked request list, then a kick if it sleeps), and closes. The
- * owner, at its next poll, cancels its ops on that fd armed before seq
- * (by user_data, so the fd being closed already does not matter). An op
- * armed after the close (the fd number reused) has a later arm_seq and is
- * left alone. Window left open: an op armed on the old file at the very
- * moment of the close may read the new seq and be missed.
+ * inflight list and a per-fd count (fd_ops); per fd number there is a
+ * close generation (close_gen) and a count of closes in progress
+ * (closing). The protocol, all four accesses seq_cst (a Dekker pair):
+ *   arm:    fd_ops[fd]++; wait while closing[fd] != 0;
+ *           op->arm_seq = close_gen[fd]; prepare the SQE
+ *   close:  closing[fd]++; close(2); g = ++close_gen[fd]; closing[fd]--;
+ *           for each worker with fd_ops[fd] != 0: post {fd, g}, kick it
+ *   owner, next poll: cancel its ops on fd with arm_seq < g (by
+ *           user_data, so the fd being closed already does not matter).
+ * Either the closer sees the op's count, and the op (armed before the
+ * bump: arm_seq < g) is cancelled; or the arm read close_gen after the
+ * bump, so close(2) happened before the op is submitted: the kernel finds
+ * no file (-EBADF) or the fd's new file (the number was reused). An arm
+ * that meets a close in progress waits for its close(2) (a syscall, the
+ * only spin here) so it cannot bind to the file being closed unseen. An
+ * op armed before the close began but submitted after a reuse is
+ * cancelled too: it was the old file's. Ops armed after the close have
+ * arm_seq >= g and are left alone.
+ * Dropped: one global close sequence read before the count was published
+ * (the closer could scan between the two and miss an op that then bound
+ * to the old file and waited forever; tests/io_stress_test.cc,
+ * CloseRacingArmNeverLeavesAWaiter, caught it within a few hundred
+ * rounds).
  *
  * Tried and dropped: pinning the task to the ring's worker for the whole
  * op. Simple, but a completed task could then never be stolen, which undoes
@@ -206,10 +221,47 @@ const struct weft__io_backend *weft__io_current(void)
 
 /* ------------------------------------------------------------ close */
 
-/* Bumped by every weft_close() in a runtime; ops remember it when armed. */
-static _Atomic uint64_t close_seq;
+#ifdef WEFT_TEST_HOOKS
+/* Widens the arm/close windows so the stress test of the close race hits
+ * them (tests/io_stress_test.cc); 0: off. */
+static _Atomic uint64_t race_delay_ns;
+
+WEFT_API void weft_test_io_close_race_delay(uint64_t ns)
+{
+	atomic_store_explicit(&race_delay_ns, ns, memory_order_relaxed);
+}
+
+static void race_delay(void)
+{
+	uint64_t ns =
+		atomic_load_explicit(&race_delay_ns, memory_order_relaxed);
+	uint64_t now, end;
+
+	if (!ns)
+		return;
+	now = weft__clock_now();
+	end = now + (now ^ (now >> 13) ^ (now >> 29)) % ns;
+	while (weft__clock_now() < end)
+		weft__cpu_relax();
+}
+#else
+static inline void race_delay(void)
+{
+}
+#endif
 
 #define FD_OPS_MAX 65536u
+
+/* Per fd number (fds past the table share slots: a bump for another fd
+ * only makes an arm_seq larger, or an arm wait for a close(2)): closes
+ * done, and closes in progress. Process-wide, as fd numbers are. */
+static _Atomic uint64_t close_gen[FD_OPS_MAX];
+static _Atomic uint32_t closing[FD_OPS_MAX];
+
+static inline unsigned fd_slot(int fd)
+{
+	return (unsigned)fd & (FD_OPS_MAX - 1);
+}
 
 int weft__io_worker_init(struct weft__io_worker *c)
 {
@@ -242,17 +294,19 @@ static inline struct weft__io_worker *common(struct weft__worker *w)
 static void fd_ops_add(struct weft__io_worker *c, int fd, int d)
 {
 	if (fd >= 0 && (unsigned)fd < c->nfd_ops)
-		/* single writer (the owner); closers only read. release:
-		 * pairs with weft__io_close_notify()'s acquire, so the
-		 * syscalls a task made on fd before its op was armed (or
-		 * ended) happen before the close(2) that follows (TSan checks
-		 * exactly this order between uses and the close of an fd). */
+		/* single writer (the owner); closers only read. seq_cst (a
+		 * release at least): pairs with weft__io_close_begin()'s
+		 * acquire, so the syscalls a task made on fd before its op
+		 * was armed (or ended) happen before the close(2) that
+		 * follows (TSan checks exactly this order between uses and
+		 * the close of an fd); and the arm's Dekker store against
+		 * weft__io_close_end(). */
 		atomic_store_explicit(
 			&c->fd_ops[fd],
 			atomic_load_explicit(&c->fd_ops[fd],
 					     memory_order_relaxed) +
 				(uint32_t)d,
-			memory_order_release);
+			memory_order_seq_cst);
 }
 
 /* Apply the close requests posted to @w. Context: w's scheduler stack. */
@@ -292,25 +346,55 @@ static void apply_closes(struct weft__worker *w)
 	}
 }
 
-/* Tell the workers of the caller's runtime that @fd is being closed. */
-void weft__io_close_notify(int fd)
+/* The close is about to happen: arms on @fd wait (see the protocol). */
+void weft__io_close_begin(int fd)
+{
+	struct weft__worker *me = weft__worker_current();
+
+	if (fd < 0)
+		return;
+	/* acquire: pairs with fd_ops_add()'s release, so the syscalls a
+	 * task made on fd before its op was armed (or ended) happen before
+	 * our close(2) (TSan checks exactly this order). */
+	if (me && me->rt->io_backend)
+		for (unsigned i = 0; i < me->rt->nworkers; i++) {
+			struct weft__io_worker *c = common(me->rt->workers[i]);
+			if ((unsigned)fd < c->nfd_ops)
+				(void)atomic_load_explicit(
+					&c->fd_ops[fd], memory_order_acquire);
+		}
+	/* seq_cst: the arm's wait in arm_publish() */
+	atomic_fetch_add_explicit(&closing[fd_slot(fd)], 1,
+				  memory_order_seq_cst);
+	race_delay();
+}
+
+/* close(2) is done: cancel the ops other tasks still have on @fd. */
+void weft__io_close_end(int fd)
 {
 	struct weft__worker *me = weft__worker_current();
 	struct weft__runtime *rt;
 	uint64_t seq;
 
+	if (fd < 0)
+		return;
+	race_delay();
+	/* seq_cst: Dekker with arm_publish()'s fd_ops store and load of
+	 * close_gen (see the protocol at the top). */
+	seq = atomic_fetch_add_explicit(&close_gen[fd_slot(fd)], 1,
+					memory_order_seq_cst) +
+	      1;
+	atomic_fetch_sub_explicit(&closing[fd_slot(fd)], 1,
+				  memory_order_seq_cst);
 	if (!me || !me->rt->io_backend)
 		return; /* not in a runtime: nothing of ours can be pending */
 	rt = me->rt;
-	/* seq_cst: an op armed after this reads a later seq (arm_publish) */
-	seq = atomic_fetch_add_explicit(&close_seq, 1, memory_order_seq_cst) +
-	      1;
 	for (unsigned i = 0; i < rt->nworkers; i++) {
 		struct weft__worker *v = rt->workers[i];
 		struct weft__io_worker *c = common(v);
-		if (fd >= 0 && (unsigned)fd < c->nfd_ops &&
+		if ((unsigned)fd < c->nfd_ops &&
 		    atomic_load_explicit(&c->fd_ops[fd],
-					 memory_order_acquire) == 0)
+					 memory_order_seq_cst) == 0)
 			continue;
 		pthread_mutex_lock(&c->req_lock);
 		if (c->nreqs == c->capreqs) {
@@ -358,7 +442,7 @@ unsigned weft__io_poll(struct weft__worker *w)
 
 bool weft__io_has_work(struct weft__worker *w)
 {
-	/* seq_cst: pairs with the store in weft__io_close_notify() (a
+	/* seq_cst: pairs with the store in weft__io_close_end() (a
 	 * closer that saw us not idle relies on this re-check). */
 	return w->io && atomic_load_explicit(&common(w)->nreqs_hint,
 					     memory_order_seq_cst) != 0;
@@ -456,9 +540,20 @@ static void arm_publish(struct weft__task *t, struct weft__wait *wt)
 
 	(void)t;
 	op->owner = w;
-	op->arm_seq = atomic_load_explicit(&close_seq, memory_order_seq_cst);
 	weft__list_add_tail(&common(w)->inflight, &op->link);
 	fd_ops_add(common(w), op->fd, 1);
+	op->arm_seq = 0;
+	if (op->fd >= 0) {
+		unsigned k = fd_slot(op->fd);
+		race_delay();
+		/* seq_cst: the Dekker pair with weft__io_close_end(). A close
+		 * in progress: wait for its close(2), so the op cannot bind
+		 * to the file going away unseen (the protocol, top). */
+		while (atomic_load_explicit(&closing[k], memory_order_seq_cst))
+			weft__cpu_relax();
+		op->arm_seq = atomic_load_explicit(&close_gen[k],
+						   memory_order_seq_cst);
+	}
 	weft__io_stat_inc(&w->stats.io_submitted);
 	w->rt->io_backend->arm(w, op);
 }
