@@ -15,6 +15,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -163,7 +164,14 @@ TEST_P(IoBackend, NonBlockingFdsNeverGiveEagain)
 		});
 		weft_sleep(WEFT_MSEC(5));
 		EXPECT_EQ(2, weft_send(sv[0], "hi", 2, 0));
-		weft_sleep(WEFT_MSEC(5));
+		// The reader must have taken "hi" before "x" is written (a
+		// fixed sleep was not enough under TSan on a loaded machine).
+		int queued = 1;
+		for (int i = 0; i < 10000 && queued > 0; i++) {
+			weft_sleep(WEFT_MSEC(1));
+			ASSERT_EQ(0, ioctl(sv[1], FIONREAD, &queued));
+		}
+		EXPECT_EQ(0, queued);
 		EXPECT_EQ(1, weft_write(sv[0], "x", 1, -1));
 		EXPECT_EQ(0, weft_join(r));
 		// Pipes, blocking and not.
