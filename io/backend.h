@@ -173,6 +173,11 @@ const struct weft__io_backend *weft__io_current(void);
  * Context: any thread; never suspends. */
 void weft__io_close_begin(int fd);
 void weft__io_close_end(int fd);
+/* Around a use of @fd that must not overlap its weft_close (an arm, a
+ * direct non-blocking syscall): never across a suspension point.
+ * Context: any thread; waits only for a close(2) in progress. */
+void weft__io_fd_enter(int fd);
+void weft__io_fd_exit(int fd);
 
 #ifdef WEFT_TEST_HOOKS
 /* Test hook (tests/support/io_hooks.h): random delays up to @ns in the

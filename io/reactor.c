@@ -43,28 +43,34 @@
  * -ECANCELED or -EBADF): the ring holds its own file reference, so close(2)
  * alone would leave them waiting. Each worker keeps its armed ops on an
  * inflight list and a per-fd count (fd_ops); per fd number there is a
- * close generation (close_gen) and a count of closes in progress
- * (closing). The protocol, all four accesses seq_cst (a Dekker pair):
- *   arm:    fd_ops[fd]++; wait while closing[fd] != 0;
- *           op->arm_seq = close_gen[fd]; prepare the SQE
- *   close:  closing[fd]++; close(2); g = ++close_gen[fd]; closing[fd]--;
+ * close generation (close_gen) and a word (fd_word) counting the arms and
+ * direct syscalls on the fd in progress, plus the closes in progress
+ * (CLOSING_ONE each). The protocol:
+ *   use (arming an op; the epoll backend's non-blocking syscall):
+ *           weft__io_fd_enter(fd): count ourselves in, unless a close is
+ *           in progress: then wait until it is over and retry;
+ *           arm: fd_ops[fd]++, op->arm_seq = close_gen[fd], prepare the
+ *           SQE / epoll_ctl; weft__io_fd_exit(fd) (release)
+ *   close:  add CLOSING_ONE; wait until no use is in progress (acquire);
+ *           close(2); g = ++close_gen[fd]; drop CLOSING_ONE (release);
  *           for each worker with fd_ops[fd] != 0: post {fd, g}, kick it
  *   owner, next poll: cancel its ops on fd with arm_seq < g (by
  *           user_data, so the fd being closed already does not matter).
- * Either the closer sees the op's count, and the op (armed before the
- * bump: arm_seq < g) is cancelled; or the arm read close_gen after the
- * bump, so close(2) happened before the op is submitted: the kernel finds
- * no file (-EBADF) or the fd's new file (the number was reused). An arm
- * that meets a close in progress waits for its close(2) (a syscall, the
- * only spin here) so it cannot bind to the file being closed unseen. An
- * op armed before the close began but submitted after a reuse is
- * cancelled too: it was the old file's. Ops armed after the close have
- * arm_seq >= g and are left alone.
+ * So every use of the fd happens before the close(2) or after it: an op
+ * armed before is counted in fd_ops when the closer scans, and cancelled
+ * (even if it is submitted after the close and the number was reused
+ * meanwhile: it was the old file's); an op armed after reads the new
+ * generation, close(2) happened before its submission, and the kernel
+ * finds no file (-EBADF) or the fd's new one: left alone. TSan sees the
+ * same order (its fd model reported epoll_ctl racing the close before).
+ * The waits are for a syscall or an SQE preparation on another thread:
+ * nothing suspends while counted in.
  * Dropped: one global close sequence read before the count was published
  * (the closer could scan between the two and miss an op that then bound
  * to the old file and waited forever; tests/io_stress_test.cc,
  * CloseRacingArmNeverLeavesAWaiter, caught it within a few hundred
- * rounds).
+ * rounds); then a seq_cst Dekker pair (count, then generation), correct
+ * but leaving the syscalls unordered with close(2).
  *
  * Tried and dropped: pinning the task to the ring's worker for the whole
  * op. Simple, but a completed task could then never be stolen, which undoes
@@ -253,14 +259,47 @@ static inline void race_delay(void)
 #define FD_OPS_MAX 65536u
 
 /* Per fd number (fds past the table share slots: a bump for another fd
- * only makes an arm_seq larger, or an arm wait for a close(2)): closes
- * done, and closes in progress. Process-wide, as fd numbers are. */
+ * only makes an arm_seq larger, or a use wait for another close(2)):
+ * closes done, and uses and closes in progress (the protocol, top).
+ * Process-wide, as fd numbers are. */
+#define CLOSING_ONE (1u << 20)
+#define USES_MASK (CLOSING_ONE - 1)
 static _Atomic uint64_t close_gen[FD_OPS_MAX];
-static _Atomic uint32_t closing[FD_OPS_MAX];
+static _Atomic uint32_t fd_word[FD_OPS_MAX];
 
 static inline unsigned fd_slot(int fd)
 {
 	return (unsigned)fd & (FD_OPS_MAX - 1);
+}
+
+void weft__io_fd_enter(int fd)
+{
+	_Atomic uint32_t *p = &fd_word[fd_slot(fd)];
+
+	if (fd < 0)
+		return;
+	for (;;) {
+		/* acquire: pairs with the release that ends a close, so its
+		 * close(2) happens before our use */
+		uint32_t v =
+			atomic_fetch_add_explicit(p, 1, memory_order_acquire);
+		if (!(v & ~USES_MASK))
+			return;
+		atomic_fetch_sub_explicit(p, 1, memory_order_relaxed);
+		while (atomic_load_explicit(p, memory_order_acquire) &
+		       ~USES_MASK)
+			weft__cpu_relax();
+	}
+}
+
+void weft__io_fd_exit(int fd)
+{
+	if (fd < 0)
+		return;
+	/* release: pairs with the closer's acquire wait, so our use (and
+	 * the fd_ops count of an op we armed) happens before its close(2) */
+	atomic_fetch_sub_explicit(&fd_word[fd_slot(fd)], 1,
+				  memory_order_release);
 }
 
 int weft__io_worker_init(struct weft__io_worker *c)
@@ -306,7 +345,7 @@ static void fd_ops_add(struct weft__io_worker *c, int fd, int d)
 			atomic_load_explicit(&c->fd_ops[fd],
 					     memory_order_relaxed) +
 				(uint32_t)d,
-			memory_order_seq_cst);
+			memory_order_release);
 }
 
 /* Apply the close requests posted to @w. Context: w's scheduler stack. */
@@ -363,9 +402,14 @@ void weft__io_close_begin(int fd)
 				(void)atomic_load_explicit(
 					&c->fd_ops[fd], memory_order_acquire);
 		}
-	/* seq_cst: the arm's wait in arm_publish() */
-	atomic_fetch_add_explicit(&closing[fd_slot(fd)], 1,
-				  memory_order_seq_cst);
+	/* New uses wait from now on; wait for those in progress. acquire:
+	 * pairs with weft__io_fd_exit()'s release. */
+	atomic_fetch_add_explicit(&fd_word[fd_slot(fd)], CLOSING_ONE,
+				  memory_order_acq_rel);
+	while (atomic_load_explicit(&fd_word[fd_slot(fd)],
+				    memory_order_acquire) &
+	       USES_MASK)
+		weft__cpu_relax();
 	race_delay();
 }
 
@@ -379,22 +423,25 @@ void weft__io_close_end(int fd)
 	if (fd < 0)
 		return;
 	race_delay();
-	/* seq_cst: Dekker with arm_publish()'s fd_ops store and load of
-	 * close_gen (see the protocol at the top). */
+	/* relaxed: uses read it only after the release below */
 	seq = atomic_fetch_add_explicit(&close_gen[fd_slot(fd)], 1,
-					memory_order_seq_cst) +
+					memory_order_relaxed) +
 	      1;
-	atomic_fetch_sub_explicit(&closing[fd_slot(fd)], 1,
-				  memory_order_seq_cst);
+	/* release: our close(2) and the new generation happen before the
+	 * uses that waited (weft__io_fd_enter()'s acquire) */
+	atomic_fetch_sub_explicit(&fd_word[fd_slot(fd)], CLOSING_ONE,
+				  memory_order_release);
 	if (!me || !me->rt->io_backend)
 		return; /* not in a runtime: nothing of ours can be pending */
 	rt = me->rt;
 	for (unsigned i = 0; i < rt->nworkers; i++) {
 		struct weft__worker *v = rt->workers[i];
 		struct weft__io_worker *c = common(v);
+		/* acquire: every arm counted in before our close(2) was
+		 * seen in fd_word; its count is visible */
 		if ((unsigned)fd < c->nfd_ops &&
 		    atomic_load_explicit(&c->fd_ops[fd],
-					 memory_order_seq_cst) == 0)
+					 memory_order_acquire) == 0)
 			continue;
 		pthread_mutex_lock(&c->req_lock);
 		if (c->nreqs == c->capreqs) {
@@ -537,25 +584,23 @@ static void arm_publish(struct weft__task *t, struct weft__wait *wt)
 {
 	struct weft__io_op *op = wt->obj;
 	struct weft__worker *w = weft__worker_current();
+	int fd = op->fd;
 
 	(void)t;
 	op->owner = w;
+	/* The protocol at the top: counted in, the arm happens wholly
+	 * before a close(2) of fd or wholly after it. */
+	weft__io_fd_enter(fd);
 	weft__list_add_tail(&common(w)->inflight, &op->link);
-	fd_ops_add(common(w), op->fd, 1);
-	op->arm_seq = 0;
-	if (op->fd >= 0) {
-		unsigned k = fd_slot(op->fd);
-		race_delay();
-		/* seq_cst: the Dekker pair with weft__io_close_end(). A close
-		 * in progress: wait for its close(2), so the op cannot bind
-		 * to the file going away unseen (the protocol, top). */
-		while (atomic_load_explicit(&closing[k], memory_order_seq_cst))
-			weft__cpu_relax();
-		op->arm_seq = atomic_load_explicit(&close_gen[k],
-						   memory_order_seq_cst);
-	}
+	fd_ops_add(common(w), fd, 1);
+	race_delay();
+	op->arm_seq = fd < 0 ? 0 :
+			       atomic_load_explicit(&close_gen[fd_slot(fd)],
+						    memory_order_relaxed);
 	weft__io_stat_inc(&w->stats.io_submitted);
 	w->rt->io_backend->arm(w, op);
+	/* op may be done and gone already (epoll: -EBADF at once) */
+	weft__io_fd_exit(fd);
 }
 
 static void cancel_publish(struct weft__task *t, struct weft__wait *wt)
