@@ -210,10 +210,13 @@ WEFT_API int weft_open(const char *path, int flags, mode_t mode);
  * Always releases the descriptor, even in a cancelled task or past a
  * deadline. Calls other tasks of the caller's runtime have pending on @fd
  * end promptly with -ECANCELED (or -EBADF); a call started on the same fd
- * number after weft_close() returned is not affected. From a thread
- * outside the runtime only the descriptor is closed.
+ * number after weft_close() returned is not affected. A call racing the
+ * close (started while it runs) either ends that way or finds the fd
+ * closed (-EBADF): it never keeps waiting on the closed file. From a
+ * thread outside the runtime only the descriptor is closed.
  *
- * Context: any thread; never suspends.
+ * Context: any thread; never suspends (it may wait, without suspending,
+ * for another thread's syscall or arming on @fd to finish).
  * Return: 0, or close(2)'s error (-EBADF, -EIO).
  */
 WEFT_API int weft_close(int fd);
