@@ -74,7 +74,7 @@ struct weft__io_op {
 					 * owner), read by the task after */
 	struct weft__io_op *next; /* backend lists; owner only */
 	struct weft__list link; /* owner's inflight list (reactor) */
-	uint64_t arm_seq; /* close_seq when armed (weft_close) */
+	uint64_t arm_seq; /* close_gen[fd] when armed (weft_close) */
 	uint64_t ud; /* backend's tag of this arming (user_data) */
 	int res; /* result; written before done */
 	_Atomic uint32_t done; /* 1: finished (release by the owner) */
@@ -100,6 +100,9 @@ struct weft__io_worker {
 	struct weft__io_close_req *reqs;
 	size_t nreqs, capreqs;
 	_Atomic size_t nreqs_hint; /* nreqs, read without the lock */
+	/* weft_io_stats: written by the owner (weft__io_stat_inc), read by
+	 * weft_io_stats_get() from any thread */
+	_Atomic uint64_t enters, sleeps, cq_overflows, cq_dropped;
 };
 
 int weft__io_worker_init(struct weft__io_worker *c);
@@ -165,9 +168,22 @@ ssize_t weft__io_exec(struct weft__task *t, struct weft__io_op *op);
 /* The backend of the calling task's runtime. */
 const struct weft__io_backend *weft__io_current(void);
 
-/* weft_close(): cancel the ops other tasks have pending on @fd (reactor.c).
+/* weft_close(): around its close(2), begin (arms on @fd wait) and end
+ * (cancel the ops other tasks have pending on @fd): reactor.c.
  * Context: any thread; never suspends. */
-void weft__io_close_notify(int fd);
+void weft__io_close_begin(int fd);
+void weft__io_close_end(int fd);
+/* Around a use of @fd that must not overlap its weft_close (an arm, a
+ * direct non-blocking syscall): never across a suspension point.
+ * Context: any thread; waits only for a close(2) in progress. */
+void weft__io_fd_enter(int fd);
+void weft__io_fd_exit(int fd);
+
+#ifdef WEFT_TEST_HOOKS
+/* Test hook (tests/support/io_hooks.h): random delays up to @ns in the
+ * windows of the arm/close race (reactor.c); 0: off. */
+WEFT_API void weft_test_io_close_race_delay(uint64_t ns);
+#endif
 
 /* Worker hooks (runtime/worker.c, runtime/sched.c, runtime/runtime.c). */
 int weft__io_rt_init(struct weft__runtime *rt);

@@ -127,25 +127,40 @@ static ssize_t try_rw(struct weft__io_op *op)
 	int fl;
 	ssize_t r;
 
-	if (fstat(op->fd, &st) < 0)
-		return -errno;
-	if (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode) || S_ISDIR(st.st_mode))
+	/* Counted in on the fd (see try_socket()), but not across the
+	 * offload of a file call: it suspends. */
+	weft__io_fd_enter(op->fd);
+	if (fstat(op->fd, &st) < 0) {
+		r = -errno;
+		goto out;
+	}
+	if (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode) || S_ISDIR(st.st_mode)) {
+		weft__io_fd_exit(op->fd);
 		return weft__io_blocking_call(sys_call, op);
+	}
 	fl = fcntl(op->fd, F_GETFL);
-	if (fl < 0)
-		return -errno;
+	if (fl < 0) {
+		r = -errno;
+		goto out;
+	}
 	if (!(fl & O_NONBLOCK)) {
 		/* A blocking pipe, tty or socket: make the call only once
 		 * it is ready, so it returns at once. */
 		r = ready_now(op->fd, is_write(op->opcode) ? POLLOUT : POLLIN);
 		if (r < 0)
-			return r;
+			goto out;
 	}
 	r = sys_call(op);
-	return r == -EWOULDBLOCK ? -EAGAIN : r;
+	if (r == -EWOULDBLOCK)
+		r = -EAGAIN;
+out:
+	weft__io_fd_exit(op->fd);
+	return r;
 }
 
-ssize_t weft__io_try(struct weft__io_op *op)
+/* The socket calls: never suspend, so they run counted in on the fd
+ * (weft__io_fd_enter: wholly before or after a weft_close's close(2)). */
+static ssize_t try_socket(struct weft__io_op *op)
 {
 	ssize_t r;
 	int fl;
@@ -180,11 +195,8 @@ ssize_t weft__io_try(struct weft__io_op *op)
 		}
 		r = accept4(op->fd, op->buf, op->addrlen, SOCK_CLOEXEC);
 		break;
-	case WEFT__OP_OPEN:
-	case WEFT__OP_FSYNC:
-		return weft__io_blocking_call(sys_call, op);
 	default:
-		return try_rw(op);
+		return -EINVAL;
 	}
 	if (r < 0) {
 		r = -errno;
@@ -192,6 +204,29 @@ ssize_t weft__io_try(struct weft__io_op *op)
 			r = -EAGAIN;
 	}
 	return r;
+}
+
+ssize_t weft__io_try(struct weft__io_op *op)
+{
+	ssize_t r;
+
+	switch (op->opcode) {
+	case WEFT__OP_OPEN:
+	case WEFT__OP_FSYNC:
+		return weft__io_blocking_call(sys_call, op);
+	case WEFT__OP_POLL:
+	case WEFT__OP_RECV:
+	case WEFT__OP_SEND:
+	case WEFT__OP_RECVMSG:
+	case WEFT__OP_SENDMSG:
+	case WEFT__OP_ACCEPT:
+		weft__io_fd_enter(op->fd);
+		r = try_socket(op);
+		weft__io_fd_exit(op->fd);
+		return r;
+	default:
+		return try_rw(op);
+	}
 }
 
 /* ------------------------------------------------------------ helpers */
@@ -469,14 +504,16 @@ WEFT_API int weft_poll(int fd, short events)
 
 WEFT_API int weft_close(int fd)
 {
+	int r;
+
 	if (fd < 0)
 		return -EBADF;
-	/* Ops of other tasks pending on fd end with -ECANCELED (reactor.c).
-	 * close(2) never blocks for sockets and files weft makes; it runs
-	 * even in a cancelled task (the fd is always released). EINTR still
-	 * released the fd on Linux: never retried. */
-	weft__io_close_notify(fd);
-	if (close(fd) < 0)
-		return errno == EINTR ? 0 : -errno;
-	return 0;
+	/* Ops of other tasks pending on fd end with -ECANCELED (reactor.c:
+	 * the close protocol). close(2) never blocks for sockets and files
+	 * weft makes; it runs even in a cancelled task (the fd is always
+	 * released). EINTR still released the fd on Linux: never retried. */
+	weft__io_close_begin(fd);
+	r = close(fd) < 0 ? (errno == EINTR ? 0 : -errno) : 0;
+	weft__io_close_end(fd);
+	return r;
 }

@@ -281,6 +281,7 @@ static unsigned wait_events(struct weft__worker *w, int timeout_ms)
 	int n;
 
 	do {
+		weft__io_stat_inc(&E(w)->common.enters);
 		n = epoll_wait(E(w)->epfd, evs, 64, timeout_ms);
 		if (n <= 0)
 			return woken;
@@ -310,6 +311,7 @@ static void e_sleep(struct weft__worker *w, uint64_t deadline_ns)
 		uint64_t m = (d + 999999) / 1000000;
 		ms = m > INT32_MAX ? INT32_MAX : (int)m;
 	}
+	weft__io_stat_inc(&E(w)->common.sleeps);
 	wait_events(w, ms);
 }
 

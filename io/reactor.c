@@ -42,14 +42,35 @@
  * weft_close() while other tasks have ops on the fd (API.md: they return
  * -ECANCELED or -EBADF): the ring holds its own file reference, so close(2)
  * alone would leave them waiting. Each worker keeps its armed ops on an
- * inflight list and a per-fd count. weft_close() bumps the global
- * close_seq, posts {fd, seq} to every worker whose count for fd is not 0
- * (a locked request list, then a kick if it sleeps), and closes. The
- * owner, at its next poll, cancels its ops on that fd armed before seq
- * (by user_data, so the fd being closed already does not matter). An op
- * armed after the close (the fd number reused) has a later arm_seq and is
- * left alone. Window left open: an op armed on the old file at the very
- * moment of the close may read the new seq and be missed.
+ * inflight list and a per-fd count (fd_ops); per fd number there is a
+ * close generation (close_gen) and a word (fd_word) counting the arms and
+ * direct syscalls on the fd in progress, plus the closes in progress
+ * (CLOSING_ONE each). The protocol:
+ *   use (arming an op; the epoll backend's non-blocking syscall):
+ *           weft__io_fd_enter(fd): count ourselves in, unless a close is
+ *           in progress: then wait until it is over and retry;
+ *           arm: fd_ops[fd]++, op->arm_seq = close_gen[fd], prepare the
+ *           SQE / epoll_ctl; weft__io_fd_exit(fd) (release)
+ *   close:  add CLOSING_ONE; wait until no use is in progress (acquire);
+ *           close(2); g = ++close_gen[fd]; drop CLOSING_ONE (release);
+ *           for each worker with fd_ops[fd] != 0: post {fd, g}, kick it
+ *   owner, next poll: cancel its ops on fd with arm_seq < g (by
+ *           user_data, so the fd being closed already does not matter).
+ * So every use of the fd happens before the close(2) or after it: an op
+ * armed before is counted in fd_ops when the closer scans, and cancelled
+ * (even if it is submitted after the close and the number was reused
+ * meanwhile: it was the old file's); an op armed after reads the new
+ * generation, close(2) happened before its submission, and the kernel
+ * finds no file (-EBADF) or the fd's new one: left alone. TSan sees the
+ * same order (its fd model reported epoll_ctl racing the close before).
+ * The waits are for a syscall or an SQE preparation on another thread:
+ * nothing suspends while counted in.
+ * Dropped: one global close sequence read before the count was published
+ * (the closer could scan between the two and miss an op that then bound
+ * to the old file and waited forever; tests/io_stress_test.cc,
+ * CloseRacingArmNeverLeavesAWaiter, caught it within a few hundred
+ * rounds); then a seq_cst Dekker pair (count, then generation), correct
+ * but leaving the syscalls unordered with close(2).
  *
  * Tried and dropped: pinning the task to the ring's worker for the whole
  * op. Simple, but a completed task could then never be stolen, which undoes
@@ -170,6 +191,33 @@ WEFT_API const char *weft_io_backend_of(const weft_runtime *h)
 	}
 }
 
+WEFT_API void weft_io_stats_get(const weft_runtime *h, weft_io_stats *out)
+{
+	const struct weft__runtime *rt = (const struct weft__runtime *)h;
+
+	if (!out)
+		return;
+	memset(out, 0, sizeof(*out));
+	if (!rt)
+		rt = (const struct weft__runtime *)weft_runtime_current();
+	if (!rt || !rt->io_backend)
+		return;
+	for (unsigned i = 0; i < rt->nworkers; i++) {
+		struct weft__io_worker *c = rt->workers[i]->io;
+		if (!c)
+			continue;
+		/* relaxed: a snapshot; each counter has one writer */
+		out->enters +=
+			atomic_load_explicit(&c->enters, memory_order_relaxed);
+		out->sleeps +=
+			atomic_load_explicit(&c->sleeps, memory_order_relaxed);
+		out->cq_overflows += atomic_load_explicit(&c->cq_overflows,
+							  memory_order_relaxed);
+		out->cq_dropped += atomic_load_explicit(&c->cq_dropped,
+							memory_order_relaxed);
+	}
+}
+
 const struct weft__io_backend *weft__io_current(void)
 {
 	struct weft__worker *w = weft__worker_current();
@@ -179,10 +227,80 @@ const struct weft__io_backend *weft__io_current(void)
 
 /* ------------------------------------------------------------ close */
 
-/* Bumped by every weft_close() in a runtime; ops remember it when armed. */
-static _Atomic uint64_t close_seq;
+#ifdef WEFT_TEST_HOOKS
+/* Widens the arm/close windows so the stress test of the close race hits
+ * them (tests/io_stress_test.cc); 0: off. */
+static _Atomic uint64_t race_delay_ns;
+
+WEFT_API void weft_test_io_close_race_delay(uint64_t ns)
+{
+	atomic_store_explicit(&race_delay_ns, ns, memory_order_relaxed);
+}
+
+static void race_delay(void)
+{
+	uint64_t ns =
+		atomic_load_explicit(&race_delay_ns, memory_order_relaxed);
+	uint64_t now, end;
+
+	if (!ns)
+		return;
+	now = weft__clock_now();
+	end = now + (now ^ (now >> 13) ^ (now >> 29)) % ns;
+	while (weft__clock_now() < end)
+		weft__cpu_relax();
+}
+#else
+static inline void race_delay(void)
+{
+}
+#endif
 
 #define FD_OPS_MAX 65536u
+
+/* Per fd number (fds past the table share slots: a bump for another fd
+ * only makes an arm_seq larger, or a use wait for another close(2)):
+ * closes done, and uses and closes in progress (the protocol, top).
+ * Process-wide, as fd numbers are. */
+#define CLOSING_ONE (1u << 20)
+#define USES_MASK (CLOSING_ONE - 1)
+static _Atomic uint64_t close_gen[FD_OPS_MAX];
+static _Atomic uint32_t fd_word[FD_OPS_MAX];
+
+static inline unsigned fd_slot(int fd)
+{
+	return (unsigned)fd & (FD_OPS_MAX - 1);
+}
+
+void weft__io_fd_enter(int fd)
+{
+	_Atomic uint32_t *p = &fd_word[fd_slot(fd)];
+
+	if (fd < 0)
+		return;
+	for (;;) {
+		/* acquire: pairs with the release that ends a close, so its
+		 * close(2) happens before our use */
+		uint32_t v =
+			atomic_fetch_add_explicit(p, 1, memory_order_acquire);
+		if (!(v & ~USES_MASK))
+			return;
+		atomic_fetch_sub_explicit(p, 1, memory_order_relaxed);
+		while (atomic_load_explicit(p, memory_order_acquire) &
+		       ~USES_MASK)
+			weft__cpu_relax();
+	}
+}
+
+void weft__io_fd_exit(int fd)
+{
+	if (fd < 0)
+		return;
+	/* release: pairs with the closer's acquire wait, so our use (and
+	 * the fd_ops count of an op we armed) happens before its close(2) */
+	atomic_fetch_sub_explicit(&fd_word[fd_slot(fd)], 1,
+				  memory_order_release);
+}
 
 int weft__io_worker_init(struct weft__io_worker *c)
 {
@@ -215,11 +333,13 @@ static inline struct weft__io_worker *common(struct weft__worker *w)
 static void fd_ops_add(struct weft__io_worker *c, int fd, int d)
 {
 	if (fd >= 0 && (unsigned)fd < c->nfd_ops)
-		/* single writer (the owner); closers only read. release:
-		 * pairs with weft__io_close_notify()'s acquire, so the
-		 * syscalls a task made on fd before its op was armed (or
-		 * ended) happen before the close(2) that follows (TSan checks
-		 * exactly this order between uses and the close of an fd). */
+		/* single writer (the owner); closers only read. seq_cst (a
+		 * release at least): pairs with weft__io_close_begin()'s
+		 * acquire, so the syscalls a task made on fd before its op
+		 * was armed (or ended) happen before the close(2) that
+		 * follows (TSan checks exactly this order between uses and
+		 * the close of an fd); and the arm's Dekker store against
+		 * weft__io_close_end(). */
 		atomic_store_explicit(
 			&c->fd_ops[fd],
 			atomic_load_explicit(&c->fd_ops[fd],
@@ -265,23 +385,61 @@ static void apply_closes(struct weft__worker *w)
 	}
 }
 
-/* Tell the workers of the caller's runtime that @fd is being closed. */
-void weft__io_close_notify(int fd)
+/* The close is about to happen: arms on @fd wait (see the protocol). */
+void weft__io_close_begin(int fd)
+{
+	struct weft__worker *me = weft__worker_current();
+
+	if (fd < 0)
+		return;
+	/* acquire: pairs with fd_ops_add()'s release, so the syscalls a
+	 * task made on fd before its op was armed (or ended) happen before
+	 * our close(2) (TSan checks exactly this order). */
+	if (me && me->rt->io_backend)
+		for (unsigned i = 0; i < me->rt->nworkers; i++) {
+			struct weft__io_worker *c = common(me->rt->workers[i]);
+			if ((unsigned)fd < c->nfd_ops)
+				(void)atomic_load_explicit(
+					&c->fd_ops[fd], memory_order_acquire);
+		}
+	/* New uses wait from now on; wait for those in progress. acquire:
+	 * pairs with weft__io_fd_exit()'s release. */
+	atomic_fetch_add_explicit(&fd_word[fd_slot(fd)], CLOSING_ONE,
+				  memory_order_acq_rel);
+	while (atomic_load_explicit(&fd_word[fd_slot(fd)],
+				    memory_order_acquire) &
+	       USES_MASK)
+		weft__cpu_relax();
+	race_delay();
+}
+
+/* close(2) is done: cancel the ops other tasks still have on @fd. */
+void weft__io_close_end(int fd)
 {
 	struct weft__worker *me = weft__worker_current();
 	struct weft__runtime *rt;
 	uint64_t seq;
 
+	if (fd < 0)
+		return;
+	race_delay();
+	/* relaxed: uses read it only after the release below */
+	seq = atomic_fetch_add_explicit(&close_gen[fd_slot(fd)], 1,
+					memory_order_relaxed) +
+	      1;
+	/* release: our close(2) and the new generation happen before the
+	 * uses that waited (weft__io_fd_enter()'s acquire) */
+	atomic_fetch_sub_explicit(&fd_word[fd_slot(fd)], CLOSING_ONE,
+				  memory_order_release);
 	if (!me || !me->rt->io_backend)
 		return; /* not in a runtime: nothing of ours can be pending */
 	rt = me->rt;
-	/* seq_cst: an op armed after this reads a later seq (arm_publish) */
-	seq = atomic_fetch_add_explicit(&close_seq, 1, memory_order_seq_cst) +
-	      1;
 	for (unsigned i = 0; i < rt->nworkers; i++) {
 		struct weft__worker *v = rt->workers[i];
 		struct weft__io_worker *c = common(v);
-		if (fd >= 0 && (unsigned)fd < c->nfd_ops &&
+		/* acquire: every arm counted in before our close(2) was
+		 * seen in fd_word; its count is visible */
+		if ((unsigned)fd < c->nfd_ops &&
 		    atomic_load_explicit(&c->fd_ops[fd],
 					 memory_order_acquire) == 0)
 			continue;
@@ -331,7 +489,7 @@ unsigned weft__io_poll(struct weft__worker *w)
 
 bool weft__io_has_work(struct weft__worker *w)
 {
-	/* seq_cst: pairs with the store in weft__io_close_notify() (a
+	/* seq_cst: pairs with the store in weft__io_close_end() (a
 	 * closer that saw us not idle relies on this re-check). */
 	return w->io && atomic_load_explicit(&common(w)->nreqs_hint,
 					     memory_order_seq_cst) != 0;
@@ -426,14 +584,23 @@ static void arm_publish(struct weft__task *t, struct weft__wait *wt)
 {
 	struct weft__io_op *op = wt->obj;
 	struct weft__worker *w = weft__worker_current();
+	int fd = op->fd;
 
 	(void)t;
 	op->owner = w;
-	op->arm_seq = atomic_load_explicit(&close_seq, memory_order_seq_cst);
+	/* The protocol at the top: counted in, the arm happens wholly
+	 * before a close(2) of fd or wholly after it. */
+	weft__io_fd_enter(fd);
 	weft__list_add_tail(&common(w)->inflight, &op->link);
-	fd_ops_add(common(w), op->fd, 1);
+	fd_ops_add(common(w), fd, 1);
+	race_delay();
+	op->arm_seq = fd < 0 ? 0 :
+			       atomic_load_explicit(&close_gen[fd_slot(fd)],
+						    memory_order_relaxed);
 	weft__io_stat_inc(&w->stats.io_submitted);
 	w->rt->io_backend->arm(w, op);
+	/* op may be done and gone already (epoll: -EBADF at once) */
+	weft__io_fd_exit(fd);
 }
 
 static void cancel_publish(struct weft__task *t, struct weft__wait *wt)

@@ -183,6 +183,7 @@ static void enter(struct uring *u)
 {
 	int r;
 
+	weft__io_stat_inc(&u->common.enters);
 	if (io_uring_sq_ready(&u->ring))
 		r = io_uring_submit_and_get_events(&u->ring);
 	else
@@ -357,8 +358,20 @@ static unsigned reap(struct weft__worker *w)
 		if (n == REAP_BATCH)
 			continue;
 		/* NODROP: completions the CQ had no room for wait in the
-		 * kernel; get_events flushes them into the CQ. */
+		 * kernel; get_events flushes them into the CQ. Counted once
+		 * per flush (weft_io_stats.cq_overflows); the kernel's own
+		 * counter (koverflow) counts only what it dropped. */
 		if (io_uring_cq_has_overflow(&u->ring)) {
+			unsigned dropped =
+				IO_URING_READ_ONCE(*u->ring.cq.koverflow);
+			weft__io_stat_inc(&u->common.cq_overflows);
+			if (dropped !=
+			    atomic_load_explicit(&u->common.cq_dropped,
+						 memory_order_relaxed))
+				atomic_store_explicit(&u->common.cq_dropped,
+						      dropped,
+						      memory_order_relaxed);
+			weft__io_stat_inc(&u->common.enters);
 			io_uring_get_events(&u->ring);
 			if (io_uring_cq_ready(&u->ring))
 				continue;
@@ -410,6 +423,8 @@ static void u_sleep(struct weft__worker *w, uint64_t deadline_ns)
 		ts.tv_nsec = (long long)(d % 1000000000u);
 		tsp = &ts;
 	}
+	weft__io_stat_inc(&u->common.sleeps);
+	weft__io_stat_inc(&u->common.enters);
 	/* -ETIME, -EINTR, -EBUSY: return; the worker loop reaps and
 	 * decides again. */
 	(void)io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, tsp, NULL);

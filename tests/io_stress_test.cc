@@ -199,6 +199,52 @@ TEST_P(IoBackend, CrossWorkerCancelStorm)
 	});
 }
 
+// Regress, issue 3 (the window documented in io/reactor.c): an op armed
+// at the very moment another task weft_close()s its fd could miss the close
+// and wait forever on the old file. Invariant: every recv racing a close
+// of its fd ends, with -ECANCELED or -EBADF (never data: none is sent).
+// Test builds widen both windows with random delays.
+TEST_P(IoBackend, CloseRacingArmNeverLeavesAWaiter)
+{
+	const int n = (int)weft_test::scaled(400);
+#ifdef WEFT_TEST_HOOKS
+	weft_test_io_close_race_delay(WEFT_USEC(40));
+#endif
+	Run(2, [&] {
+		int hung = 0;
+		for (int i = 0; i < n && hung == 0; i++) {
+			int sv[2];
+			ASSERT_EQ(0, socketpair(AF_UNIX,
+						SOCK_STREAM | SOCK_CLOEXEC, 0,
+						sv));
+			int fd = sv[1];
+			weft_task *r = go([fd] {
+				char c;
+				return (int)weft_recv(fd, &c, 1, 0);
+			});
+			weft_task *c = go([fd, i] {
+				for (int k = 0; k < (i % 3); k++)
+					weft_yield();
+				return weft_close(fd);
+			});
+			EXPECT_EQ(0, weft_join(c));
+			// A hang guard, not a timing assertion: the recv must
+			// end on its own; weft_wait_for cancels it otherwise.
+			int rr = weft_wait_for(r, WEFT_SEC(5));
+			if (rr == -ETIMEDOUT)
+				hung++;
+			else
+				EXPECT_TRUE(rr == -ECANCELED || rr == -EBADF)
+					<< rr;
+			close(sv[0]);
+		}
+		EXPECT_EQ(0, hung) << "a recv missed the close of its fd";
+	});
+#ifdef WEFT_TEST_HOOKS
+	weft_test_io_close_race_delay(0);
+#endif
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, IoBackend,
 			 ::testing::Values(std::string("io_uring"),
 					   std::string("epoll")),

@@ -210,10 +210,13 @@ WEFT_API int weft_open(const char *path, int flags, mode_t mode);
  * Always releases the descriptor, even in a cancelled task or past a
  * deadline. Calls other tasks of the caller's runtime have pending on @fd
  * end promptly with -ECANCELED (or -EBADF); a call started on the same fd
- * number after weft_close() returned is not affected. From a thread
- * outside the runtime only the descriptor is closed.
+ * number after weft_close() returned is not affected. A call racing the
+ * close (started while it runs) either ends that way or finds the fd
+ * closed (-EBADF): it never keeps waiting on the closed file. From a
+ * thread outside the runtime only the descriptor is closed.
  *
- * Context: any thread; never suspends.
+ * Context: any thread; never suspends (it may wait, without suspending,
+ * for another thread's syscall or arming on @fd to finish).
  * Return: 0, or close(2)'s error (-EBADF, -EIO).
  */
 WEFT_API int weft_close(int fd);
@@ -318,6 +321,38 @@ WEFT_API const char *weft_io_backend(void);
  * Return: "io_uring" or "epoll" (a static string).
  */
 WEFT_API const char *weft_io_backend_of(const struct weft_runtime *rt);
+
+/**
+ * struct weft_io_stats - reactor counters of one runtime since it started,
+ * summed over its workers (a snapshot, not atomic across fields).
+ * @enters: io_uring_enter calls (submit, reap, idle sleep); epoll: epoll_wait
+ *	calls. Per request served, the cost of the reactor's batching.
+ * @sleeps: times a worker slept in the reactor (nothing to run).
+ * @cq_overflows: times a worker found completions the kernel had held back
+ *	because its completion queue was full (IORING_FEAT_NODROP keeps them;
+ *	they are flushed and delivered, none is lost). Non-zero means the
+ *	ring is too small for the load: raise weft_config.ring_entries.
+ *	Always 0 on epoll.
+ * @cq_dropped: completions the kernel dropped outright (its overflow
+ *	counter: only without NODROP, or when it had no memory to keep them);
+ *	should stay 0. Always 0 on epoll.
+ * @reserved: zero; new counters take this space.
+ */
+typedef struct weft_io_stats {
+	uint64_t enters, sleeps, cq_overflows, cq_dropped;
+	uint64_t reserved[12];
+} weft_io_stats;
+
+/**
+ * weft_io_stats_get() - Read the reactor counters of @rt.
+ * @rt: the runtime; NULL: the caller's (a task's or an offload function's).
+ * @out: receives the snapshot; all-zero when @rt is NULL and the caller
+ *	belongs to no runtime. NULL is ignored.
+ *
+ * Context: any thread; never suspends.
+ */
+WEFT_API void weft_io_stats_get(const struct weft_runtime *rt,
+				weft_io_stats *out);
 
 WEFT_EXTERN_C_END
 #endif /* WEFT_IO_H */

@@ -14,6 +14,12 @@ extern "C" {
 void io_test_set_deadline(uint64_t deadline_ns);
 void io_test_stats(weft_runtime *rt, uint64_t *submitted, uint64_t *completed);
 
+#ifdef WEFT_TEST_HOOKS
+/* io/reactor.c: spin up to @ns at random in the windows between arming an
+ * op and publishing it, and in weft_close (0: off). */
+WEFT_API void weft_test_io_close_race_delay(uint64_t ns);
+#endif
+
 #ifdef __cplusplus
 }
 #endif
