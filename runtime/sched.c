@@ -405,6 +405,24 @@ void weft__task_ready(struct weft__task *t)
 	weft__notify(rt);
 }
 
+/*
+ * Make @t runnable on @w, from a thread that is not one of rt's workers:
+ * into w's inbox, waking w only if it is parked. For offload.c, whose pool
+ * thread hands a finished call's task back to the worker that parked it
+ * while that worker spins for it: no injection queue, no notify, and no
+ * searcher woken for work its owner is about to take.
+ * Context: any thread; never suspends.
+ */
+void weft__task_ready_on(struct weft__worker *w, struct weft__task *t)
+{
+	if (t->pinned_to)
+		w = t->pinned_to;
+	atomic_store_explicit(&t->state, WEFT__TASK_RUNNABLE,
+			      memory_order_relaxed);
+	inbox_push(w, t);
+	weft__wake_worker(w);
+}
+
 /* ------------------------------------------------------------ waking */
 
 /* park_word values */

@@ -301,6 +301,13 @@ struct weft__worker {
 	WEFT__ALIGNED_CL pthread_mutex_t inbox_lock;
 	struct weft__task *inbox_head, *inbox_tail;
 	_Atomic size_t inbox_len;
+	/* offload.c: tasks parked from this worker on an offloaded call
+	 * (callers add, the completing pool thread subtracts), and whether
+	 * the owner spins for their completions (written by the owner, read
+	 * by pool threads: then the completion comes to the inbox, see
+	 * weft__task_ready_on()). Hints: relaxed except where noted. */
+	_Atomic unsigned offload_waiting;
+	_Atomic bool offload_spin;
 
 	/* timers: the owner arms and fires; a resumed task may remove */
 	WEFT__ALIGNED_CL pthread_mutex_t timer_lock;
@@ -465,6 +472,7 @@ static inline int weft__pending_error(struct weft__task *t)
 
 /* sched.c */
 void weft__task_ready(struct weft__task *t);
+void weft__task_ready_on(struct weft__worker *w, struct weft__task *t);
 void weft__ready_local(struct weft__worker *w, struct weft__task *t, bool lifo);
 void weft__inject_push(struct weft__runtime *rt, void *item);
 size_t weft__inject_pop(struct weft__runtime *rt, void **out, size_t max);
