@@ -17,7 +17,10 @@
  * bounded and printed with "%s". What a task waits on (wait_kind) is set by
  * each primitive before it parks; when it began waiting (state_since_ns,
  * coarse clock) and on which worker are stored by run_task() as it
- * switches out (sched.h weft__note_switch()).
+ * switches out (sched.h weft__note_switch()); every other transition
+ * (runnable, running) stores its time too (weft__task_set_state()), so a
+ * dump gives each state's age. The running age used to come from the
+ * watchdog's samples and was missing without slow_task_ns.
  *
  * Watchdog (slow_task_ns, or env WEFT_DEBUG=1: 100 ms). The hot path only
  * publishes (task, slice counter) per worker in run_task() (sched.h
@@ -74,9 +77,6 @@ struct weft__observer {
 	bool monitor_started;
 	_Atomic uint32_t stop_word;	/* futex: 1 = stop */
 	struct wd_sample *samples;	/* per worker; monitor only */
-	/* per worker: start of the running slice as the monitor sees it
-	 * (0: none), for dumps */
-	_Atomic uint64_t *running_since;
 	/* SIGQUIT registration: under sq_lock */
 	bool sigquit;
 	struct weft__observer *sq_next;
@@ -192,6 +192,8 @@ static void dump_one(struct weft__task *t, void *arg)
 	snapshot_ident(t, name, &id);
 	fprintf(d->out, "  task %llu '%s': ", id,
 		name[0] ? name : "<unnamed>");
+	/* Every state shows its age: state_since_ns is stored with each
+	 * transition (weft__task_set_state(), weft__note_switch()). */
 	switch (st) {
 	case WEFT__TASK_RUNNING:
 		for (unsigned i = 0; i < rt->nworkers; i++) {
@@ -199,25 +201,17 @@ static void dump_one(struct weft__task *t, void *arg)
 			if (atomic_load_explicit(&w->wd_task,
 						 memory_order_acquire) != t)
 				continue;
-			fprintf(d->out, "running on worker %u", i);
-			struct weft__observer *o = rt->observer;
-			uint64_t rs = o ? atomic_load_explicit(
-						  &o->running_since[i],
-						  memory_order_relaxed) :
-					  0;
-			if (rs && weft__clock_now() > rs)
-				fprintf(d->out, " for ~%llu ms",
-					(unsigned long long)(weft__clock_now() -
-							     rs) /
-						1000000u);
-			fputc('\n', d->out);
+			fprintf(d->out, "running on worker %u for ~%llu ms\n",
+				i, (unsigned long long)age / 1000000u);
 			d->n++;
 			return;
 		}
-		fprintf(d->out, "running\n");
+		fprintf(d->out, "running for ~%llu ms\n",
+			(unsigned long long)age / 1000000u);
 		break;
 	case WEFT__TASK_RUNNABLE:
-		fprintf(d->out, "runnable\n");
+		fprintf(d->out, "runnable for ~%llu ms\n",
+			(unsigned long long)age / 1000000u);
 		break;
 	case WEFT__TASK_WAITING:
 		fprintf(d->out, "waiting on %s for ~%llu ms (worker %u)\n",
@@ -322,14 +316,10 @@ static void monitor_check(struct weft__runtime *rt, struct weft__observer *o,
 	t2 = atomic_load_explicit(&w->wd_task, memory_order_acquire);
 	if (!t1 || t1 != t2) {
 		p->task = NULL;
-		atomic_store_explicit(&o->running_since[i], 0,
-				      memory_order_relaxed);
 		return;
 	}
 	if (p->task != t1 || p->slice != slice) {
 		*p = (struct wd_sample){ t1, slice, now, false };
-		atomic_store_explicit(&o->running_since[i], now,
-				      memory_order_relaxed);
 		return;
 	}
 	if (p->reported || now - p->first_ns < o->slow_ns)
@@ -511,9 +501,7 @@ int weft__observe_start(struct weft__runtime *rt)
 	o->rt = rt;
 	o->slow_ns = slow;
 	o->samples = weft__calloc(rt->nworkers, sizeof(*o->samples));
-	o->running_since =
-		weft__calloc(rt->nworkers, sizeof(*o->running_since));
-	if (!o->samples || !o->running_since) {
+	if (!o->samples) {
 		err = -ENOMEM;
 		goto out_free;
 	}
@@ -537,7 +525,6 @@ out_stop:
 out_free:
 	rt->observer = NULL;
 	weft__free(o->samples);
-	weft__free(o->running_since);
 	weft__free(o);
 	return err;
 }
@@ -558,6 +545,5 @@ void weft__observe_stop(struct weft__runtime *rt)
 	}
 	rt->observer = NULL;
 	weft__free(o->samples);
-	weft__free(o->running_since);
 	weft__free(o);
 }

@@ -356,6 +356,19 @@ static inline void weft__wd_slice_end(struct weft__worker *w)
 
 /* When and where @t began to wait or wait to run (dumps). Context: @t's
  * worker, in run_task(), before @t is published to anybody. */
+/*
+ * weft__task_set_state() - Store @t's state (WEFT__TASK_RUNNABLE, _RUNNING)
+ * and when it entered it, for weft_dump_tasks(): one coarse clock read (a
+ * few ns, no syscall), so every state shows its age.
+ * Context: whoever makes the transition; never suspends.
+ */
+static inline void weft__task_set_state(struct weft__task *t, int state)
+{
+	atomic_store_explicit(&t->state_since_ns, weft__clock_coarse(),
+			      memory_order_relaxed);
+	atomic_store_explicit(&t->state, state, memory_order_relaxed);
+}
+
 static inline void weft__note_switch(struct weft__worker *w,
 				     struct weft__task *t)
 {

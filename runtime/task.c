@@ -410,8 +410,7 @@ struct weft__task *weft__spawn_foreign(struct weft__runtime *rt, weft_fn fn,
 	/* A fresh entry in the injection queue, claimed by whichever worker
 	 * pops it (its owner is a foreign thread: never run inline).
 	 * release: the record is complete before it can be claimed. */
-	atomic_store_explicit(&t->state, WEFT__TASK_RUNNABLE,
-			      memory_order_relaxed);
+	weft__task_set_state(t, WEFT__TASK_RUNNABLE);
 	atomic_store_explicit(&t->run_claim, WEFT__RC_DEQUE,
 			      memory_order_release);
 	weft__inject_push(rt, weft__item_fresh(t));
@@ -546,8 +545,7 @@ static bool try_run_inline(struct weft__task *host, struct weft__task *c)
 	if (weft__task_cancel_pending(host))
 		atomic_fetch_or_explicit(&c->join_word, WEFT__J_CANCEL,
 					 memory_order_seq_cst);
-	atomic_store_explicit(&c->state, WEFT__TASK_RUNNING,
-			      memory_order_relaxed);
+	weft__task_set_state(c, WEFT__TASK_RUNNING);
 	w->current = c;
 	weft__wd_slice_begin(w, c); /* watchdog/dumps name the child */
 

@@ -708,8 +708,7 @@ static void run_task(struct weft__worker *w, void *item)
 			t->pinned_to = w;
 	}
 	w->current = t;
-	atomic_store_explicit(&t->state, WEFT__TASK_RUNNING,
-			      memory_order_relaxed);
+	weft__task_set_state(t, WEFT__TASK_RUNNING);
 	struct weft__overflow_info oi = { t->stack, t->name };
 	weft__overflow_set_current(&oi);
 	weft__wd_slice_begin(w, t); /* watchdog (observe.c): no clock read */
@@ -727,8 +726,7 @@ static void run_task(struct weft__worker *w, void *item)
 		weft__wait_publish(w, t);
 		break;
 	case WEFT__SW_YIELD:
-		atomic_store_explicit(&t->state, WEFT__TASK_RUNNABLE,
-				      memory_order_relaxed);
+		weft__task_set_state(t, WEFT__TASK_RUNNABLE);
 		if (t->pinned_to) {
 			weft__ready_local(w, t, false);
 		} else {

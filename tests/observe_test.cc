@@ -458,3 +458,31 @@ TEST(Watchdog, WeftDebugEnvMeans100ms)
 	ASSERT_EQ(0, r);
 	EXPECT_EQ(1u, count_of(err, "task 'env-hog'")) << err;
 }
+
+// Every state of a dump line has an age, the watchdog on or off: a task
+// kept runnable behind a busy one on a single worker shows how long it
+// has been runnable (not early), and the running one how long it runs.
+TEST(Dump, RunnableAndRunningTasksShowHowLong)
+{
+	weft_config cfg{};
+	cfg.workers = 1; // the child cannot run while the body spins
+	std::string d;
+	ASSERT_EQ(0, run_cfg(cfg, [&] {
+		weft_task *t = spawn_lambda("queued", [] { return 0; });
+		busy_ms(60); // never suspends: "queued" stays runnable
+		d = dump_to_string(nullptr);
+		EXPECT_EQ(0, weft_join(t));
+	}));
+	std::string q = line_of(d, "queued");
+	unsigned long long ms = ~0ull;
+	size_t p = q.find("runnable for ~");
+	ASSERT_NE(std::string::npos, p) << d;
+	ASSERT_EQ(1, sscanf(q.c_str() + p, "runnable for ~%llu ms", &ms)) << q;
+	// The coarse clock ticks every 1-10 ms: allow two ticks early. The
+	// upper bound only catches a missing stamp (an age since boot).
+	EXPECT_GE(ms, 40u) << q;
+	EXPECT_LT(ms, 60000u) << q;
+	// The body itself: running, with an age.
+	p = d.find("running on worker 0 for ~");
+	EXPECT_NE(std::string::npos, p) << d;
+}
