@@ -212,6 +212,11 @@ struct weft__task {
 	_Atomic uint8_t wait_kind;
 	_Atomic unsigned last_worker;
 	_Atomic uint64_t state_since_ns;
+	/* Spawn site, NULL when unknown (the weft_spawn*() macros of task.h
+	 * pass it): written at spawn, read by the debug-mode unjoined-task
+	 * report (runtime.c). */
+	unsigned spawn_line;
+	const char *spawn_file;
 };
 
 /* What a waiting task waits on (for weft_dump_tasks; observe.c names them). */

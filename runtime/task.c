@@ -278,6 +278,9 @@ static void task_init(struct weft__task *t, struct weft__runtime *rt,
 		memcpy(t->name, name, n);
 		t->name[n] = 0;
 	}
+	/* The last line, which weft__ready_fresh() writes anyway. */
+	t->spawn_file = NULL;
+	t->spawn_line = 0;
 }
 
 static void count_spawn(struct weft__runtime *rt, struct weft__worker *w,
@@ -343,8 +346,18 @@ struct weft__task *weft__spawn_child(struct weft__worker *w,
 	return t;
 }
 
-WEFT_API int weft_spawn_ex(weft_task **out, const weft_spawn_opts *o,
-			   weft_fn fn, void *arg)
+/*
+ * The spawn functions are also function-like macros of task.h that pass
+ * the caller's __FILE__/__LINE__ to the _at variants; here the real
+ * functions are defined, so the macros must not apply.
+ */
+#undef weft_spawn
+#undef weft_spawn_named
+#undef weft_spawn_ex
+
+WEFT_API int weft_spawn_ex_at(weft_task **out, const weft_spawn_opts *o,
+			      weft_fn fn, void *arg, const char *file,
+			      unsigned line)
 {
 	struct weft__worker *w = weft__worker_current();
 	struct weft__task *t;
@@ -361,17 +374,21 @@ WEFT_API int weft_spawn_ex(weft_task **out, const weft_spawn_opts *o,
 		t->spawn_flags |= o->flags;
 		t->stack_size = o->stack_size;
 	}
+	t->spawn_file = file; /* for the unjoined-task report (runtime.c) */
+	t->spawn_line = line;
 	count_spawn(w->rt, w, t);
 	*out = weft__handle_encode(t);
 	weft__ready_fresh(w, t);
 	return 0;
 }
 
-WEFT_API weft_task *weft_spawn_named(const char *name, weft_fn fn, void *arg)
+WEFT_API weft_task *weft_spawn_named_at(const char *name, weft_fn fn,
+					void *arg, const char *file,
+					unsigned line)
 {
 	weft_spawn_opts o = { .name = name };
 	weft_task *h = NULL;
-	int err = weft_spawn_ex(&h, name ? &o : NULL, fn, arg);
+	int err = weft_spawn_ex_at(&h, name ? &o : NULL, fn, arg, file, line);
 
 	if (err) {
 		errno = -err;
@@ -380,9 +397,20 @@ WEFT_API weft_task *weft_spawn_named(const char *name, weft_fn fn, void *arg)
 	return h;
 }
 
+WEFT_API int weft_spawn_ex(weft_task **out, const weft_spawn_opts *o,
+			   weft_fn fn, void *arg)
+{
+	return weft_spawn_ex_at(out, o, fn, arg, NULL, 0);
+}
+
+WEFT_API weft_task *weft_spawn_named(const char *name, weft_fn fn, void *arg)
+{
+	return weft_spawn_named_at(name, fn, arg, NULL, 0);
+}
+
 WEFT_API weft_task *weft_spawn(weft_fn fn, void *arg)
 {
-	return weft_spawn_named(NULL, fn, arg);
+	return weft_spawn_named_at(NULL, fn, arg, NULL, 0);
 }
 
 /* Create a task from a thread that is not a worker of rt (weft_submit,

@@ -459,6 +459,76 @@ TEST(Watchdog, WeftDebugEnvMeans100ms)
 	EXPECT_EQ(1u, count_of(err, "task 'env-hog'")) << err;
 }
 
+namespace
+{
+int return_zero(void *)
+{
+	return 0;
+}
+} // namespace
+
+// Debug mode gives an unjoined task's spawn site (file:line) when the
+// weft_spawn* macros of task.h recorded one; the functions stay callable by
+// name and through a pointer (no site then).
+TEST(Dump, UnjoinedTasksNameTheirSpawnSite)
+{
+	static unsigned line_named, line_ex;
+	weft_runtime *rt = nullptr;
+	weft_config cfg{};
+	cfg.workers = 1;
+	ASSERT_EQ(0, weft_runtime_new(&rt, &cfg));
+	StderrCapture cap;
+	ASSERT_EQ(0, weft_block_on(rt, [](void *) {
+		// Never joined nor detached: reported at runtime end.
+		line_named = __LINE__ + 1;
+		weft_task *a = weft_spawn_named("site-named", return_zero, nullptr);
+		weft_spawn_opts o{};
+		o.name = "site-ex";
+		weft_task *b = nullptr;
+		line_ex = __LINE__ + 1;
+		EXPECT_EQ(0, weft_spawn_ex(&b, &o, return_zero, nullptr));
+		// The real functions, by pointer and parenthesised name.
+		weft_task *(*fp)(weft_fn, void *) = &weft_spawn;
+		weft_task *c = fp(return_zero, nullptr);
+		weft_task *d = (weft_spawn_named)("site-unknown", return_zero,
+						  nullptr);
+		EXPECT_NE(nullptr, a);
+		EXPECT_NE(nullptr, b);
+		EXPECT_NE(nullptr, c);
+		EXPECT_NE(nullptr, d);
+		EXPECT_EQ(0, weft_join(c));
+		weft_sleep(WEFT_MSEC(5));
+		return 0;
+	}, nullptr));
+	EXPECT_EQ(0, weft_runtime_free(rt));
+	std::string err = cap.text();
+	cap.restore();
+#ifndef NDEBUG
+	EXPECT_NE(std::string::npos,
+		  err.find("task 'site-named' (id ")) << err;
+	EXPECT_NE(std::string::npos,
+		  err.find("spawned at " __FILE__ ":" +
+			   std::to_string(line_named) +
+			   " was never joined nor detached"))
+		<< err;
+	EXPECT_NE(std::string::npos,
+		  err.find("spawned at " __FILE__ ":" +
+			   std::to_string(line_ex) +
+			   " was never joined nor detached"))
+		<< err;
+	// Through the function itself: named, no site.
+	size_t p = err.find("task 'site-unknown' (id ");
+	ASSERT_NE(std::string::npos, p) << err;
+	std::string line = err.substr(p, err.find('\n', p) - p);
+	EXPECT_EQ(std::string::npos, line.find("spawned at")) << line;
+	EXPECT_NE(std::string::npos, line.find("was never joined")) << line;
+	EXPECT_EQ(3u, count_of(err, "never joined nor detached")) << err;
+#else
+	(void)line_named;
+	(void)line_ex;
+#endif
+}
+
 // Every state of a dump line has an age, the watchdog on or off: a task
 // kept runnable behind a busy one on a single worker shows how long it
 // has been runnable (not early), and the running one how long it runs.

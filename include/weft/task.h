@@ -108,6 +108,57 @@ WEFT_API int weft_spawn_ex(weft_task **out, const weft_spawn_opts *o,
 			   weft_fn fn, void *arg);
 
 /**
+ * weft_spawn_named_at() - weft_spawn_named() that records a spawn site.
+ * @name: as weft_spawn_named().
+ * @fn: the task body.
+ * @arg: its argument.
+ * @file: the spawning source file (kept as a pointer: a string literal such
+ *        as __FILE__); NULL: unknown.
+ * @line: the spawning line.
+ *
+ * In debug mode (a debug build, or env WEFT_DEBUG=1) a task that is never
+ * joined nor detached is reported when the runtime ends, by name and, when
+ * known, by spawn site ("spawned at file:line"). Unless WEFT_NO_SPAWN_SITE
+ * is defined before including weft.h, weft_spawn(), weft_spawn_named() and
+ * weft_spawn_ex() are also function-like macros that pass __FILE__ and
+ * __LINE__ to these _at variants; the functions themselves stay exported
+ * under their names, so &weft_spawn and (weft_spawn)(fn, arg) still work
+ * (without a spawn site).
+ *
+ * Context: task only; never suspends.
+ * Return: as weft_spawn().
+ */
+WEFT_API weft_task *weft_spawn_named_at(const char *name, weft_fn fn,
+					void *arg, const char *file,
+					unsigned line);
+
+/**
+ * weft_spawn_ex_at() - weft_spawn_ex() that records a spawn site.
+ * @out: receives the owned handle.
+ * @o: options, or NULL for defaults.
+ * @fn: the task body.
+ * @arg: its argument.
+ * @file: as weft_spawn_named_at().
+ * @line: the spawning line.
+ *
+ * Context: task only; never suspends.
+ * Return: as weft_spawn_ex().
+ */
+WEFT_API int weft_spawn_ex_at(weft_task **out, const weft_spawn_opts *o,
+			      weft_fn fn, void *arg, const char *file,
+			      unsigned line);
+
+/* After the declarations above, which the macros would otherwise rewrite. */
+#ifndef WEFT_NO_SPAWN_SITE
+#define weft_spawn(fn, arg) \
+	weft_spawn_named_at(NULL, (fn), (arg), __FILE__, __LINE__)
+#define weft_spawn_named(name, fn, arg) \
+	weft_spawn_named_at((name), (fn), (arg), __FILE__, __LINE__)
+#define weft_spawn_ex(out, o, fn, arg) \
+	weft_spawn_ex_at((out), (o), (fn), (arg), __FILE__, __LINE__)
+#endif
+
+/**
  * weft_join() - Wait for @t to finish and return its status.
  * @t: an owned handle.
  *
