@@ -212,6 +212,11 @@ struct weft__task {
 	_Atomic uint8_t wait_kind;
 	_Atomic unsigned last_worker;
 	_Atomic uint64_t state_since_ns;
+	/* Suspension points that failed at once with -ECANCELED because a
+	 * cancellation was pending (weft__pending_error_slow()): written by
+	 * the task only, read by the watchdog and the shutdown drain report
+	 * (RELIABILITY F2: a task that ignores its cancellation). */
+	_Atomic uint32_t cancel_fails;
 	/* Spawn site, NULL when unknown (the weft_spawn*() macros of task.h
 	 * pass it): written at spawn, read by the debug-mode unjoined-task
 	 * report (runtime.c). */

@@ -279,6 +279,7 @@ static void task_init(struct weft__task *t, struct weft__runtime *rt,
 		t->name[n] = 0;
 	}
 	/* The last line, which weft__ready_fresh() writes anyway. */
+	atomic_store_explicit(&t->cancel_fails, 0, memory_order_relaxed);
 	t->spawn_file = NULL;
 	t->spawn_line = 0;
 }

@@ -556,3 +556,109 @@ TEST(Dump, RunnableAndRunningTasksShowHowLong)
 	p = d.find("running on worker 0 for ~");
 	EXPECT_NE(std::string::npos, p) << d;
 }
+
+// RELIABILITY F2: a cancelled task that keeps calling suspension points.
+// Each call fails at once (level-triggered; a one-hour sleep that did not
+// would hang the test), and the watchdog names the task with a count that
+// grows, rate-limited (each report at least double the previous count).
+TEST(Watchdog, ReportsATaskThatIgnoresItsCancellation)
+{
+	weft_config cfg{};
+	cfg.workers = 2;
+	cfg.slow_task_ns = WEFT_MSEC(20); // samples every 5 ms
+	StderrCapture cap;
+	std::atomic<bool> stop{ false };
+	std::atomic<long> fails{ 0 }, other{ 0 };
+	ASSERT_EQ(0, run_cfg(cfg, [&] {
+		weft_task *t = spawn_lambda("stubborn", [&] {
+			while (!stop.load()) {
+				if (weft_sleep(WEFT_SEC(3600)) == -ECANCELED)
+					fails++;
+				else
+					other++;
+			}
+			return 7;
+		});
+		weft_cancel(t);
+		// Stop the loop once the report is out (hang guard: the
+		// test's timeout), from a plain thread: the stubborn task
+		// holds a worker, and this task must not need it.
+		std::thread th([&] {
+			uint64_t guard = weft_now() + WEFT_SEC(30);
+			while (cap.text().find("ignored ") == std::string::npos &&
+			       weft_now() < guard)
+				usleep(1000);
+			usleep(100 * 1000); // let the count double a few times
+			stop = true;
+		});
+		EXPECT_EQ(7, weft_join(t));
+		th.join();
+	}));
+	std::string err = cap.text();
+	cap.restore();
+	EXPECT_EQ(0, other.load());
+	EXPECT_GE(fails.load(), 100);
+	std::vector<unsigned long> counts;
+	const std::string key = "task 'stubborn' (id ";
+	for (size_t p = err.find(key); p != std::string::npos;
+	     p = err.find(key, p + 1)) {
+		size_t q = err.find(") ignored ", p);
+		if (q == std::string::npos || q > err.find('\n', p))
+			continue; // the slow-task line
+		counts.push_back(strtoul(err.c_str() + q + 10, nullptr, 10));
+	}
+	ASSERT_GE(counts.size(), 1u) << err;
+	EXPECT_GE(counts[0], 100u) << err;
+	for (size_t i = 1; i < counts.size(); i++)
+		EXPECT_GE(counts[i], 2 * counts[i - 1]) << err;
+	EXPECT_LE(counts.size(), 40u) << err; // doubling: ~log2(fails)
+	EXPECT_NE(std::string::npos, err.find(" cancellations")) << err;
+}
+
+// RELIABILITY F2 at shutdown (README and weft_runtime_free's doc: the
+// drain waits for such a task): weft_runtime_free waits for it, names it
+// after the grace period with its count, and returns once it stops.
+TEST(Shutdown, WaitsForATaskIgnoringCancellationAndNamesIt)
+{
+#ifndef WEFT_TEST_HOOKS
+	GTEST_SKIP() << "needs the WEFT_TEST_HOOKS build";
+#else
+	weft_test_drain_grace_ns(WEFT_MSEC(50));
+	static std::atomic<bool> stop, done;
+	stop = false;
+	done = false;
+	weft_runtime *rt = nullptr;
+	weft_config cfg{};
+	cfg.workers = 2; // no watchdog: the drain alone reports
+	ASSERT_EQ(0, weft_runtime_new(&rt, &cfg));
+	StderrCapture cap;
+	ASSERT_EQ(0, weft_block_on(rt, [](void *) {
+		weft_task *t = spawn_lambda("deaf", [] {
+			while (!stop.load())
+				weft_sleep(WEFT_MSEC(1)); // fails once cancelled
+			done = true;
+			return 0;
+		});
+		weft_detach(t);
+		return 0;
+	}, nullptr));
+	std::thread th([&] {
+		uint64_t guard = weft_now() + WEFT_SEC(30);
+		while (cap.text().find("shutdown is waiting for task 'deaf'") ==
+			       std::string::npos &&
+		       weft_now() < guard)
+			usleep(1000);
+		stop = true;
+	});
+	EXPECT_EQ(0, weft_runtime_free(rt)); // cancels "deaf", waits for it
+	th.join();
+	EXPECT_TRUE(done.load());
+	std::string err = cap.text();
+	cap.restore();
+	weft_test_drain_grace_ns(0);
+	EXPECT_NE(std::string::npos,
+		  err.find("shutdown is waiting for task 'deaf' (id "))
+		<< err;
+	EXPECT_NE(std::string::npos, err.find("cancellations")) << err;
+#endif
+}

@@ -19,7 +19,13 @@
  * point t is in (or its next one) returns -ECANCELED, and so does every
  * later one until t returns. Work already done is never undone: a call that
  * completed returns its result and the next suspension point reports the
- * cancellation.
+ * cancellation. A task that ignores -ECANCELED and keeps calling suspension
+ * points (while (1) weft_sleep(...)) gets -ECANCELED from each at once: it
+ * never suspends again and holds its worker until it returns. The watchdog
+ * (weft_config.slow_task_ns) names it, "task 'x' (id n) ignored N
+ * cancellations", once it failed 100 such calls in one run and again each
+ * time N has doubled; weft_runtime_free() waits for it (it cannot stop a
+ * task) and names it every grace period (5 s) until it returns.
  *
  * TASKS MIGRATE. After any suspension point (every call that may suspend:
  * weft_yield, weft_sleep, weft_join, waits on sync primitives, I/O) a task may
@@ -194,8 +200,9 @@ WEFT_API void weft_detach(weft_task *t);
  * @t: a handle (owned or borrowed from weft_self()).
  *
  * The suspension point @t waits in returns -ECANCELED, and so does every
- * later one until @t returns. Other tasks may cancel a handle only until
- * its owner's wait has returned.
+ * later one until @t returns (each at once; a task that keeps calling them
+ * is reported, see the top of this file). Other tasks may cancel a handle
+ * only until its owner's wait has returned.
  *
  * Context: any thread; never suspends.
  * Return: 1 if the request was recorded before @t finished, 0 if @t had
