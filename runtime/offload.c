@@ -110,7 +110,12 @@
  * which the adaptive score detects. WEFT_OFFLOAD_SPIN_NS overrides the
  * value (0: never spin) for measurements. One spinner per two workers:
  * 2 and 4 spinners with 2 workers measured no better for 64 callers
- * (3.1 and 3.8 us against 3.1, machine load 6-10).
+ * (3.1 and 3.8 us against 3.1, machine load 6-10). Re-measured once
+ * completions went back to a spinning worker's inbox (complete()), load
+ * 1-4, medians of 5: 2 spinners made 64 callers slower (3.4-4.8 us against
+ * 2.9-3.35); WEFT_OFFLOAD_SPIN_NS 5000 / 20000 / 50000 gave seq 3.1-3.7 /
+ * 3.2-3.4 / 2.8-3.2 us and c64 4.5-4.8 / 3.35-3.4 / 3.0-3.5 us: 20 us
+ * kept, as the shortest spin that does not lose.
  */
 #define SPIN_NS 20000u
 #define IDLE_NS ((uint64_t)10 * 1000 * 1000 * 1000)
