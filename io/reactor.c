@@ -536,8 +536,7 @@ unsigned weft__io_complete(struct weft__worker *w, struct weft__io_op *op,
 	} else {
 		/* Into the deque, no notify per task: the poll that reaped a
 		 * batch notifies once (see weft__io_poll callers). */
-		atomic_store_explicit(&t->state, WEFT__TASK_RUNNABLE,
-				      memory_order_relaxed);
+		weft__task_set_state(t, WEFT__TASK_RUNNABLE);
 		weft__deque_push_or_spill(w, t);
 	}
 	return 1;

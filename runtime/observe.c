@@ -17,7 +17,10 @@
  * bounded and printed with "%s". What a task waits on (wait_kind) is set by
  * each primitive before it parks; when it began waiting (state_since_ns,
  * coarse clock) and on which worker are stored by run_task() as it
- * switches out (sched.h weft__note_switch()).
+ * switches out (sched.h weft__note_switch()); every other transition
+ * (runnable, running) stores its time too (weft__task_set_state()), so a
+ * dump gives each state's age. The running age used to come from the
+ * watchdog's samples and was missing without slow_task_ns.
  *
  * Watchdog (slow_task_ns, or env WEFT_DEBUG=1: 100 ms). The hot path only
  * publishes (task, slice counter) per worker in run_task() (sched.h
@@ -28,11 +31,17 @@
  *  2. a sample equal to the previous one of that worker is the same run
  *     slice (slice numbers never repeat): its age is now - first_seen;
  *     otherwise remember it with first_seen = now;
- *  3. once the age reaches slow_task_ns, report it once (per slice).
+ *  3. once the age reaches slow_task_ns, report it once (per slice);
+ *  4. a task that, within the same slice, failed IGNORED_MIN suspension
+ *     points at once because it is cancelled (its cancel_fails count,
+ *     wait.c) ignores its cancellation (RELIABILITY F2): "task X ignored N
+ *     cancellations", again whenever N has doubled (check_ignored()).
  * The age is underestimated by at most one period, so a report is never
  * early. A task that suspends starts a new slice, so one that yields often
  * is never reported. The monitor sleeps on a futex between samples, so
- * weft__observe_stop() wakes it at once.
+ * weft__observe_stop() wakes it at once. Without the watchdog, such a task
+ * is still named by the shutdown drain, which waits for it (once per grace
+ * period, report_ignored()).
  *
  * SIGQUIT (WEFT_DUMP_ON_SIGQUIT): a process-wide handler, installed while
  * at least one runtime with the flag exists, writes one byte to a
@@ -65,7 +74,15 @@ struct wd_sample {
 	uint64_t slice;
 	uint64_t first_ns;	/* when this slice was first seen */
 	bool reported;
+	uint32_t fails_first;	/* task's cancel_fails then */
+	uint32_t fails_reported; /* cancel_fails last reported (0: none) */
 };
+
+/* Cancelled suspension points a task may fail within one run slice
+ * before it is reported as ignoring its cancellation: a task cleaning up
+ * after -ECANCELED may call a few (each fails at once); one that loops on
+ * them calls thousands per millisecond. */
+#define IGNORED_MIN 100u
 
 struct weft__observer {
 	/* watchdog */
@@ -74,9 +91,6 @@ struct weft__observer {
 	bool monitor_started;
 	_Atomic uint32_t stop_word;	/* futex: 1 = stop */
 	struct wd_sample *samples;	/* per worker; monitor only */
-	/* per worker: start of the running slice as the monitor sees it
-	 * (0: none), for dumps */
-	_Atomic uint64_t *running_since;
 	/* SIGQUIT registration: under sq_lock */
 	bool sigquit;
 	struct weft__observer *sq_next;
@@ -192,6 +206,8 @@ static void dump_one(struct weft__task *t, void *arg)
 	snapshot_ident(t, name, &id);
 	fprintf(d->out, "  task %llu '%s': ", id,
 		name[0] ? name : "<unnamed>");
+	/* Every state shows its age: state_since_ns is stored with each
+	 * transition (weft__task_set_state(), weft__note_switch()). */
 	switch (st) {
 	case WEFT__TASK_RUNNING:
 		for (unsigned i = 0; i < rt->nworkers; i++) {
@@ -199,25 +215,17 @@ static void dump_one(struct weft__task *t, void *arg)
 			if (atomic_load_explicit(&w->wd_task,
 						 memory_order_acquire) != t)
 				continue;
-			fprintf(d->out, "running on worker %u", i);
-			struct weft__observer *o = rt->observer;
-			uint64_t rs = o ? atomic_load_explicit(
-						  &o->running_since[i],
-						  memory_order_relaxed) :
-					  0;
-			if (rs && weft__clock_now() > rs)
-				fprintf(d->out, " for ~%llu ms",
-					(unsigned long long)(weft__clock_now() -
-							     rs) /
-						1000000u);
-			fputc('\n', d->out);
+			fprintf(d->out, "running on worker %u for ~%llu ms\n",
+				i, (unsigned long long)age / 1000000u);
 			d->n++;
 			return;
 		}
-		fprintf(d->out, "running\n");
+		fprintf(d->out, "running for ~%llu ms\n",
+			(unsigned long long)age / 1000000u);
 		break;
 	case WEFT__TASK_RUNNABLE:
-		fprintf(d->out, "runnable\n");
+		fprintf(d->out, "runnable for ~%llu ms\n",
+			(unsigned long long)age / 1000000u);
 		break;
 	case WEFT__TASK_WAITING:
 		fprintf(d->out, "waiting on %s for ~%llu ms (worker %u)\n",
@@ -287,6 +295,27 @@ static void report_offload(struct weft__task *t, void *arg)
 		     (unsigned long long)(now - since) / 1000000u);
 }
 
+/* RELIABILITY F2 at shutdown: a task that ignores its cancellation keeps
+ * the drain waiting; name it (once per grace period, with its count). */
+static void report_ignored(struct weft__task *t, void *arg)
+{
+	char name[WEFT_TASK_NAME_MAX + 1];
+	unsigned long long id;
+	uint32_t n;
+	int st = atomic_load_explicit(&t->state, memory_order_relaxed);
+
+	(void)arg;
+	if (st == WEFT__TASK_DONE || st == WEFT__TASK_FREE)
+		return;
+	n = atomic_load_explicit(&t->cancel_fails, memory_order_relaxed);
+	if (n < IGNORED_MIN)
+		return;
+	snapshot_ident(t, name, &id);
+	weft__report("shutdown is waiting for task '%s' (id %llu): it "
+		     "ignored %u cancellations",
+		     name[0] ? name : "<unnamed>", id, n);
+}
+
 void weft__drain_report(struct weft__runtime *rt, uint64_t *next_ns)
 {
 	uint64_t grace = atomic_load_explicit(&grace_override,
@@ -303,9 +332,45 @@ void weft__drain_report(struct weft__runtime *rt, uint64_t *next_ns)
 		return;
 	*next_ns = now + grace;
 	weft__registry_walk(rt, report_offload, &grace);
+	weft__registry_walk(rt, report_ignored, NULL);
 }
 
 /* ------------------------------------------------------------ watchdog */
+
+/*
+ * RELIABILITY F2: the task of sample @p (still in the same run slice on
+ * worker @i) keeps calling suspension points that fail at once because it
+ * is cancelled. Reported once it failed IGNORED_MIN of them within the
+ * slice, then again each time its total has doubled: a task that never
+ * stops gets a few dozen lines in its lifetime, not one per sample, and
+ * each shows the count growing. A task that suspends starts a new slice
+ * and is judged afresh.
+ */
+static void check_ignored(struct weft__worker *w, struct wd_sample *p,
+			  unsigned i)
+{
+	struct weft__task *t = p->task;
+	uint32_t n = atomic_load_explicit(&t->cancel_fails,
+					  memory_order_relaxed);
+	char name[WEFT_TASK_NAME_MAX + 1];
+	unsigned long long id;
+
+	if (n - p->fails_first < IGNORED_MIN ||
+	    (uint64_t)n < 2 * (uint64_t)p->fails_reported)
+		return;
+	snapshot_ident(t, name, &id);
+	/* Still the same slice? Else the count may be a recycled record's. */
+	if (atomic_load_explicit(&w->wd_slice, memory_order_acquire) !=
+		    p->slice ||
+	    atomic_load_explicit(&w->wd_task, memory_order_acquire) != t)
+		return;
+	p->fails_reported = n;
+	weft__report("task '%s' (id %llu) ignored %u cancellations: its "
+		     "suspension points fail at once with -ECANCELED and it "
+		     "keeps calling them (worker %u); runtime shutdown waits "
+		     "for it",
+		     name[0] ? name : "<unnamed>", id, n, i);
+}
 
 static void monitor_check(struct weft__runtime *rt, struct weft__observer *o,
 			  unsigned i, uint64_t now)
@@ -322,16 +387,17 @@ static void monitor_check(struct weft__runtime *rt, struct weft__observer *o,
 	t2 = atomic_load_explicit(&w->wd_task, memory_order_acquire);
 	if (!t1 || t1 != t2) {
 		p->task = NULL;
-		atomic_store_explicit(&o->running_since[i], 0,
-				      memory_order_relaxed);
 		return;
 	}
 	if (p->task != t1 || p->slice != slice) {
-		*p = (struct wd_sample){ t1, slice, now, false };
-		atomic_store_explicit(&o->running_since[i], now,
-				      memory_order_relaxed);
+		*p = (struct wd_sample){ t1, slice, now, false,
+					 atomic_load_explicit(
+						 &t1->cancel_fails,
+						 memory_order_relaxed),
+					 0 };
 		return;
 	}
+	check_ignored(w, p, i);
 	if (p->reported || now - p->first_ns < o->slow_ns)
 		return;
 	char name[WEFT_TASK_NAME_MAX + 1];
@@ -511,9 +577,7 @@ int weft__observe_start(struct weft__runtime *rt)
 	o->rt = rt;
 	o->slow_ns = slow;
 	o->samples = weft__calloc(rt->nworkers, sizeof(*o->samples));
-	o->running_since =
-		weft__calloc(rt->nworkers, sizeof(*o->running_since));
-	if (!o->samples || !o->running_since) {
+	if (!o->samples) {
 		err = -ENOMEM;
 		goto out_free;
 	}
@@ -537,7 +601,6 @@ out_stop:
 out_free:
 	rt->observer = NULL;
 	weft__free(o->samples);
-	weft__free(o->running_since);
 	weft__free(o);
 	return err;
 }
@@ -558,6 +621,5 @@ void weft__observe_stop(struct weft__runtime *rt)
 	}
 	rt->observer = NULL;
 	weft__free(o->samples);
-	weft__free(o->running_since);
 	weft__free(o);
 }

@@ -30,8 +30,16 @@
  *  5. The pool thread runs fn, writes status into the record, reads task
  *     and word out of it, and only then claims (SOURCE). From then on it
  *     never touches the record (the caller may already have returned).
- *     Claimed while ARMED, weft__wait_claim() makes the task runnable with
- *     weft__task_ready() (the injection queue and an idle worker's wake-up).
+ *     Claimed while ARMED, complete() makes the task runnable: into the
+ *     inbox of the worker it parked on when that worker spins for it
+ *     (worker.c spin_for_offload(), while it has offload waiters and
+ *     nothing else to do, at most its SPIN_NS), else with
+ *     weft__task_ready() (the injection queue and an idle worker's
+ *     wake-up). Measured (perf/offload.c, 2 workers, machine load ~4):
+ *     sequential 8.3-8.8 us -> 2.5-6.2 us per call; through the injection
+ *     queue the worker that found the task woke the other one as a
+ *     searcher (stop_searching()), whose spin then made the first park,
+ *     so every call paid a worker wake-up.
  *  6. The caller returns fn's status. A cancellation that arrived meanwhile
  *     is level-triggered (J_CANCEL stays set): the next suspension point
  *     reports it.
@@ -102,7 +110,12 @@
  * which the adaptive score detects. WEFT_OFFLOAD_SPIN_NS overrides the
  * value (0: never spin) for measurements. One spinner per two workers:
  * 2 and 4 spinners with 2 workers measured no better for 64 callers
- * (3.1 and 3.8 us against 3.1, machine load 6-10).
+ * (3.1 and 3.8 us against 3.1, machine load 6-10). Re-measured once
+ * completions went back to a spinning worker's inbox (complete()), load
+ * 1-4, medians of 5: 2 spinners made 64 callers slower (3.4-4.8 us against
+ * 2.9-3.35); WEFT_OFFLOAD_SPIN_NS 5000 / 20000 / 50000 gave seq 3.1-3.7 /
+ * 3.2-3.4 / 2.8-3.2 us and c64 4.5-4.8 / 3.35-3.4 / 3.0-3.5 us: 20 us
+ * kept, as the shortest spin that does not lose.
  */
 #define SPIN_NS 20000u
 #define IDLE_NS ((uint64_t)10 * 1000 * 1000 * 1000)
@@ -118,6 +131,7 @@ struct offload_req {
 	int status;			/* written by the pool thread */
 	struct weft__task *task;	/* the caller */
 	uint64_t word;			/* its prepared wait word */
+	struct weft__worker *worker;	/* the one it parks on */
 };
 
 struct pool_thread {
@@ -415,12 +429,40 @@ got:
 	return req;
 }
 
+/*
+ * End the caller @t's wait and make it runnable. If the worker @w it
+ * parked on spins for it (worker.c, spin_for_offload()), straight into
+ * w's inbox: w takes it within a spin iteration, with no injection queue,
+ * notify or wake-up of another worker; otherwise through
+ * weft__task_ready() (the injection queue; an idle worker is woken).
+ * Should w stop spinning just after we looked, it still finds the task:
+ * park() re-checks its inbox, and weft__wake_worker() kicks it if parked.
+ * offload_waiting drops only after the hand-off, so w does not stop
+ * spinning before the task is in its inbox. Workers outlive every pool
+ * thread (weft__offload_stop() joins them first), so w stays valid.
+ */
+static void complete(struct weft__worker *w, struct weft__task *t,
+		     uint64_t word)
+{
+	if (weft__wait_try_claim(t, word, WEFT__WAKE_SOURCE) == 2) {
+		/* seq_cst: pairs with the store of offload_spin. */
+		if (atomic_load_explicit(&w->offload_spin,
+					 memory_order_seq_cst))
+			weft__task_ready_on(w, t);
+		else
+			weft__task_ready(t);
+	}
+	atomic_fetch_sub_explicit(&w->offload_waiting, 1,
+				  memory_order_relaxed);
+}
+
 static void *pool_main(void *arg)
 {
 	struct pool_thread *th = arg;
 	struct weft__offload_pool *pool = th->pool;
 	struct offload_req *req, *next;
 	struct weft__task *t;
+	struct weft__worker *w;
 	uint64_t word;
 	bool spin = false;
 
@@ -434,6 +476,7 @@ static void *pool_main(void *arg)
 		 * claim the caller may return and its frame (req) be gone. */
 		t = req->task;
 		word = req->word;
+		w = req->worker;
 		/* Become available BEFORE waking the caller: a caller that
 		 * offloads again at once must find this thread idle, not
 		 * start a new one (measured: claiming first made a
@@ -452,7 +495,7 @@ static void *pool_main(void *arg)
 		pthread_mutex_unlock(&pool->lock);
 		/* The claim's release publishes status to the caller. Not
 		 * cancellable, no timer: this claim is the only one. */
-		weft__wait_claim(t, word, WEFT__WAKE_SOURCE);
+		complete(w, t, word);
 		if (next) {
 			req = next;
 			continue;
@@ -589,6 +632,7 @@ WEFT_API int weft_offload(weft_fn fn, void *arg)
 	struct weft__task *t = weft__task_current();
 	struct offload_req req;
 	struct weft__wait wt;
+	struct weft__worker *w;
 	int err;
 
 	if (!t)
@@ -608,11 +652,18 @@ WEFT_API int weft_offload(weft_fn fn, void *arg)
 	weft__set_wait_kind(t, WEFT__WK_OFFLOAD);
 	wt.word = req.word = weft__wait_prepare(t, false);
 	count_call();
+	/* The worker we park on (we cannot migrate before the park). */
+	w = weft__worker_current();
+	req.worker = w;
+	atomic_fetch_add_explicit(&w->offload_waiting, 1,
+				  memory_order_relaxed);
 	err = submit(t->rt->offload, &req);
 	if (err) {
 		/* Nobody else knows this wait: end it ourselves so the word
 		 * does not stay PREP. */
 		weft__wait_try_claim(t, wt.word, WEFT__WAKE_SOURCE);
+		atomic_fetch_sub_explicit(&w->offload_waiting, 1,
+					  memory_order_relaxed);
 		return err;
 	}
 	weft__wait_park(t, &wt);

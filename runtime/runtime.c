@@ -309,7 +309,15 @@ static void report_unjoined(struct weft__task *t, void *arg)
 		    WEFT__TASK_DONE &&
 	    !(atomic_load_explicit(&t->flags, memory_order_acquire) &
 	      (WEFT__T_DETACHED | WEFT__T_OWNER_WAITING))) {
-		if (u->count++ < 32)
+		if (u->count++ >= 32)
+			return;
+		if (t->spawn_file)
+			weft__report("task '%s' (id %llu) spawned at %s:%u was "
+				     "never joined nor detached (status %d)",
+				     t->name[0] ? t->name : "<unnamed>",
+				     (unsigned long long)t->id, t->spawn_file,
+				     t->spawn_line, t->status);
+		else
 			weft__report("task '%s' (id %llu) was never joined "
 				     "nor detached (status %d)",
 				     t->name[0] ? t->name : "<unnamed>",

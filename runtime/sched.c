@@ -316,8 +316,7 @@ void weft__deque_push_or_spill(struct weft__worker *w, void *item)
  * deque, where a thief, the owner or its joiner (inline) may start it. */
 void weft__ready_fresh(struct weft__worker *w, struct weft__task *t)
 {
-	atomic_store_explicit(&t->state, WEFT__TASK_RUNNABLE,
-			      memory_order_relaxed);
+	weft__task_set_state(t, WEFT__TASK_RUNNABLE);
 	/* release: the record is complete before any entry naming it can
 	 * claim it (sched.h, run_claim). t may run, end and be recycled
 	 * from here on: only the item is used below. */
@@ -357,8 +356,7 @@ void weft__ready_local(struct weft__worker *w, struct weft__task *t,
 	 * run, finish and be recycled (pinned_to reset) under us. */
 	struct weft__worker *pin = t->pinned_to;
 
-	atomic_store_explicit(&t->state, WEFT__TASK_RUNNABLE,
-			      memory_order_relaxed);
+	weft__task_set_state(t, WEFT__TASK_RUNNABLE);
 	if (pin) {
 		if (pin == w) {
 			pin_append(w, t);
@@ -394,8 +392,7 @@ void weft__task_ready(struct weft__task *t)
 	struct weft__worker *pin = t->pinned_to;
 	struct weft__runtime *rt = t->rt;
 
-	atomic_store_explicit(&t->state, WEFT__TASK_RUNNABLE,
-			      memory_order_relaxed);
+	weft__task_set_state(t, WEFT__TASK_RUNNABLE);
 	if (pin) {
 		inbox_push(pin, t);
 		weft__wake_worker(pin);
@@ -403,6 +400,23 @@ void weft__task_ready(struct weft__task *t)
 	}
 	weft__inject_push(rt, t);
 	weft__notify(rt);
+}
+
+/*
+ * Make @t runnable on @w, from a thread that is not one of rt's workers:
+ * into w's inbox, waking w only if it is parked. For offload.c, whose pool
+ * thread hands a finished call's task back to the worker that parked it
+ * while that worker spins for it: no injection queue, no notify, and no
+ * searcher woken for work its owner is about to take.
+ * Context: any thread; never suspends.
+ */
+void weft__task_ready_on(struct weft__worker *w, struct weft__task *t)
+{
+	if (t->pinned_to)
+		w = t->pinned_to;
+	weft__task_set_state(t, WEFT__TASK_RUNNABLE);
+	inbox_push(w, t);
+	weft__wake_worker(w);
 }
 
 /* ------------------------------------------------------------ waking */

@@ -212,6 +212,16 @@ struct weft__task {
 	_Atomic uint8_t wait_kind;
 	_Atomic unsigned last_worker;
 	_Atomic uint64_t state_since_ns;
+	/* Suspension points that failed at once with -ECANCELED because a
+	 * cancellation was pending (weft__pending_error_slow()): written by
+	 * the task only, read by the watchdog and the shutdown drain report
+	 * (RELIABILITY F2: a task that ignores its cancellation). */
+	_Atomic uint32_t cancel_fails;
+	/* Spawn site, NULL when unknown (the weft_spawn*() macros of task.h
+	 * pass it): written at spawn, read by the debug-mode unjoined-task
+	 * report (runtime.c). */
+	unsigned spawn_line;
+	const char *spawn_file;
 };
 
 /* What a waiting task waits on (for weft_dump_tasks; observe.c names them). */
@@ -301,6 +311,13 @@ struct weft__worker {
 	WEFT__ALIGNED_CL pthread_mutex_t inbox_lock;
 	struct weft__task *inbox_head, *inbox_tail;
 	_Atomic size_t inbox_len;
+	/* offload.c: tasks parked from this worker on an offloaded call
+	 * (callers add, the completing pool thread subtracts), and whether
+	 * the owner spins for their completions (written by the owner, read
+	 * by pool threads: then the completion comes to the inbox, see
+	 * weft__task_ready_on()). Hints: relaxed except where noted. */
+	_Atomic unsigned offload_waiting;
+	_Atomic bool offload_spin;
 
 	/* timers: the owner arms and fires; a resumed task may remove */
 	WEFT__ALIGNED_CL pthread_mutex_t timer_lock;
@@ -349,6 +366,19 @@ static inline void weft__wd_slice_end(struct weft__worker *w)
 
 /* When and where @t began to wait or wait to run (dumps). Context: @t's
  * worker, in run_task(), before @t is published to anybody. */
+/*
+ * weft__task_set_state() - Store @t's state (WEFT__TASK_RUNNABLE, _RUNNING)
+ * and when it entered it, for weft_dump_tasks(): one coarse clock read (a
+ * few ns, no syscall), so every state shows its age.
+ * Context: whoever makes the transition; never suspends.
+ */
+static inline void weft__task_set_state(struct weft__task *t, int state)
+{
+	atomic_store_explicit(&t->state_since_ns, weft__clock_coarse(),
+			      memory_order_relaxed);
+	atomic_store_explicit(&t->state, state, memory_order_relaxed);
+}
+
 static inline void weft__note_switch(struct weft__worker *w,
 				     struct weft__task *t)
 {
@@ -465,6 +495,7 @@ static inline int weft__pending_error(struct weft__task *t)
 
 /* sched.c */
 void weft__task_ready(struct weft__task *t);
+void weft__task_ready_on(struct weft__worker *w, struct weft__task *t);
 void weft__ready_local(struct weft__worker *w, struct weft__task *t, bool lifo);
 void weft__inject_push(struct weft__runtime *rt, void *item);
 size_t weft__inject_pop(struct weft__runtime *rt, void **out, size_t max);

@@ -278,6 +278,10 @@ static void task_init(struct weft__task *t, struct weft__runtime *rt,
 		memcpy(t->name, name, n);
 		t->name[n] = 0;
 	}
+	/* The last line, which weft__ready_fresh() writes anyway. */
+	atomic_store_explicit(&t->cancel_fails, 0, memory_order_relaxed);
+	t->spawn_file = NULL;
+	t->spawn_line = 0;
 }
 
 static void count_spawn(struct weft__runtime *rt, struct weft__worker *w,
@@ -343,8 +347,18 @@ struct weft__task *weft__spawn_child(struct weft__worker *w,
 	return t;
 }
 
-WEFT_API int weft_spawn_ex(weft_task **out, const weft_spawn_opts *o,
-			   weft_fn fn, void *arg)
+/*
+ * The spawn functions are also function-like macros of task.h that pass
+ * the caller's __FILE__/__LINE__ to the _at variants; here the real
+ * functions are defined, so the macros must not apply.
+ */
+#undef weft_spawn
+#undef weft_spawn_named
+#undef weft_spawn_ex
+
+WEFT_API int weft_spawn_ex_at(weft_task **out, const weft_spawn_opts *o,
+			      weft_fn fn, void *arg, const char *file,
+			      unsigned line)
 {
 	struct weft__worker *w = weft__worker_current();
 	struct weft__task *t;
@@ -361,17 +375,21 @@ WEFT_API int weft_spawn_ex(weft_task **out, const weft_spawn_opts *o,
 		t->spawn_flags |= o->flags;
 		t->stack_size = o->stack_size;
 	}
+	t->spawn_file = file; /* for the unjoined-task report (runtime.c) */
+	t->spawn_line = line;
 	count_spawn(w->rt, w, t);
 	*out = weft__handle_encode(t);
 	weft__ready_fresh(w, t);
 	return 0;
 }
 
-WEFT_API weft_task *weft_spawn_named(const char *name, weft_fn fn, void *arg)
+WEFT_API weft_task *weft_spawn_named_at(const char *name, weft_fn fn,
+					void *arg, const char *file,
+					unsigned line)
 {
 	weft_spawn_opts o = { .name = name };
 	weft_task *h = NULL;
-	int err = weft_spawn_ex(&h, name ? &o : NULL, fn, arg);
+	int err = weft_spawn_ex_at(&h, name ? &o : NULL, fn, arg, file, line);
 
 	if (err) {
 		errno = -err;
@@ -380,9 +398,20 @@ WEFT_API weft_task *weft_spawn_named(const char *name, weft_fn fn, void *arg)
 	return h;
 }
 
+WEFT_API int weft_spawn_ex(weft_task **out, const weft_spawn_opts *o,
+			   weft_fn fn, void *arg)
+{
+	return weft_spawn_ex_at(out, o, fn, arg, NULL, 0);
+}
+
+WEFT_API weft_task *weft_spawn_named(const char *name, weft_fn fn, void *arg)
+{
+	return weft_spawn_named_at(name, fn, arg, NULL, 0);
+}
+
 WEFT_API weft_task *weft_spawn(weft_fn fn, void *arg)
 {
-	return weft_spawn_named(NULL, fn, arg);
+	return weft_spawn_named_at(NULL, fn, arg, NULL, 0);
 }
 
 /* Create a task from a thread that is not a worker of rt (weft_submit,
@@ -410,8 +439,7 @@ struct weft__task *weft__spawn_foreign(struct weft__runtime *rt, weft_fn fn,
 	/* A fresh entry in the injection queue, claimed by whichever worker
 	 * pops it (its owner is a foreign thread: never run inline).
 	 * release: the record is complete before it can be claimed. */
-	atomic_store_explicit(&t->state, WEFT__TASK_RUNNABLE,
-			      memory_order_relaxed);
+	weft__task_set_state(t, WEFT__TASK_RUNNABLE);
 	atomic_store_explicit(&t->run_claim, WEFT__RC_DEQUE,
 			      memory_order_release);
 	weft__inject_push(rt, weft__item_fresh(t));
@@ -546,8 +574,7 @@ static bool try_run_inline(struct weft__task *host, struct weft__task *c)
 	if (weft__task_cancel_pending(host))
 		atomic_fetch_or_explicit(&c->join_word, WEFT__J_CANCEL,
 					 memory_order_seq_cst);
-	atomic_store_explicit(&c->state, WEFT__TASK_RUNNING,
-			      memory_order_relaxed);
+	weft__task_set_state(c, WEFT__TASK_RUNNING);
 	w->current = c;
 	weft__wd_slice_begin(w, c); /* watchdog/dumps name the child */
 

@@ -165,8 +165,18 @@ void weft__wait_publish(struct weft__worker *w, struct weft__task *t)
 
 int weft__pending_error_slow(struct weft__task *t)
 {
-	if (weft__task_cancel_pending(t))
+	if (weft__task_cancel_pending(t)) {
+		/* Level-triggered: every suspension point fails at once from
+		 * now on. Counted so that a task looping on them (ignoring
+		 * -ECANCELED, RELIABILITY F2) can be named by the watchdog and
+		 * the shutdown drain (observe.c). Written by t only. */
+		atomic_store_explicit(
+			&t->cancel_fails,
+			atomic_load_explicit(&t->cancel_fails,
+					     memory_order_relaxed) + 1,
+			memory_order_relaxed);
 		return -ECANCELED;
+	}
 	if (weft__wait_deadline(t) == UINT64_MAX)
 		return 0;
 	uint64_t now = weft__clock_now();

@@ -608,11 +608,54 @@ static bool work_hint(struct weft__worker *w)
 	       UINT64_MAX;
 }
 
+/*
+ * A task parked from this worker waits on an offloaded call: spin for its
+ * completion, which the pool thread hands back to our inbox while
+ * offload_spin is set (offload.c), for at most SPIN_NS, then park. Not as
+ * a searcher: a searcher that finds work wakes another worker
+ * (stop_searching()), which for a sequential offload caller cost a worker
+ * wake-up per call (measured, perf/offload.c); and another worker's spin
+ * must not keep this one from waiting here.
+ */
+static void *spin_for_offload(struct weft__worker *w)
+{
+	struct weft__runtime *rt = w->rt;
+	uint64_t end = weft__clock_now() + SPIN_NS;
+	void *t = NULL;
+
+	if (w->searching) {
+		w->searching = false;
+		atomic_fetch_sub_explicit(&rt->nsearching, 1,
+					  memory_order_seq_cst);
+	}
+	/* seq_cst: a pool thread that reads false uses the injection
+	 * queue, which the loop below and park() both look at. */
+	atomic_store_explicit(&w->offload_spin, true, memory_order_seq_cst);
+	do {
+		for (int i = 0; i < 64; i++)
+			weft__cpu_relax();
+		if (work_hint(w)) {
+			t = next_task(w);
+			if (t)
+				break;
+		}
+		if (atomic_load_explicit(&rt->state, memory_order_relaxed) ==
+		    WEFT__RT_STOPPING)
+			break;
+	} while (atomic_load_explicit(&w->offload_waiting,
+				      memory_order_relaxed) &&
+		 weft__clock_now() < end);
+	atomic_store_explicit(&w->offload_spin, false, memory_order_relaxed);
+	return t;
+}
+
 static void *spin_for_work(struct weft__worker *w)
 {
 	struct weft__runtime *rt = w->rt;
 	uint64_t end;
 
+	if (atomic_load_explicit(&w->offload_waiting, memory_order_relaxed))
+		return spin_for_offload(w);
 	if (!w->searching) {
 		unsigned s = atomic_load_explicit(&rt->nsearching,
 						  memory_order_relaxed);
@@ -676,8 +719,7 @@ static void run_task(struct weft__worker *w, void *item)
 			t->pinned_to = w;
 	}
 	w->current = t;
-	atomic_store_explicit(&t->state, WEFT__TASK_RUNNING,
-			      memory_order_relaxed);
+	weft__task_set_state(t, WEFT__TASK_RUNNING);
 	struct weft__overflow_info oi = { t->stack, t->name };
 	weft__overflow_set_current(&oi);
 	weft__wd_slice_begin(w, t); /* watchdog (observe.c): no clock read */
@@ -695,8 +737,7 @@ static void run_task(struct weft__worker *w, void *item)
 		weft__wait_publish(w, t);
 		break;
 	case WEFT__SW_YIELD:
-		atomic_store_explicit(&t->state, WEFT__TASK_RUNNABLE,
-				      memory_order_relaxed);
+		weft__task_set_state(t, WEFT__TASK_RUNNABLE);
 		if (t->pinned_to) {
 			weft__ready_local(w, t, false);
 		} else {

@@ -458,3 +458,207 @@ TEST(Watchdog, WeftDebugEnvMeans100ms)
 	ASSERT_EQ(0, r);
 	EXPECT_EQ(1u, count_of(err, "task 'env-hog'")) << err;
 }
+
+namespace
+{
+int return_zero(void *)
+{
+	return 0;
+}
+} // namespace
+
+// Debug mode gives an unjoined task's spawn site (file:line) when the
+// weft_spawn* macros of task.h recorded one; the functions stay callable by
+// name and through a pointer (no site then).
+TEST(Dump, UnjoinedTasksNameTheirSpawnSite)
+{
+	static unsigned line_named, line_ex;
+	weft_runtime *rt = nullptr;
+	weft_config cfg{};
+	cfg.workers = 1;
+	ASSERT_EQ(0, weft_runtime_new(&rt, &cfg));
+	StderrCapture cap;
+	ASSERT_EQ(0, weft_block_on(rt, [](void *) {
+		// Never joined nor detached: reported at runtime end.
+		line_named = __LINE__ + 1;
+		weft_task *a = weft_spawn_named("site-named", return_zero, nullptr);
+		weft_spawn_opts o{};
+		o.name = "site-ex";
+		weft_task *b = nullptr;
+		line_ex = __LINE__ + 1;
+		EXPECT_EQ(0, weft_spawn_ex(&b, &o, return_zero, nullptr));
+		// The real functions, by pointer and parenthesised name.
+		weft_task *(*fp)(weft_fn, void *) = &weft_spawn;
+		weft_task *c = fp(return_zero, nullptr);
+		weft_task *d = (weft_spawn_named)("site-unknown", return_zero,
+						  nullptr);
+		EXPECT_NE(nullptr, a);
+		EXPECT_NE(nullptr, b);
+		EXPECT_NE(nullptr, c);
+		EXPECT_NE(nullptr, d);
+		EXPECT_EQ(0, weft_join(c));
+		weft_sleep(WEFT_MSEC(5));
+		return 0;
+	}, nullptr));
+	EXPECT_EQ(0, weft_runtime_free(rt));
+	std::string err = cap.text();
+	cap.restore();
+#ifndef NDEBUG
+	EXPECT_NE(std::string::npos,
+		  err.find("task 'site-named' (id ")) << err;
+	EXPECT_NE(std::string::npos,
+		  err.find("spawned at " __FILE__ ":" +
+			   std::to_string(line_named) +
+			   " was never joined nor detached"))
+		<< err;
+	EXPECT_NE(std::string::npos,
+		  err.find("spawned at " __FILE__ ":" +
+			   std::to_string(line_ex) +
+			   " was never joined nor detached"))
+		<< err;
+	// Through the function itself: named, no site.
+	size_t p = err.find("task 'site-unknown' (id ");
+	ASSERT_NE(std::string::npos, p) << err;
+	std::string line = err.substr(p, err.find('\n', p) - p);
+	EXPECT_EQ(std::string::npos, line.find("spawned at")) << line;
+	EXPECT_NE(std::string::npos, line.find("was never joined")) << line;
+	EXPECT_EQ(3u, count_of(err, "never joined nor detached")) << err;
+#else
+	(void)line_named;
+	(void)line_ex;
+#endif
+}
+
+// Every state of a dump line has an age, the watchdog on or off: a task
+// kept runnable behind a busy one on a single worker shows how long it
+// has been runnable (not early), and the running one how long it runs.
+TEST(Dump, RunnableAndRunningTasksShowHowLong)
+{
+	weft_config cfg{};
+	cfg.workers = 1; // the child cannot run while the body spins
+	std::string d;
+	ASSERT_EQ(0, run_cfg(cfg, [&] {
+		weft_task *t = spawn_lambda("queued", [] { return 0; });
+		busy_ms(60); // never suspends: "queued" stays runnable
+		d = dump_to_string(nullptr);
+		EXPECT_EQ(0, weft_join(t));
+	}));
+	std::string q = line_of(d, "queued");
+	unsigned long long ms = ~0ull;
+	size_t p = q.find("runnable for ~");
+	ASSERT_NE(std::string::npos, p) << d;
+	ASSERT_EQ(1, sscanf(q.c_str() + p, "runnable for ~%llu ms", &ms)) << q;
+	// The coarse clock ticks every 1-10 ms: allow two ticks early. The
+	// upper bound only catches a missing stamp (an age since boot).
+	EXPECT_GE(ms, 40u) << q;
+	EXPECT_LT(ms, 60000u) << q;
+	// The body itself: running, with an age.
+	p = d.find("running on worker 0 for ~");
+	EXPECT_NE(std::string::npos, p) << d;
+}
+
+// RELIABILITY F2: a cancelled task that keeps calling suspension points.
+// Each call fails at once (level-triggered; a one-hour sleep that did not
+// would hang the test), and the watchdog names the task with a count that
+// grows, rate-limited (each report at least double the previous count).
+TEST(Watchdog, ReportsATaskThatIgnoresItsCancellation)
+{
+	weft_config cfg{};
+	cfg.workers = 2;
+	cfg.slow_task_ns = WEFT_MSEC(20); // samples every 5 ms
+	StderrCapture cap;
+	std::atomic<bool> stop{ false };
+	std::atomic<long> fails{ 0 }, other{ 0 };
+	ASSERT_EQ(0, run_cfg(cfg, [&] {
+		weft_task *t = spawn_lambda("stubborn", [&] {
+			while (!stop.load()) {
+				if (weft_sleep(WEFT_SEC(3600)) == -ECANCELED)
+					fails++;
+				else
+					other++;
+			}
+			return 7;
+		});
+		weft_cancel(t);
+		// Stop the loop once the report is out (hang guard: the
+		// test's timeout), from a plain thread: the stubborn task
+		// holds a worker, and this task must not need it.
+		std::thread th([&] {
+			uint64_t guard = weft_now() + WEFT_SEC(30);
+			while (cap.text().find("ignored ") == std::string::npos &&
+			       weft_now() < guard)
+				usleep(1000);
+			usleep(100 * 1000); // let the count double a few times
+			stop = true;
+		});
+		EXPECT_EQ(7, weft_join(t));
+		th.join();
+	}));
+	std::string err = cap.text();
+	cap.restore();
+	EXPECT_EQ(0, other.load());
+	EXPECT_GE(fails.load(), 100);
+	std::vector<unsigned long> counts;
+	const std::string key = "task 'stubborn' (id ";
+	for (size_t p = err.find(key); p != std::string::npos;
+	     p = err.find(key, p + 1)) {
+		size_t q = err.find(") ignored ", p);
+		if (q == std::string::npos || q > err.find('\n', p))
+			continue; // the slow-task line
+		counts.push_back(strtoul(err.c_str() + q + 10, nullptr, 10));
+	}
+	ASSERT_GE(counts.size(), 1u) << err;
+	EXPECT_GE(counts[0], 100u) << err;
+	for (size_t i = 1; i < counts.size(); i++)
+		EXPECT_GE(counts[i], 2 * counts[i - 1]) << err;
+	EXPECT_LE(counts.size(), 40u) << err; // doubling: ~log2(fails)
+	EXPECT_NE(std::string::npos, err.find(" cancellations")) << err;
+}
+
+// RELIABILITY F2 at shutdown (README and weft_runtime_free's doc: the
+// drain waits for such a task): weft_runtime_free waits for it, names it
+// after the grace period with its count, and returns once it stops.
+TEST(Shutdown, WaitsForATaskIgnoringCancellationAndNamesIt)
+{
+#ifndef WEFT_TEST_HOOKS
+	GTEST_SKIP() << "needs the WEFT_TEST_HOOKS build";
+#else
+	weft_test_drain_grace_ns(WEFT_MSEC(50));
+	static std::atomic<bool> stop, done;
+	stop = false;
+	done = false;
+	weft_runtime *rt = nullptr;
+	weft_config cfg{};
+	cfg.workers = 2; // no watchdog: the drain alone reports
+	ASSERT_EQ(0, weft_runtime_new(&rt, &cfg));
+	StderrCapture cap;
+	ASSERT_EQ(0, weft_block_on(rt, [](void *) {
+		weft_task *t = spawn_lambda("deaf", [] {
+			while (!stop.load())
+				weft_sleep(WEFT_MSEC(1)); // fails once cancelled
+			done = true;
+			return 0;
+		});
+		weft_detach(t);
+		return 0;
+	}, nullptr));
+	std::thread th([&] {
+		uint64_t guard = weft_now() + WEFT_SEC(30);
+		while (cap.text().find("shutdown is waiting for task 'deaf'") ==
+			       std::string::npos &&
+		       weft_now() < guard)
+			usleep(1000);
+		stop = true;
+	});
+	EXPECT_EQ(0, weft_runtime_free(rt)); // cancels "deaf", waits for it
+	th.join();
+	EXPECT_TRUE(done.load());
+	std::string err = cap.text();
+	cap.restore();
+	weft_test_drain_grace_ns(0);
+	EXPECT_NE(std::string::npos,
+		  err.find("shutdown is waiting for task 'deaf' (id "))
+		<< err;
+	EXPECT_NE(std::string::npos, err.find("cancellations")) << err;
+#endif
+}

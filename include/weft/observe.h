@@ -52,14 +52,15 @@ WEFT_API void weft_stats_get(const weft_runtime *rt, weft_stats *out);
  * @out: where to print (stderr, a file, an fmemopen buffer).
  *
  * One line per task that has not finished:
- *   task <id> '<name>': running on worker <w>[ for ~<n> ms]
- *   task <id> '<name>': runnable
+ *   task <id> '<name>': running on worker <w> for ~<n> ms
+ *   task <id> '<name>': runnable for ~<n> ms
  *   task <id> '<name>': waiting on <what> for ~<n> ms (worker <w>)
  * where <what> is sleep, mutex, sem, event, cond, queue, join, I/O,
- * offload or limiter, <w> the worker it runs or last ran on. Durations are
- * approximate (a kernel tick); a running task's duration is known only
- * while the watchdog (slow_task_ns) samples the workers. The first line
- * counts the tasks. States change while the dump runs: each line is a
+ * offload or limiter, <w> the worker it runs or last ran on, and <n> how
+ * long the task has been in that state (running: since it last resumed;
+ * runnable: since it was spawned, woken or yielded). Durations are
+ * approximate (one coarse-clock tick, 1-10 ms). The first line counts the
+ * tasks. States change while the dump runs: each line is a
  * snapshot of one task.
  *
  * With weft_config.flags & WEFT_DUMP_ON_SIGQUIT, a SIGQUIT sent to the

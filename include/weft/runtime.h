@@ -31,7 +31,10 @@ WEFT_EXTERN_C_BEGIN
  * @slow_task_ns: 0: off (env WEFT_DEBUG=1 makes it 100 ms); >0: a
  *	watchdog thread reports on stderr, once per run slice, a task that
  *	has run that long on a worker without suspending, by name, id and
- *	worker (checked every slow_task_ns / 4; reports are never early).
+ *	worker (checked every slow_task_ns / 4; reports are never early);
+ *	and a cancelled task that keeps calling suspension points, which
+ *	all fail at once ("task 'x' (id n) ignored N cancellations", again
+ *	each time N has doubled; weft/task.h).
  * @reserved: must be zero; new settings take this space.
  */
 typedef struct weft_config {
@@ -111,6 +114,13 @@ WEFT_API int weft_submit(weft_runtime *rt, weft_fn fn, void *arg);
  * weft_runtime_free() - Cancel every task of @rt, wait for them, stop the
  * workers and free the runtime.
  * @rt: the runtime (NULL: nothing happens, returns 0).
+ *
+ * It waits for every task to return, however long that takes: an
+ * offloaded call still running (its arg may live on the caller's stack),
+ * and a task that ignores its cancellation and keeps calling suspension
+ * points (each fails at once with -ECANCELED) keep it waiting. Such tasks
+ * are named on stderr after a grace period (5 s), and again every period,
+ * instead of the shutdown hanging silently.
  *
  * Context: a thread that is not a task or offload function of @rt.
  * Return: 0; -EBUSY from a task or offload function of @rt (nothing freed).

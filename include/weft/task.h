@@ -19,7 +19,13 @@
  * point t is in (or its next one) returns -ECANCELED, and so does every
  * later one until t returns. Work already done is never undone: a call that
  * completed returns its result and the next suspension point reports the
- * cancellation.
+ * cancellation. A task that ignores -ECANCELED and keeps calling suspension
+ * points (while (1) weft_sleep(...)) gets -ECANCELED from each at once: it
+ * never suspends again and holds its worker until it returns. The watchdog
+ * (weft_config.slow_task_ns) names it, "task 'x' (id n) ignored N
+ * cancellations", once it failed 100 such calls in one run and again each
+ * time N has doubled; weft_runtime_free() waits for it (it cannot stop a
+ * task) and names it every grace period (5 s) until it returns.
  *
  * TASKS MIGRATE. After any suspension point (every call that may suspend:
  * weft_yield, weft_sleep, weft_join, waits on sync primitives, I/O) a task may
@@ -108,6 +114,57 @@ WEFT_API int weft_spawn_ex(weft_task **out, const weft_spawn_opts *o,
 			   weft_fn fn, void *arg);
 
 /**
+ * weft_spawn_named_at() - weft_spawn_named() that records a spawn site.
+ * @name: as weft_spawn_named().
+ * @fn: the task body.
+ * @arg: its argument.
+ * @file: the spawning source file (kept as a pointer: a string literal such
+ *        as __FILE__); NULL: unknown.
+ * @line: the spawning line.
+ *
+ * In debug mode (a debug build, or env WEFT_DEBUG=1) a task that is never
+ * joined nor detached is reported when the runtime ends, by name and, when
+ * known, by spawn site ("spawned at file:line"). Unless WEFT_NO_SPAWN_SITE
+ * is defined before including weft.h, weft_spawn(), weft_spawn_named() and
+ * weft_spawn_ex() are also function-like macros that pass __FILE__ and
+ * __LINE__ to these _at variants; the functions themselves stay exported
+ * under their names, so &weft_spawn and (weft_spawn)(fn, arg) still work
+ * (without a spawn site).
+ *
+ * Context: task only; never suspends.
+ * Return: as weft_spawn().
+ */
+WEFT_API weft_task *weft_spawn_named_at(const char *name, weft_fn fn,
+					void *arg, const char *file,
+					unsigned line);
+
+/**
+ * weft_spawn_ex_at() - weft_spawn_ex() that records a spawn site.
+ * @out: receives the owned handle.
+ * @o: options, or NULL for defaults.
+ * @fn: the task body.
+ * @arg: its argument.
+ * @file: as weft_spawn_named_at().
+ * @line: the spawning line.
+ *
+ * Context: task only; never suspends.
+ * Return: as weft_spawn_ex().
+ */
+WEFT_API int weft_spawn_ex_at(weft_task **out, const weft_spawn_opts *o,
+			      weft_fn fn, void *arg, const char *file,
+			      unsigned line);
+
+/* After the declarations above, which the macros would otherwise rewrite. */
+#ifndef WEFT_NO_SPAWN_SITE
+#define weft_spawn(fn, arg) \
+	weft_spawn_named_at(NULL, (fn), (arg), __FILE__, __LINE__)
+#define weft_spawn_named(name, fn, arg) \
+	weft_spawn_named_at((name), (fn), (arg), __FILE__, __LINE__)
+#define weft_spawn_ex(out, o, fn, arg) \
+	weft_spawn_ex_at((out), (o), (fn), (arg), __FILE__, __LINE__)
+#endif
+
+/**
  * weft_join() - Wait for @t to finish and return its status.
  * @t: an owned handle.
  *
@@ -143,8 +200,9 @@ WEFT_API void weft_detach(weft_task *t);
  * @t: a handle (owned or borrowed from weft_self()).
  *
  * The suspension point @t waits in returns -ECANCELED, and so does every
- * later one until @t returns. Other tasks may cancel a handle only until
- * its owner's wait has returned.
+ * later one until @t returns (each at once; a task that keeps calling them
+ * is reported, see the top of this file). Other tasks may cancel a handle
+ * only until its owner's wait has returned.
  *
  * Context: any thread; never suspends.
  * Return: 1 if the request was recorded before @t finished, 0 if @t had
