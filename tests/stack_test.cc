@@ -794,28 +794,47 @@ TEST(StackPool, IdleRuntimeTrimsAfterTheDecay)
 	ASSERT_EQ(0, weft_runtime_new(&rt, &cfg));
 	weft_test_stack_decay_ns(rt, WEFT_MSEC(100));
 	const int n = 1500;
+	// Every task stays alive until all have started (an event, not a
+	// sleep: a sanitizer build spawns slowly enough that a short sleep
+	// would let tasks finish and recycle stacks through the worker
+	// caches; and a task still unstarted at its join runs inline on the
+	// joiner's stack, taking none from the pool).
+	static weft_event all_spawned;
+	static std::atomic<int> started{ 0 };
+	started = 0;
+	ASSERT_EQ(0, weft_event_init(&all_spawned));
 	int ret = weft_block_on(
 		rt,
 		[](void *) -> int {
 			std::vector<weft_task *> v;
+			int err = 0;
 			for (int i = 0; i < n; i++) {
-				v.push_back(weft_spawn(
+				weft_task *t = weft_spawn(
 					[](void *) -> int {
 						volatile char buf[2000];
 						buf[0] = 1;
 						(void)buf;
-						return weft_sleep(WEFT_MSEC(5));
+						started.fetch_add(1);
+						return weft_event_wait(
+							&all_spawned);
 					},
-					nullptr));
-				if (!v.back())
-					return -ENOMEM;
+					nullptr);
+				if (!t) {
+					err = -ENOMEM;
+					break;
+				}
+				v.push_back(t);
 			}
+			while (!err && started.load() < n)
+				weft_sleep(WEFT_MSEC(1));
+			weft_event_set(&all_spawned);
 			for (weft_task *t : v)
-				if (weft_join(t) != 0)
-					return -EIO;
-			return 0;
+				if (weft_join(t) != 0 && !err)
+					err = -EIO;
+			return err;
 		},
 		nullptr);
+	weft_event_destroy(&all_spawned);
 	ASSERT_EQ(ret, 0);
 	unsigned long nr_free = 0, released = 0;
 	weft_test_stack_counts(rt, &nr_free, &released);
