@@ -111,10 +111,11 @@ WEFT_API int weft_cond_wait(weft_cond *c, weft_mutex *m)
 
 WEFT_API void weft_cond_signal(weft_cond *c)
 {
-	struct weft__wakeups wk = { 0 };
+	struct weft__wakeups wk;
 	struct cond_impl *ci;
 	struct weft__waiter *w;
 
+	wk.n = 0;
 	if (!c) {
 		weft__report("weft_cond_signal(NULL)");
 		return;
@@ -130,10 +131,11 @@ WEFT_API void weft_cond_signal(weft_cond *c)
 
 WEFT_API void weft_cond_broadcast(weft_cond *c)
 {
-	struct weft__wakeups wk = { 0 };
+	struct weft__wakeups wk;
 	struct cond_impl *ci;
 	struct weft__waiter *w;
 
+	wk.n = 0;
 	if (!c) {
 		weft__report("weft_cond_broadcast(NULL)");
 		return;

@@ -68,10 +68,11 @@ WEFT_API void weft_event_destroy(weft_event *e)
 
 WEFT_API void weft_event_set(weft_event *e)
 {
-	struct weft__wakeups wk = { 0 };
+	struct weft__wakeups wk;
 	struct event_impl *ei;
 	struct weft__waiter *w;
 
+	wk.n = 0;
 	if (!e) {
 		weft__report("weft_event_set(NULL)");
 		return;

@@ -283,10 +283,11 @@ WEFT_API int weft_mutex_trylock(weft_mutex *m)
 
 static void unlock_slow(struct mutex_impl *mi)
 {
-	struct weft__wakeups wk = { 0 };
+	struct weft__wakeups wk;
 	struct weft__waiter *w;
 	uint64_t now = 0;
 
+	wk.n = 0;
 	weft__spin_lock(&mi->lock);
 	if (!weft__waitq_empty(&mi->q))
 		now = weft__clock_now();

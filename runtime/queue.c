@@ -191,9 +191,10 @@ static bool deliver(struct weft_queue *q, void *item, struct weft__wakeups *wk)
 
 WEFT_API int weft_queue_try_put(weft_queue *q, void *item)
 {
-	struct weft__wakeups wk = { 0 };
+	struct weft__wakeups wk;
 	int ret;
 
+	wk.n = 0;
 	if (!q)
 		return -EINVAL;
 	weft__spin_lock(&q->lock);
@@ -209,10 +210,11 @@ WEFT_API int weft_queue_try_put(weft_queue *q, void *item)
 WEFT_API int weft_queue_put(weft_queue *q, void *item)
 {
 	struct weft__task *t = weft__task_current();
-	struct weft__wakeups wk = { 0 };
+	struct weft__wakeups wk;
 	struct weft__waiter wr;
 	int err, reason;
 
+	wk.n = 0;
 	if (!t)
 		return -EPERM;
 	if (!q)
@@ -244,9 +246,10 @@ WEFT_API int weft_queue_put(weft_queue *q, void *item)
 
 WEFT_API int weft_queue_try_get(weft_queue *q, void **item)
 {
-	struct weft__wakeups wk = { 0 };
+	struct weft__wakeups wk;
 	int ret = 0;
 
+	wk.n = 0;
 	if (!q || !item)
 		return -EINVAL;
 	weft__spin_lock(&q->lock);
@@ -262,10 +265,11 @@ WEFT_API int weft_queue_try_get(weft_queue *q, void **item)
 WEFT_API int weft_queue_get(weft_queue *q, void **item)
 {
 	struct weft__task *t = weft__task_current();
-	struct weft__wakeups wk = { 0 };
+	struct weft__wakeups wk;
 	struct weft__waiter wr;
 	int err, reason;
 
+	wk.n = 0;
 	if (!t)
 		return -EPERM;
 	if (!q || !item)
@@ -301,9 +305,10 @@ WEFT_API int weft_queue_get(weft_queue *q, void **item)
 
 WEFT_API void weft_queue_task_done(weft_queue *q)
 {
-	struct weft__wakeups wk = { 0 };
+	struct weft__wakeups wk;
 	struct weft__waiter *j;
 
+	wk.n = 0;
 	if (!q) {
 		weft__report("weft_queue_task_done(NULL)");
 		return;
@@ -353,9 +358,10 @@ WEFT_API int weft_queue_join(weft_queue *q)
 
 WEFT_API void weft_queue_close(weft_queue *q)
 {
-	struct weft__wakeups wk = { 0 };
+	struct weft__wakeups wk;
 	struct weft__waiter *w;
 
+	wk.n = 0;
 	if (!q) {
 		weft__report("weft_queue_close(NULL)");
 		return;

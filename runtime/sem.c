@@ -159,10 +159,11 @@ WEFT_API int weft_sem_acquire(weft_sem *s)
 
 static void release_slow(weft_sem *s, struct sem_impl *si)
 {
-	struct weft__wakeups wk = { 0 };
+	struct weft__wakeups wk;
 	struct weft__waiter *w;
 	uint64_t now = 0, cur;
 
+	wk.n = 0;
 	weft__spin_lock(&si->lock);
 	if (!weft__waitq_empty(&si->q))
 		now = weft__clock_now();

@@ -289,8 +289,11 @@ static inline int weft__wake_error(struct weft__task *t, int reason)
 #define WEFT__WAKE_BATCH 16
 struct weft__wakeups {
 	unsigned n;
-	struct weft__task *t[WEFT__WAKE_BATCH];
+	struct weft__task *t[WEFT__WAKE_BATCH]; /* only t[0..n) is defined */
 };
+/* Declare one uninitialised and set n = 0 before use: an initialiser
+ * ("= { 0 }") zeroes all 136 bytes, a rep stosq that was half the cost of
+ * an uncontended weft_queue_put(). */
 
 /* Make the collected tasks runnable. Context: any thread; never suspends. */
 static inline void weft__wakeups_flush(struct weft__wakeups *wk)
