@@ -7,6 +7,9 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <thread>
@@ -782,8 +785,26 @@ TEST(Group, SecondConcurrentWaitIsInvalid)
 		weft_event start{};
 		gspawn(g, [&] { return weft_event_wait(&start); });
 		weft_task *w = go([g] { return weft_group_wait(g); });
-		weft_sleep(WEFT_MSEC(2));
-		EXPECT_EQ(-EINVAL, weft_group_wait(g));
+		// Until w is in its wait (a fixed sleep was not enough under
+		// TSan: our call came first, became the wait, and hung).
+		bool waiting = false;
+		for (int i = 0; i < 5000 && !waiting; i++) {
+			char *buf = nullptr;
+			size_t len = 0;
+			FILE *f = open_memstream(&buf, &len);
+			if (!f)
+				break;
+			weft_dump_tasks(weft_runtime_current(), f);
+			fclose(f);
+			waiting = strstr(buf, "waiting on join") != nullptr;
+			free(buf);
+			if (!waiting)
+				weft_sleep(WEFT_MSEC(1));
+		}
+		EXPECT_TRUE(waiting) << "the first weft_group_wait never began";
+		if (waiting) {
+			EXPECT_EQ(-EINVAL, weft_group_wait(g));
+		}
 		weft_event_set(&start);
 		EXPECT_EQ(0, weft_join(w));
 		weft_group_free(g);

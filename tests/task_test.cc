@@ -887,16 +887,24 @@ TEST(Migration, TasksRunOnEveryWorkerAndSeeTheirState)
 	WEFT_TEST_RUN(2, [] {
 		static std::atomic<pthread_t> thread_of[2];
 		static std::atomic<int> mism{ 0 }, seen_mask{ 0 },
-			migrated{ 0 };
+			migrated{ 0 }, taken{ 0 };
 		static weft_sem sem;
 		thread_of[0] = thread_of[1] = 0;
+		taken = 0;
 		weft_sem_init(&sem, 0);
 		std::atomic<bool> done{ false };
+		// One unit at a time, the next only once the last was taken:
+		// a releaser running ahead (a slow TSan build) would leave
+		// units in the semaphore, and tasks that never block never
+		// move.
 		std::thread releaser([&done] {
-			for (int n = 0; n < 64 * 50 && !done; n++) {
+			for (int n = 0; n < 64 * 50 && !done;) {
+				if (taken.load() < n) {
+					std::this_thread::yield();
+					continue;
+				}
 				weft_sem_release(&sem);
-				std::this_thread::sleep_for(
-					std::chrono::microseconds(n % 3 ? 0 : 20));
+				n++;
 			}
 		});
 		std::vector<weft_task *> ts;
@@ -921,6 +929,7 @@ TEST(Migration, TasksRunOnEveryWorkerAndSeeTheirState)
 							x += j;
 						if (weft_sem_acquire(&sem))
 							return -1;
+						taken++;
 					}
 					return 0;
 				},
