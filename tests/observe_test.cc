@@ -161,11 +161,26 @@ TEST(Dump, ListsTasksWithWhatTheyWaitOn)
 				},
 				s);
 		}));
-		// Let all of them park (the wait kind is published by then).
+		// Let all of them park (the wait kind is published by then):
+		// dump until every one shows its wait, not for a fixed time
+		// (30 ms was not always enough on a loaded machine).
 		while (!s->in_offload.load())
 			weft_sleep(WEFT_MSEC(1));
 		weft_sleep(WEFT_MSEC(30));
-		s->dump_from_task = dump_to_string(nullptr);
+		for (int i = 0; i < 1000; i++) {
+			s->dump_from_task = dump_to_string(nullptr);
+			const std::string &d = s->dump_from_task;
+			if (line_of(d, "qwaiter").find("waiting on") !=
+				    std::string::npos &&
+			    line_of(d, "sleeper").find("waiting on") !=
+				    std::string::npos &&
+			    line_of(d, "locker").find("waiting on") !=
+				    std::string::npos &&
+			    line_of(d, "evwaiter").find("waiting on") !=
+				    std::string::npos)
+				break;
+			weft_sleep(WEFT_MSEC(5));
+		}
 		// A plain thread dumps too (rt given).
 		std::string other;
 		std::thread th([&] { other = dump_to_string(s->rt); });
