@@ -360,7 +360,10 @@ TEST(Shield, ShieldedScopeOwnDeadlineAndInnerScopesApply)
 	WEFT_TEST_RUN(1, [] {
 		weft_cancel(weft_self());
 		weft_scope sh;
-		weft_scope_enter_shielded(&sh, WEFT_MSEC(10));
+		// 200 ms: well after the inner scope's 1 ms, even on a loaded
+		// machine under a sanitizer (10 ms was overtaken once in CI,
+		// and the shield's deadline then ended the inner sleep).
+		weft_scope_enter_shielded(&sh, WEFT_MSEC(200));
 		EXPECT_EQ(0, weft_sleep(WEFT_MSEC(1))); // cancel not seen
 		weft_scope inner;
 		weft_scope_enter(&inner, WEFT_MSEC(1));
