@@ -292,8 +292,9 @@ void weft__inject_free_chunks(struct weft__runtime *rt)
  */
 void weft__deque_push_or_spill(struct weft__worker *w, void *item)
 {
-	void *batch[WEFT__DEQUE_CAP / 2];
-	size_t n;
+	/* Moved in chunks: this may run on a task's stack. */
+	void *batch[WEFT__DEQUE_CAP / 2 < 128 ? WEFT__DEQUE_CAP / 2 : 128];
+	size_t n, moved = 0;
 
 	/* Fairness bookkeeping only for started tasks (fair_pick() leaves
 	 * fresh entries alone): a spawn does not touch that line. */
@@ -305,9 +306,13 @@ void weft__deque_push_or_spill(struct weft__worker *w, void *item)
 	/* Full: the older half moves to the injection queue as it is
 	 * (tombstones included: whoever pops one drops it), without
 	 * touching a record. */
-	n = weft__deque_take_top(&w->dq, batch, WEFT__ARRAY_SIZE(batch));
-	if (n)
-		inject_push_items(w->rt, batch, n);
+	do {
+		n = weft__deque_take_top(&w->dq, batch,
+					 WEFT__ARRAY_SIZE(batch));
+		if (n)
+			inject_push_items(w->rt, batch, n);
+		moved += n;
+	} while (n == WEFT__ARRAY_SIZE(batch) && moved < WEFT__DEQUE_CAP / 2);
 	if (!weft__deque_push(&w->dq, item))
 		weft__inject_push(w->rt, item);
 }

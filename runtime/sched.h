@@ -364,8 +364,6 @@ static inline void weft__wd_slice_end(struct weft__worker *w)
 	atomic_store_explicit(&w->wd_task, NULL, memory_order_relaxed);
 }
 
-/* When and where @t began to wait or wait to run (dumps). Context: @t's
- * worker, in run_task(), before @t is published to anybody. */
 /*
  * weft__task_set_state() - Store @t's state (WEFT__TASK_RUNNABLE, _RUNNING)
  * and when it entered it, for weft_dump_tasks(): one coarse clock read (a
@@ -379,6 +377,8 @@ static inline void weft__task_set_state(struct weft__task *t, int state)
 	atomic_store_explicit(&t->state, state, memory_order_relaxed);
 }
 
+/* When and where @t began to wait or wait to run (dumps). Context: @t's
+ * worker, in run_task(), before @t is published to anybody. */
 static inline void weft__note_switch(struct weft__worker *w,
 				     struct weft__task *t)
 {

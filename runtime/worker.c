@@ -295,13 +295,19 @@ static void *inject_take(struct weft__worker *w)
 	struct weft__runtime *rt = w->rt;
 	size_t len = atomic_load_explicit(&rt->inject_len,
 					  memory_order_relaxed);
-	size_t want = len / rt->nworkers + 1, n;
+	size_t want = len / rt->nworkers + 1, n, room;
 	void *items[64];
 
 	if (!len)
 		return NULL;
 	if (want > WEFT__ARRAY_SIZE(items))
 		want = WEFT__ARRAY_SIZE(items);
+	/* No more than the deque has room for: pushing into a full deque
+	 * spills its older half straight back (a lock round trip and a
+	 * reshuffle for nothing). */
+	room = WEFT__DEQUE_CAP - weft__deque_len(&w->dq);
+	if (want > room + 1)
+		want = room + 1;
 	n = weft__inject_pop(rt, items, want);
 	if (!n)
 		return NULL;
