@@ -787,20 +787,7 @@ TEST(Group, SecondConcurrentWaitIsInvalid)
 		weft_task *w = go([g] { return weft_group_wait(g); });
 		// Until w is in its wait (a fixed sleep was not enough under
 		// TSan: our call came first, became the wait, and hung).
-		bool waiting = false;
-		for (int i = 0; i < 5000 && !waiting; i++) {
-			char *buf = nullptr;
-			size_t len = 0;
-			FILE *f = open_memstream(&buf, &len);
-			if (!f)
-				break;
-			weft_dump_tasks(weft_runtime_current(), f);
-			fclose(f);
-			waiting = strstr(buf, "waiting on join") != nullptr;
-			free(buf);
-			if (!waiting)
-				weft_sleep(WEFT_MSEC(1));
-		}
+		bool waiting = weft_test::wait_for_dump("waiting on join");
 		EXPECT_TRUE(waiting) << "the first weft_group_wait never began";
 		if (waiting) {
 			EXPECT_EQ(-EINVAL, weft_group_wait(g));

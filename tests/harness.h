@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <string>
@@ -131,6 +132,28 @@ inline bool wait_until(P pred, uint64_t guard_ns = WEFT_SEC(30))
 		weft_sleep(WEFT_USEC(20));
 	}
 	return true;
+}
+
+// Let other tasks run until the runtime's task dump (weft_dump_tasks)
+// contains @what, e.g. "waiting on join"; false after the hang guard. For
+// tests that need another task to be inside a wait before they go on: a
+// fixed sleep is not enough under TSan on a loaded machine.
+inline bool wait_for_dump(const char *what, uint64_t guard_ns = WEFT_SEC(30))
+{
+	return wait_until(
+		[what] {
+			char *buf = nullptr;
+			size_t len = 0;
+			FILE *f = open_memstream(&buf, &len);
+			if (!f)
+				return false;
+			weft_dump_tasks(weft_runtime_current(), f);
+			fclose(f);
+			bool found = buf && strstr(buf, what) != nullptr;
+			free(buf);
+			return found;
+		},
+		guard_ns);
 }
 
 // Run a() in the calling task and b() in a helper task at about the same

@@ -424,19 +424,22 @@ TEST(Task, JoinAfterDetachIsInvalid)
 TEST(Task, ConcurrentSecondWaitIsInvalid)
 {
 	WEFT_TEST_RUN(2, [] {
-		weft_task *t = weft_spawn(sleep_forever, nullptr);
-		struct A {
-			weft_task *t;
-			int r;
-		} a{ t, 0 };
-		weft_task *j = weft_spawn(
-			[](void *p) -> int {
-				auto *ax = static_cast<A *>(p);
-				return weft_join(ax->t);
-			},
-			&a);
-		weft_sleep(WEFT_MSEC(20)); // j is waiting on t now
-		EXPECT_EQ(-EINVAL, weft_join(t));
+		weft_event started{};
+		weft_task *t = weft_test::go([&] {
+			weft_event_set(&started);
+			return weft_sleep(WEFT_FOREVER);
+		});
+		// t runs on its own stack (not inline in j's join), so j's
+		// join parks and shows in the dump as a join wait.
+		ASSERT_EQ(0, weft_event_wait(&started));
+		weft_task *j = weft_test::go([t] { return weft_join(t); });
+		// Not a fixed sleep: under TSan on a loaded machine our join
+		// could come first, become the wait, and hang.
+		bool waiting = weft_test::wait_for_dump("waiting on join");
+		EXPECT_TRUE(waiting) << "j never began its join";
+		if (waiting) {
+			EXPECT_EQ(-EINVAL, weft_join(t));
+		}
 		weft_cancel(t);
 		EXPECT_EQ(-ECANCELED, weft_join(j));
 	});
