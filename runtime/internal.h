@@ -90,6 +90,22 @@ void *weft__calloc(size_t n, size_t size);
 void *weft__alloc_aligned(size_t align, size_t size);
 void weft__free(void *p);
 
+/*
+ * weft__populate() - fault in the whole pages inside [@p, @p + @len) for
+ * writing, in one madvise(MADV_POPULATE_WRITE) instead of a page fault per
+ * page at first touch (see runtime/stack.c, prefault_headers(), for what
+ * that saves). Best effort: does nothing where the kernel refuses (before
+ * Linux 5.14, or under a seccomp filter), and stops trying after the first
+ * such refusal. Context: any thread; a syscall.
+ */
+void weft__populate(void *p, size_t len);
+
+/* madvise advice of Linux 5.14 (the same value as glibc 2.36's header,
+ * which older headers lack). */
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
 /* CPU pause hint for short spins. */
 static inline void weft__cpu_relax(void)
 {

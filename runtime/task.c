@@ -90,6 +90,9 @@ static struct weft__task *slab_new(struct weft__runtime *rt)
 
 	if (!s)
 		return NULL;
+	/* Fresh memory, the first of a burst of spawns: one populate call,
+	 * not a page fault per page in the loop below (util.c). */
+	weft__populate(s, sizeof(*s));
 	memset(s, 0, sizeof(*s));
 	for (int i = 0; i < SLAB_RECORDS; i++) {
 		record_idle_init(&s->rec[i]);

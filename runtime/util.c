@@ -12,8 +12,11 @@
  * until weft_test_fail_alloc_after(-1) disarms it. Other builds compile the
  * hook out.
  */
+#include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "weft.h"
@@ -108,6 +111,20 @@ void weft__free(void *p)
 #else
 	free(p);
 #endif
+}
+
+void weft__populate(void *p, size_t len)
+{
+	static _Atomic int ok = 1;
+	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+	uintptr_t lo = ((uintptr_t)p + page - 1) & ~(page - 1);
+	uintptr_t hi = ((uintptr_t)p + len) & ~(page - 1);
+
+	if (hi <= lo || !atomic_load_explicit(&ok, memory_order_relaxed))
+		return;
+	if (madvise((void *)lo, hi - lo, MADV_POPULATE_WRITE) != 0 &&
+	    errno != ENOMEM && errno != EAGAIN && errno != EINTR)
+		atomic_store_explicit(&ok, 0, memory_order_relaxed);
 }
 
 void weft__bug(const char *file, int line, const char *what)

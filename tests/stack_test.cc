@@ -206,6 +206,37 @@ TEST(StackDeathTest, GuardPageIsInaccessible)
 
 // ---- lazy commit ------------------------------------------------------------------
 
+// A new chunk has the header page of every slot faulted in at once (one
+// process_madvise, or a madvise per slot), not at each stack's first touch;
+// the rest of each slot stays uncommitted. Skipped where the kernel lacks
+// MADV_POPULATE_WRITE (Linux < 5.14): the pages are then faulted on use.
+TEST(Stack, NewChunkPrefaultsEveryHeaderPageOnly)
+{
+	void *probe = mmap(nullptr, page(), PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(probe, MAP_FAILED);
+	bool populate = madvise(probe, page(), MADV_POPULATE_WRITE) == 0;
+	munmap(probe, page());
+	if (!populate)
+		GTEST_SKIP() << "no MADV_POPULATE_WRITE on this kernel";
+
+	Pool pool;
+	weft__stack *s = pool.get(); // maps the chunk: slot 0
+	ASSERT_NE(s, nullptr);
+	char *base = (char *)s->map_base;
+	size_t slot = pool.p.slot_size;
+	for (unsigned i = 0; i < pool.p.chunk_slots; i++) {
+		char *top = base + (size_t)(i + 1) * slot - page();
+		EXPECT_EQ(resident_pages(top, page()), 1) << "slot " << i;
+		EXPECT_EQ(resident_pages(base + (size_t)i * slot,
+					 slot - page()),
+			  0)
+			<< "slot " << i;
+	}
+	pool.put(s);
+}
+
+
 TEST(Stack, FreshStackCommitsOnlyItsHeaderPage)
 {
 	Pool pool;
