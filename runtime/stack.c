@@ -57,7 +57,8 @@
  *      WEFT__STACK_BATCH = 32 most recent stacks and moves the older ones
  *      in one locked splice; an empty cache takes up to 32 at once, so the
  *      lock is taken once per ~32 stacks in a spawn or exit burst;
- *   3. fresh slots carved from chunks (mmap once per 16 stacks).
+ *   3. fresh slots carved from chunks (mmap once per 16 stacks, with
+ *      every slot's header page faulted in by one call: prefault_headers()).
  * Memory is given back at level 2, by age (as jemalloc's decay): stacks
  * given to the pool go to the head of its warm list, stamped with the
  * coarse clock; get() takes the newest (its pages are the most likely to
