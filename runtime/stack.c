@@ -255,9 +255,12 @@ static void prefault_headers(char *base, size_t slot_size, unsigned n)
 		iov[i].iov_base = base + (size_t)(i + 1) * slot_size - page;
 		iov[i].iov_len = page;
 	}
+	int saved = errno; /* a spawn that succeeds leaves errno alone */
+
 	if (atomic_load_explicit(&batch_ok, memory_order_relaxed)) {
 		/* A pidfd of our own process, opened each time: a cached one
-		 * would name the parent after a fork. */
+		 * would name the parent after a fork (it is close-on-exec,
+		 * and held only for this call). */
 		int pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
 		long r = -1;
 		int e = errno;
@@ -274,11 +277,14 @@ static void prefault_headers(char *base, size_t slot_size, unsigned n)
 			atomic_store_explicit(&batch_ok, 0,
 					      memory_order_relaxed);
 		}
-		if (r == (long)(n * page) || (r < 0 && e == ENOMEM))
+		if (r == (long)(n * page) || (r < 0 && e == ENOMEM)) {
+			errno = saved;
 			return;
+		}
 	}
 	for (i = 0; i < n; i++)
 		weft__populate(iov[i].iov_base, page);
+	errno = saved;
 }
 
 /*

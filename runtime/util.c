@@ -120,11 +120,14 @@ void weft__populate(void *p, size_t len)
 	uintptr_t lo = ((uintptr_t)p + page - 1) & ~(page - 1);
 	uintptr_t hi = ((uintptr_t)p + len) & ~(page - 1);
 
+	int saved = errno;
+
 	if (hi <= lo || !atomic_load_explicit(&ok, memory_order_relaxed))
 		return;
 	if (madvise((void *)lo, hi - lo, MADV_POPULATE_WRITE) != 0 &&
 	    errno != ENOMEM && errno != EAGAIN && errno != EINTR)
 		atomic_store_explicit(&ok, 0, memory_order_relaxed);
+	errno = saved;
 }
 
 void weft__bug(const char *file, int line, const char *what)
