@@ -83,7 +83,7 @@ bool weft__debug_enabled(void);
 /*
  * Allocation of runtime-owned objects. Context: any thread. Return NULL on
  * failure (and with the test fault injector armed). weft__free(NULL) is a
- * no-op.
+ * no-op. weft__calloc() and weft__alloc_aligned() return zeroed memory.
  */
 void *weft__alloc(size_t size);
 void *weft__calloc(size_t n, size_t size);

@@ -90,10 +90,10 @@ static struct weft__task *slab_new(struct weft__runtime *rt)
 
 	if (!s)
 		return NULL;
-	/* Fresh memory, the first of a burst of spawns: one populate call,
-	 * not a page fault per page in the loop below (util.c). */
+	/* Zeroed (jemalloc knows fresh pages are zero and skips the
+	 * clearing). Fresh memory, the first of a burst of spawns: one
+	 * populate call, not a page fault per page in the loop below. */
 	weft__populate(s, sizeof(*s));
-	memset(s, 0, sizeof(*s));
 	for (int i = 0; i < SLAB_RECORDS; i++) {
 		record_idle_init(&s->rec[i]);
 		atomic_store_explicit(&s->rec[i].run_claim, WEFT__RC_RUN,
