@@ -244,6 +244,7 @@ static void *map_stack_memory(size_t len)
  */
 static void prefault_headers(char *base, size_t slot_size, unsigned n)
 {
+	/* Relaxed, as weft__populate()'s flag: a hint only. */
 	static _Atomic int batch_ok = 1;
 	struct iovec iov[WEFT__STACK_CHUNK_SLOTS];
 	size_t page = page_size();

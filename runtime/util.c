@@ -115,11 +115,12 @@ void weft__free(void *p)
 
 void weft__populate(void *p, size_t len)
 {
+	/* Relaxed: a hint, not a protocol; a thread that reads a stale 1
+	 * makes one more call the kernel refuses. */
 	static _Atomic int ok = 1;
 	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
 	uintptr_t lo = ((uintptr_t)p + page - 1) & ~(page - 1);
 	uintptr_t hi = ((uintptr_t)p + len) & ~(page - 1);
-
 	int saved = errno;
 
 	if (hi <= lo || !atomic_load_explicit(&ok, memory_order_relaxed))

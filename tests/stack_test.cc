@@ -236,7 +236,6 @@ TEST(Stack, NewChunkPrefaultsEveryHeaderPageOnly)
 	pool.put(s);
 }
 
-
 TEST(Stack, FreshStackCommitsOnlyItsHeaderPage)
 {
 	Pool pool;
