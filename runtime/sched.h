@@ -458,8 +458,8 @@ int weft__pending_error_slow(struct weft__task *t);
 
 /*
  * weft__task_cancel_pending() - Is @t's cancellation visible to it now?
- * seq_cst: Dekker with weft__task_cancel_internal() (see
- * weft__wait_prepare()). A host's cancellation is copied into a child
+ * seq_cst: orders it after the caller's earlier seq_cst steps (a wait's
+ * own guarantee is in weft__wait_publish()). A host's cancellation is copied into a child
  * running inline on its stack (task.c), so one load does.
  * Context: @t's own task (shield_depth is its own).
  */

@@ -832,7 +832,8 @@ static void cancel_hosted(struct weft__task *t)
 
 int weft__task_cancel_internal(struct weft__task *t)
 {
-	/* seq_cst: Dekker with the PREP store of weft__wait_prepare(). */
+	/* seq_cst: Dekker with the publish CAS of weft__wait_publish() and
+	 * the load of J_CANCEL after it (wait.c, step 4). */
 	uintptr_t old = atomic_fetch_or_explicit(&t->join_word, WEFT__J_CANCEL,
 						 memory_order_seq_cst);
 	uint64_t cur;

@@ -9,9 +9,11 @@
  *
  * The protocol (switch-then-publish, as Go's park):
  *  1. The task prepares: wait_seq++, wait_word = seq|cancellable|PREP
- *     (seq_cst store), fills a struct weft__wait on its own stack (what it
- *     waits on, the deadline) and re-checks cancellation AFTER the PREP
- *     store (Dekker with weft_cancel(): flag then wait word, both seq_cst).
+ *     (a plain store: whoever can reach the task through a primitive gets
+ *     it under that primitive's lock, which orders the store), and fills a
+ *     struct weft__wait on its own stack (what it waits on, the deadline).
+ *     If a cancellation is already visible it claims the wait itself and
+ *     does not switch (a shortcut; step 4 is what guarantees it).
  *  2. It switches to its worker's scheduler context with reason PARK.
  *  3. On the scheduler stack (the task's registers are saved now), the
  *     worker runs wt->publish, which links the task into the primitive's
@@ -20,8 +22,14 @@
  *  4. The worker CASes PREP -> ARMED. If that fails, a source claimed the
  *     wait while it was PREP; such a source does not enqueue the task, so
  *     the worker does it now. After a successful CAS the worker never
- *     touches the task or its wait record again (the record's frame may be
- *     gone as soon as another source resumes the task).
+ *     touches the wait record again (its frame may be gone as soon as
+ *     another source resumes the task). For a cancellable wait it then
+ *     reads the task's cancel flag: the CAS and that load against
+ *     weft_cancel()'s fetch_or of the flag and its load of the wait word,
+ *     all seq_cst, are Dekker's pattern - either the canceller sees the
+ *     wait (PREP or ARMED) and claims it, or the worker sees the flag and
+ *     claims it for CANCEL. A stale read is harmless: the claim is for
+ *     this wait's sequence number only, and task records are never freed.
  *  5. A source ends the wait with weft__wait_claim(): a CAS from PREP or
  *     ARMED, for exactly this seq, to CLAIMED with its reason. Only one CAS
  *     wins. Claimed from ARMED, the source enqueues the task. Losers back
@@ -50,11 +58,12 @@ uint64_t weft__wait_prepare(struct weft__task *t, bool cancellable)
 
 	if (cancellable && t->shield_depth == 0)
 		word |= WEFT__W_CANCELLABLE;
-	/* seq_cst: pairs with the seq_cst fetch_or of J_CANCEL in
-	 * weft__task_cancel_internal() (Dekker: either the canceller sees
-	 * this PREP and claims it, or the re-check in weft__wait_park()
-	 * sees the cancel bit). */
-	atomic_store_explicit(&t->wait_word, word, memory_order_seq_cst);
+	/* relaxed: a source finds the task only through a primitive's list
+	 * (under its lock, after this store) or after the publish CAS;
+	 * weft_cancel() that reads an older word is caught by the Dekker
+	 * check after that CAS (weft__wait_publish()). A seq_cst store here
+	 * was an xchg: ~5% of ping_pong_pairs. */
+	atomic_store_explicit(&t->wait_word, word, memory_order_relaxed);
 	return word;
 }
 
@@ -121,7 +130,8 @@ int weft__wait_park(struct weft__task *t, struct weft__wait *wt)
 {
 	uint64_t cur;
 
-	/* Re-check after PREP was stored: see weft__wait_prepare(). */
+	/* Shortcut: a cancellation already visible ends the wait without a
+	 * switch (the guarantee is the check after the publish CAS). */
 	if ((wt->word & WEFT__W_CANCELLABLE) && weft__task_cancel_pending(t))
 		weft__wait_try_claim(t, wt->word, WEFT__WAKE_CANCEL);
 	cur = atomic_load_explicit(&t->wait_word, memory_order_acquire);
@@ -154,12 +164,23 @@ void weft__wait_publish(struct weft__worker *w, struct weft__task *t)
 	if (deadline != UINT64_MAX)
 		weft__timer_arm(w, t, deadline);
 	/* release: publishes the registrations to every later claimer
-	 * (pairs with the acquire in claim()). After success, t and wt are
-	 * not ours any more. */
+	 * (pairs with the acquire in claim()); seq_cst: the Dekker below.
+	 * After success, wt is not ours any more, and t only through a claim
+	 * of this wait. */
 	if (!atomic_compare_exchange_strong_explicit(
 		    &t->wait_word, &exp,
 		    (exp & ~(uint64_t)WEFT__W_STATE_MASK) | WEFT__W_ARMED,
-		    memory_order_release, memory_order_acquire))
+		    memory_order_seq_cst, memory_order_acquire)) {
+		weft__ready_local(w, t, true);
+		return;
+	}
+	/* seq_cst: Dekker with weft__task_cancel_internal() (step 4). The
+	 * wait was prepared cancellable only if t was not shielded, and t
+	 * cannot change that while it waits. */
+	if ((exp & WEFT__W_CANCELLABLE) &&
+	    (atomic_load_explicit(&t->join_word, memory_order_seq_cst) &
+	     WEFT__J_CANCEL) &&
+	    weft__wait_try_claim(t, exp, WEFT__WAKE_CANCEL) == 2)
 		weft__ready_local(w, t, true);
 }
 

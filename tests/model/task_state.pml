@@ -11,9 +11,15 @@
  * The task runs EPISODES waits in a row, each with a nondeterministic mix:
  * cancellable or not (shielded), with a deadline timer or not, registered
  * on the primitive or not (a sleep). Each wait, as the C code does it:
- *  task:      weft__wait_prepare(): seq++, word = seq|cancellable|PREP;
+ *  task:      weft__wait_prepare(): seq++, word = seq|cancellable|PREP,
+ *             a relaxed store: it sits in the task's store buffer (x86
+ *             TSO) until a flusher drains it at any moment, and at the
+ *             latest at the task's next locked instruction (a lock, a
+ *             CAS); meanwhile every other process reads the old word;
  *             weft__wait_park(): if cancellable and J_CANCEL is set, claim
- *             its own wait for CANCEL; load the word; unless CLAIMED,
+ *             its own wait for CANCEL (a shortcut: this load may run
+ *             before the PREP store is visible, the store-load reordering
+ *             a seq_cst store used to forbid); load the word; unless CLAIMED,
  *             switch out (then the publisher runs), and wait to be run
  *             again; then disarm the timer (under the timer lock) and, if
  *             the reason is not SOURCE, unlink from the primitive (under
@@ -21,7 +27,10 @@
  *  publisher: weft__wait_publish(): register on the primitive (under its
  *             lock), arm the timer (under the timer lock: timer_seq =
  *             word), CAS PREP -> ARMED; if that CAS fails a source claimed
- *             the wait while it was PREP, and the publisher enqueues.
+ *             the wait while it was PREP, and the publisher enqueues; if
+ *             it succeeds and the wait is cancellable, load J_CANCEL and,
+ *             if set, claim for CANCEL (enqueue if that wins from ARMED):
+ *             the Dekker partner of the canceller's fetch_or and load.
  *  primitive: under its lock, take the registered waiter, write the
  *             payload, claim; on a lost claim take the payload back.
  *  timer:     fire_timers(): under the timer lock, pop the entry, claim
@@ -42,7 +51,10 @@
  *    cancel;
  *  - the task resumes with its own wait CLAIMED;
  *  - cancellation is level-triggered: a cancellable wait that began after
- *    J_CANCEL was set ends with reason CANCEL;
+ *    J_CANCEL was set ends with reason CANCEL; and a cancellable wait on a
+ *    primitive that never serves it (PRIM_STUCK, no deadline) still ends
+ *    once weft_cancel() runs - else the task blocks forever, which the
+ *    invalid-end-state check reports;
  *  - the payload is with the task exactly when the reason is SOURCE (no
  *    item lost or duplicated: given == SOURCE resumes);
  *  - when the wait is over, the timer entry is unlinked and the primitive
@@ -50,17 +62,19 @@
  *    its stack frame later).
  * Plus spin's invalid-end-state check: nobody is left blocked.
  *
- * Limit: spin is sequentially consistent; the C11 orderings (release on
- * PREP -> ARMED, acquire in claimers, seq_cst for the cancel Dekker pair)
- * are argued in wait.c, not checked here.
+ * Limit: apart from the PREP store buffer, spin is sequentially
+ * consistent; the C11 orderings (release on PREP -> ARMED, acquire in
+ * claimers) are argued in wait.c, not checked here.
  */
 
 #ifndef EPISODES
 #define EPISODES 2
 #endif
 /* Known-wrong variants run_spin.sh checks are caught: 1 the primitive
- * also enqueues a wait it won while PREP; 2 no cancel re-check after the
- * PREP store; 3 a claim that ignores the sequence number. */
+ * also enqueues a wait it won while PREP; 2 no J_CANCEL check after the
+ * publish CAS (the protocol as it was with a seq_cst PREP store, wrong
+ * once that store is relaxed); 3 a claim that ignores the sequence
+ * number. */
 #ifndef MUTANT
 #define MUTANT 0
 #endif
@@ -81,6 +95,12 @@ bool w_canc;
 byte w_reason;
 
 byte cur_seq;			/* the task's wait_seq (ghost for checks) */
+
+/* the task's store buffer: a PREP word not yet visible to others */
+bool b_pending;
+byte b_seq;
+bool b_canc;
+bool prim_stuck;		/* this wait's primitive never serves it */
 bool jcancel;			/* J_CANCEL in join_word */
 bool task_done;
 
@@ -102,6 +122,20 @@ bool tm_linked;
 byte tm_seq;
 bool tm_canc;
 bool timer_worker;		/* t->timer_worker != NULL */
+
+/* The buffered PREP store becomes visible (TSO: stores drain in order,
+ * and entirely before a locked instruction). */
+inline drain()
+{
+	atomic {
+		if
+		:: b_pending ->
+			w_seq = b_seq; w_canc = b_canc; w_state = PREP;
+			b_pending = false
+		:: else
+		fi
+	}
+}
 
 #define LOCK(l) atomic { !l -> l = true }
 #define UNLOCK(l) l = false
@@ -154,27 +188,35 @@ proctype task()
 		/* a wait nothing can end (uncancellable, no primitive, no
 		 * deadline) hangs by design: not modelled */
 		if :: !use_timer && !use_prim -> use_timer = true :: else fi;
-		/* weft__wait_prepare() */
+		/* a cancellable wait may be on a primitive that never comes:
+		 * only the cancellation can end it then */
+		if
+		:: c && use_prim && !use_timer ->
+			if :: prim_stuck = true :: prim_stuck = false fi
+		:: else -> prim_stuck = false
+		fi;
+		/* weft__wait_prepare(): into the store buffer */
 		d_step {
-			cur_seq = ep; w_seq = ep; w_canc = c; w_state = PREP;
+			cur_seq = ep; b_seq = ep; b_canc = c; b_pending = true;
 			late = jcancel	/* ghost: cancelled before this wait */
 		}
-		/* weft__wait_park(): re-check the cancel after PREP */
-#if MUTANT != 2
+		/* weft__wait_park(): the shortcut (the load may pass the
+		 * buffered store) */
 		if
 		:: c && jcancel ->
+			drain();	/* the claim is a locked CAS */
 			try_claim(ep, c, R_CANCEL, r);
 			assert(r != 2)
 		:: else
 		fi;
-#endif
 		if
-		:: w_state == CLAIMED -> skip	/* no switch */
+		:: !b_pending && w_state == CLAIMED -> skip	/* no switch */
 		:: else ->
 			switched[ep] = true;
 			/* ---- the publisher, on the scheduler stack ---- */
 			if
 			:: use_prim ->
+				drain();
 				LOCK(plock);
 				pw_seq = ep; pw_canc = c;
 				UNLOCK(plock)
@@ -182,13 +224,15 @@ proctype task()
 			fi;
 			if
 			:: use_timer ->
+				drain();
 				LOCK(tlock);
 				tm_seq = ep; tm_canc = c; tm_linked = true;
 				timer_worker = true;
 				UNLOCK(tlock)
 			:: else
 			fi;
-			atomic {	/* CAS PREP -> ARMED, release */
+			drain();
+			atomic {	/* CAS PREP -> ARMED, seq_cst */
 				if
 				:: w_state == PREP -> w_state = ARMED; r = 0
 				:: else -> r = 1
@@ -196,6 +240,14 @@ proctype task()
 			}
 			if
 			:: r == 1 -> enqueue(ep)	/* claimed while PREP */
+#if MUTANT != 2
+			:: r == 0 && c && jcancel ->	/* the Dekker check */
+				try_claim(ep, c, R_CANCEL, r);
+				if
+				:: r == 2 -> enqueue(ep)
+				:: else
+				fi
+#endif
 			:: else
 			fi;
 			/* ---- switched out until run again ---- */
@@ -247,9 +299,9 @@ proctype primitive()
 
 end_prim:
 	do
-	:: LOCK(plock);
+	:: atomic { !plock && pw_seq != 0 && !prim_stuck -> plock = true };
 	   if
-	   :: pw_seq != 0 ->
+	   :: pw_seq != 0 && !prim_stuck ->
 		s = pw_seq; c = pw_canc; pw_seq = 0;	/* take the waiter */
 		payload[s] = true;			/* write the item */
 		try_claim(s, c, R_SOURCE, r);
@@ -277,7 +329,7 @@ proctype timer()
 
 end_timer:
 	do
-	:: LOCK(tlock);
+	:: atomic { !tlock && tm_linked -> tlock = true };
 	   if
 	   :: tm_linked ->	/* due: pop it */
 		tm_linked = false;
@@ -292,6 +344,16 @@ end_timer:
 	   fi;
 	   UNLOCK(tlock);
 	   d_step { s = 0; r = 0; c = false }
+	:: task_done -> break
+	od
+}
+
+/* Drains the task's store buffer at any moment. */
+proctype flusher()
+{
+end_flush:
+	do
+	:: b_pending -> drain()
 	:: task_done -> break
 	od
 }
@@ -320,7 +382,8 @@ init
 		run task();
 		run primitive();
 		run timer();
-		run canceller()
+		run canceller();
+		run flusher()
 	}
 	_nr_pr == 1;	/* everybody else has finished */
 	assert(given == source_resumes)
