@@ -641,6 +641,114 @@ int race_canceller(void *a)
 // early, a sleep that starts after weft_cancel() returned 1 fails (the
 // cancellation is level-triggered, and so does every later suspension
 // point), and every sleeper ends on -ECANCELED.
+// A cancellation that races with a task parking on a wait that nothing
+// else will ever end (an empty queue, an unset event, an endless sleep)
+// must end that wait: weft_cancel()'s flag and the publisher's check after
+// its CAS are the Dekker pair of wait.c (step 4), and the check before the
+// switch only a shortcut. A lost cancellation hangs a pair, which the
+// watchdog reports. Both tasks meet at a barrier and the canceller then
+// waits 0-255 loop turns, so that its flag lands in the few nanoseconds
+// between the waiter's PREP store and its switch (the window where a store
+// buffer hides PREP from the canceller).
+struct ParkRace {
+	weft_queue *q;
+	weft_event ev;
+	weft_task *h;
+	unsigned kind;
+	unsigned delay;
+	std::atomic<int> arrived{ 0 };
+	int cancel_ret = 7;
+};
+
+void park_barrier(ParkRace *p)
+{
+	p->arrived.fetch_add(1);
+	// Yield while alone: both may be on one worker.
+	while (p->arrived.load() < 2)
+		weft_yield();
+}
+
+int park_racer(void *a)
+{
+	ParkRace *p = static_cast<ParkRace *>(a);
+	void *v;
+
+	park_barrier(p);
+	switch (p->kind) {
+	case 0:
+		return weft_queue_get(p->q, &v);
+	case 1:
+		return weft_event_wait(&p->ev);
+	default:
+		return weft_sleep(UINT64_MAX);
+	}
+}
+
+int park_canceller(void *a)
+{
+	ParkRace *p = static_cast<ParkRace *>(a);
+
+	park_barrier(p);
+	for (volatile unsigned k = 0; k < p->delay; k++) {
+	}
+	p->cancel_ret = weft_cancel(p->h);
+	return 0;
+}
+
+TEST(Cancel, RacingAParkOnAWaitNothingElseEnds)
+{
+	constexpr unsigned kPairs = 8;
+	const uint64_t n = scaled(200000);
+	std::atomic<uint64_t> rounds{ 0 };
+	uint64_t not_cancelled = 0, bad_cancel = 0;
+	Watchdog wd(
+		"Cancel.RacingAParkOnAWaitNothingElseEnds",
+		[&] {
+			return rounds.load();
+		},
+		[&] {
+			fprintf(stderr,
+				"%" PRIu64 " waits of %" PRIu64 " ended\n",
+				rounds.load(), n);
+		});
+	WEFT_TEST_RUN(2, [&] {
+		Deadline dl(10s);
+		uint64_t rng = 7;
+		std::vector<ParkRace> ps(kPairs);
+		weft_task *cs[kPairs];
+		for (auto &p : ps) {
+			p.q = weft_queue_new(1);
+			ASSERT_NE(nullptr, p.q);
+		}
+		while (rounds.load() + kPairs <= n && !dl.passed()) {
+			for (unsigned i = 0; i < kPairs; i++) {
+				ParkRace &p = ps[i];
+				ASSERT_EQ(0, weft_event_init(&p.ev));
+				p.kind = (unsigned)(splitmix64(&rng) % 3);
+				p.delay = (unsigned)(splitmix64(&rng) % 256);
+				p.arrived = 0;
+				p.cancel_ret = 7;
+				p.h = weft_spawn(park_racer, &p);
+				ASSERT_NE(nullptr, p.h);
+				cs[i] = weft_spawn(park_canceller, &p);
+				ASSERT_NE(nullptr, cs[i]);
+			}
+			for (unsigned i = 0; i < kPairs; i++) {
+				EXPECT_EQ(0, weft_join(cs[i]));
+				not_cancelled += weft_join(ps[i].h) != -ECANCELED;
+				bad_cancel += ps[i].cancel_ret != 1;
+				rounds.fetch_add(1);
+			}
+		}
+		for (auto &p : ps)
+			weft_queue_free(p.q);
+	});
+	EXPECT_EQ(0u, not_cancelled) << "a wait did not end on -ECANCELED";
+	EXPECT_EQ(0u, bad_cancel) << "weft_cancel of a live task did not "
+				     "return 1";
+	fprintf(stderr, "%" PRIu64 " waits cancelled\n", rounds.load());
+}
+
 TEST(Sleep, DeadlinesRaceCancel)
 {
 	constexpr unsigned kPairs = 32;
