@@ -41,6 +41,7 @@ void weft__ctx_thread_stack(const void **lo, size_t *size)
 void weft__ctx_init_thread(struct weft__ctx *c)
 {
 	memset(c, 0, sizeof(*c));
+	c->fp = weft__ctx_fp_read();
 	weft__ctx_asan_init_thread(c);
 	weft__ctx_tsan_init_thread(c);
 }

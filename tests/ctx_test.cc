@@ -433,6 +433,28 @@ TEST(Ctx, RoundingModeIsPerContext)
 	EXPECT_NE(third(), 0.0);
 }
 
+// The scheduler's switch into a task stores its FP words from the thread
+// context instead of reading them (weft__ctx_switch_from_thread()): the
+// fiber must still get its own mode back, and the thread its own.
+TEST(Ctx, RoundingModeIsPerContextFromThread)
+{
+	RoundProbe p;
+	ASSERT_EQ(fesetround(FE_TONEAREST), 0);
+	weft__ctx_init_thread(&p.main);
+	double near = third();
+	Fiber f(round_entry, &p);
+	p.self = &f.ctx;
+
+	for (int i = 0; i <= p.rounds; i++) {
+		weft__ctx_switch_from_thread(&p.main, &f.ctx);
+		ASSERT_EQ(fegetround(), FE_TONEAREST) << "round " << i;
+		ASSERT_EQ(third(), near);
+	}
+	EXPECT_EQ(p.seen_at_start, FE_TONEAREST);
+	EXPECT_TRUE(p.ok);
+	EXPECT_EQ(p.seen_after_switches, FE_UPWARD);
+}
+
 TEST(Ctx, NewContextInheritsCreatorsRoundingMode)
 {
 	RoundProbe p;

@@ -5,6 +5,7 @@
 // a test here that fails if the behaviour breaks.
 #include <gtest/gtest.h>
 
+#include <cfenv>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -990,6 +991,42 @@ TEST(Migration, PinnedTaskNeverLeavesItsWorker)
 			EXPECT_EQ(0, weft_join(t));
 		EXPECT_EQ(0, moved.load());
 	});
+}
+
+// Each task keeps its own FP rounding mode across suspensions, whatever
+// else runs on its worker meanwhile and wherever it resumes (the switch
+// into a task restores its MXCSR/x87 CW; the scheduler keeps its own).
+TEST(Task, RoundingModeIsPerTask)
+{
+	static std::atomic<int> wrong{ 0 }, checks{ 0 };
+	wrong = 0;
+	checks = 0;
+	WEFT_TEST_RUN(2, [] {
+		static const int modes[] = { FE_UPWARD, FE_DOWNWARD,
+					     FE_TOWARDZERO, FE_TONEAREST };
+		std::vector<weft_task *> ts;
+		for (int i = 0; i < 16; i++)
+			ts.push_back(weft_test::go([i] {
+				int mode = modes[i % 4];
+				if (fesetround(mode) != 0)
+					return -EINVAL;
+				for (int k = 0; k < 300; k++) {
+					if (k % 5)
+						weft_yield();
+					else
+						weft_sleep(WEFT_USEC(10));
+					checks++;
+					if (fegetround() != mode)
+						wrong++;
+				}
+				return 0;
+			}));
+		for (auto *t : ts)
+			EXPECT_EQ(0, weft_join(t));
+	});
+	EXPECT_EQ(0, wrong.load());
+	EXPECT_EQ(16 * 300, checks.load());
+	EXPECT_EQ(FE_TONEAREST, fegetround());
 }
 
 // ---------------------------------------------------------------- stacks
