@@ -300,6 +300,10 @@ struct weft__worker {
 	unsigned index;
 	unsigned lifo_streak;		/* LIFO runs in a row */
 	uint64_t tick;
+	/* coarse clock read when the last task switched back (or the worker
+	 * woke up): the dump times of the switch-out and of the next
+	 * switch-in, one vDSO read per run slice. Owner only. */
+	uint64_t clock_ns;
 	bool after_yield;		/* next pick from the deque's top */
 	bool searching;			/* counted in rt->nsearching */
 	struct weft__ctx sched_ctx;	/* the worker thread's own stack */
@@ -370,19 +374,25 @@ static inline void weft__wd_slice_end(struct weft__worker *w)
  * few ns, no syscall), so every state shows its age.
  * Context: whoever makes the transition; never suspends.
  */
-static inline void weft__task_set_state(struct weft__task *t, int state)
+static inline void weft__task_set_state_at(struct weft__task *t, int state,
+					   uint64_t now)
 {
-	atomic_store_explicit(&t->state_since_ns, weft__clock_coarse(),
-			      memory_order_relaxed);
+	atomic_store_explicit(&t->state_since_ns, now, memory_order_relaxed);
 	atomic_store_explicit(&t->state, state, memory_order_relaxed);
 }
 
-/* When and where @t began to wait or wait to run (dumps). Context: @t's
- * worker, in run_task(), before @t is published to anybody. */
+static inline void weft__task_set_state(struct weft__task *t, int state)
+{
+	weft__task_set_state_at(t, state, weft__clock_coarse());
+}
+
+/* When and where @t began to wait or wait to run (dumps): at w->clock_ns,
+ * read as it switched back. Context: @t's worker, in run_task(), before
+ * @t is published to anybody. */
 static inline void weft__note_switch(struct weft__worker *w,
 				     struct weft__task *t)
 {
-	atomic_store_explicit(&t->state_since_ns, weft__clock_coarse(),
+	atomic_store_explicit(&t->state_since_ns, w->clock_ns,
 			      memory_order_relaxed);
 	atomic_store_explicit(&t->last_worker, w->index, memory_order_relaxed);
 }

@@ -725,17 +725,20 @@ static void run_task(struct weft__worker *w, void *item)
 			t->pinned_to = w;
 	}
 	w->current = t;
-	weft__task_set_state(t, WEFT__TASK_RUNNING);
+	/* w->clock_ns: read as the previous task switched back or the
+	 * worker woke up, microseconds ago at most. */
+	weft__task_set_state_at(t, WEFT__TASK_RUNNING, w->clock_ns);
 	struct weft__overflow_info oi = { t->stack, t->name };
 	weft__overflow_set_current(&oi);
 	weft__wd_slice_begin(w, t); /* watchdog (observe.c): no clock read */
-	weft__ctx_switch(&w->sched_ctx, &t->ctx);
+	weft__ctx_switch_from_thread(&w->sched_ctx, &t->ctx);
 	weft__wd_slice_end(w);
 	weft__overflow_set_current(NULL);
 	/* The task that switched back may not be t: a child t was running
 	 * inline on its stack (task.c) switches out as itself. */
 	t = w->current;
 	w->current = NULL;
+	w->clock_ns = weft__clock_coarse();
 
 	switch (t->switch_reason) {
 	case WEFT__SW_PARK:
@@ -743,7 +746,7 @@ static void run_task(struct weft__worker *w, void *item)
 		weft__wait_publish(w, t);
 		break;
 	case WEFT__SW_YIELD:
-		weft__task_set_state(t, WEFT__TASK_RUNNABLE);
+		weft__task_set_state_at(t, WEFT__TASK_RUNNABLE, w->clock_ns);
 		if (t->pinned_to) {
 			weft__ready_local(w, t, false);
 		} else {
@@ -778,6 +781,7 @@ void *weft__worker_main(void *arg)
 	weft__ctx_init_thread(&w->sched_ctx);
 	if (weft__altstack_setup(&w->altstack) == 0)
 		weft__overflow_handler_install();
+	w->clock_ns = weft__clock_coarse();
 	for (;;) {
 		void *t = next_task(w);
 		if (t) {
@@ -795,10 +799,12 @@ void *weft__worker_main(void *arg)
 		if (t) {
 			if (w->searching)
 				stop_searching(w);
+			w->clock_ns = weft__clock_coarse();
 			run_task(w, t);
 			continue;
 		}
 		park(w);
+		w->clock_ns = weft__clock_coarse();
 	}
 	if (w->searching) {
 		w->searching = false;
