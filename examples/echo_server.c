@@ -63,6 +63,9 @@ static int serve(void *arg)
 		weft_cancel(c->self);
 	pthread_mutex_unlock(&conns_lock);
 	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	/* Closed only with weft_close below: weft_recv may then use a
+	 * multishot recv (no submission per wait on io_uring). */
+	weft_fd_set_flags(c->fd, WEFT_FD_MULTISHOT);
 	while ((n = weft_recv(c->fd, buf, sizeof(buf), 0)) > 0)
 		if (weft_send_all(c->fd, buf, (size_t)n) < 0)
 			break;

@@ -179,6 +179,8 @@ static int serve(void *arg)
 		weft_cancel(c->self);
 	pthread_mutex_unlock(&conns_lock);
 	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	/* Closed only with weft_close below: multishot recv allowed. */
+	weft_fd_set_flags(c->fd, WEFT_FD_MULTISHOT);
 	while (in && !done) {
 		ssize_t n = weft_recv(c->fd, in + have,
 				      HEAD_MAX + BODY_MAX - have, 0);

@@ -48,6 +48,10 @@ enum weft__io_opcode {
 	WEFT__OP_CONNECT,
 	WEFT__OP_OPEN,
 	WEFT__OP_FSYNC,
+	WEFT__OP_RECV_MULTISHOT, /* io/stream.c: armed while the fd lives;
+				  * its completions go to
+				  * weft__io_stream_cqe(), not
+				  * weft__io_complete() */
 };
 
 /*
@@ -134,6 +138,13 @@ struct weft__io_backend {
 	void (*kick)(struct weft__worker *w);
 	/* Ops in flight on w (armed and not done). Context: w. */
 	unsigned (*inflight)(struct weft__worker *w);
+	/* Multishot recv into provided buffers (io/stream.c); NULL where the
+	 * backend has none. Can w arm a WEFT__OP_RECV_MULTISHOT now (its
+	 * buffer ring was registered)? Context: w's thread. */
+	bool (*ms_ready)(struct weft__worker *w);
+	/* Give provided buffer @bid back to w's ring. Context: any thread;
+	 * never suspends. */
+	void (*buf_put)(struct weft__worker *w, unsigned bid);
 };
 
 extern const struct weft__io_backend weft__io_uring_backend;
@@ -148,6 +159,47 @@ extern const struct weft__io_backend weft__io_epoll_backend;
  */
 unsigned weft__io_complete(struct weft__worker *w, struct weft__io_op *op,
 			   int res);
+
+/*
+ * weft__io_stream_cqe() - A completion of the multishot recv @op (embedded
+ * in a struct weft__io_stream): @buf (NULL: none) holds @res bytes of
+ * provided buffer @bid of w's ring; @more: the multishot stays armed (else
+ * this is its last completion and @op is retired here).
+ * Return: tasks made runnable. Context: w is op->owner; its thread.
+ */
+unsigned weft__io_stream_cqe(struct weft__worker *w, struct weft__io_op *op,
+			     int res, bool more, char *buf, unsigned bid);
+
+/* io/stream.c, for weft_recv/weft_close/weft_accept/... (io/calls.c). */
+/* The multishot path of weft_recv() when @fd has one; *@handled false:
+ * take the plain path. Context: task. */
+ssize_t weft__io_stream_recv(struct weft__task *t, int fd, void *buf,
+			     size_t len, int flags, bool *handled);
+/* weft_close(): tear @fd's stream down before its close(2).
+ * Context: any thread; suspends (uncancellably) only in a task. */
+void weft__io_stream_close(int fd);
+/* weft made a new fd with this number: drop a stale stream (an fd closed
+ * with close(2) against the promise of WEFT_FD_MULTISHOT). Context: any
+ * thread; never suspends. */
+void weft__io_stream_forget(int fd);
+/* The runtime ends: free its streams. Context: runtime freer. */
+void weft__io_stream_rt_fini(struct weft__runtime *rt);
+
+/* io/reactor.c, for io/stream.c. */
+/* Arm @op on w (the body of an arm publish); the caller is counted in on
+ * op->fd (weft__io_fd_enter). Context: w's scheduler stack. */
+void weft__io_arm(struct weft__worker *w, struct weft__io_op *op);
+/* Take ended @op off w's in-flight books (weft__io_complete() without
+ * the wake-up). Context: w's thread. */
+void weft__io_retire(struct weft__worker *w, struct weft__io_op *op);
+/* Switch out and resume on worker @to (pinned_to = @to; the caller
+ * restores it). Context: task. */
+void weft__io_move_to(struct weft__task *t, struct weft__worker *to);
+/* Exclusive use of fd number @fd: waits for the uses in progress
+ * (weft__io_fd_enter), holds new ones off. Never across a suspension.
+ * Context: any thread. */
+void weft__io_fd_lock(int fd);
+void weft__io_fd_unlock(int fd);
 
 /* Backend probe: 0 if a ring can be made now, else -errno (io/uring.c). */
 int weft__io_uring_probe(void);
@@ -183,6 +235,9 @@ void weft__io_fd_exit(int fd);
 /* Test hook (tests/support/io_hooks.h): random delays up to @ns in the
  * windows of the arm/close race (reactor.c); 0: off. */
 WEFT_API void weft_test_io_close_race_delay(uint64_t ns);
+/* Test hook: provided buffers of the rings started from now on (@count a
+ * power of two; 0: the defaults, 1024 x 4096). io/uring.c. */
+WEFT_API void weft_test_io_pbuf(unsigned count, unsigned size);
 #endif
 
 /* Worker hooks (runtime/worker.c, runtime/sched.c, runtime/runtime.c). */

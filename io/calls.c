@@ -287,6 +287,17 @@ static ssize_t xfer(int opcode, int fd, void *buf, size_t len, int flags,
 
 WEFT_API ssize_t weft_recv(int fd, void *buf, size_t len, int flags)
 {
+	struct weft__task *t = weft__task_current();
+
+	/* A WEFT_FD_MULTISHOT stream (io/stream.c), else the plain op. */
+	if (t && fd >= 0 && len <= SSIZE_MAX && (buf || !len)) {
+		bool handled;
+		ssize_t r = weft__io_stream_recv(t, fd, buf, clamp(len),
+						 flags & ~MSG_DONTWAIT,
+						 &handled);
+		if (handled)
+			return r;
+	}
 	return xfer(WEFT__OP_RECV, fd, buf, len, flags, -1);
 }
 
@@ -396,7 +407,10 @@ WEFT_API int weft_accept(int fd, struct sockaddr *addr, socklen_t *len)
 	op_init(&op, WEFT__OP_ACCEPT, fd);
 	op.buf = addr;
 	op.addrlen = len;
-	return (int)run(t, &op);
+	err = (int)run(t, &op);
+	if (err >= 0)
+		weft__io_stream_forget(err);
+	return err;
 }
 
 /* The outcome of a connect in progress, once the socket is writable. */
@@ -470,7 +484,10 @@ WEFT_API int weft_open(const char *path, int flags, mode_t mode)
 	op.buf = (void *)path;
 	op.flags = flags;
 	op.off = (int64_t)mode;
-	return (int)run(t, &op);
+	err = (int)run(t, &op);
+	if (err >= 0)
+		weft__io_stream_forget(err);
+	return err;
 }
 
 WEFT_API int weft_fsync(int fd)
@@ -512,6 +529,9 @@ WEFT_API int weft_close(int fd)
 	 * the close protocol). close(2) never blocks for sockets and files
 	 * weft makes; it runs even in a cancelled task (the fd is always
 	 * released). EINTR still released the fd on Linux: never retried. */
+	/* A WEFT_FD_MULTISHOT stream first: its multishot recv is cancelled
+	 * and, in a task, waited for, so the socket ends with the close(2). */
+	weft__io_stream_close(fd);
 	weft__io_close_begin(fd);
 	r = close(fd) < 0 ? (errno == EINTR ? 0 : -errno) : 0;
 	weft__io_close_end(fd);

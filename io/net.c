@@ -20,7 +20,10 @@ WEFT_API int weft_socket(int domain, int type, int protocol)
 {
 	int fd = socket(domain, type | SOCK_CLOEXEC, protocol);
 
-	return fd < 0 ? -errno : fd;
+	if (fd < 0)
+		return -errno;
+	weft__io_stream_forget(fd);
+	return fd;
 }
 
 /* Parse a numeric @host (NULL: 127.0.0.1) and @port into @ss. */

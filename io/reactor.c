@@ -161,8 +161,10 @@ int weft__io_rt_init(struct weft__runtime *rt)
 
 void weft__io_rt_fini(struct weft__runtime *rt)
 {
-	if (rt->io_backend)
+	if (rt->io_backend) {
+		weft__io_stream_rt_fini(rt);
 		fini_workers(rt);
+	}
 }
 
 WEFT_API const char *weft_io_backend(void)
@@ -385,6 +387,25 @@ static void apply_closes(struct weft__worker *w)
 	}
 }
 
+void weft__io_fd_lock(int fd)
+{
+	/* New uses wait from now on; wait for those in progress. acquire:
+	 * pairs with weft__io_fd_exit()'s release. */
+	atomic_fetch_add_explicit(&fd_word[fd_slot(fd)], CLOSING_ONE,
+				  memory_order_acq_rel);
+	while (atomic_load_explicit(&fd_word[fd_slot(fd)],
+				    memory_order_acquire) &
+	       USES_MASK)
+		weft__cpu_relax();
+}
+
+void weft__io_fd_unlock(int fd)
+{
+	/* release: what we did happens before the uses that waited */
+	atomic_fetch_sub_explicit(&fd_word[fd_slot(fd)], CLOSING_ONE,
+				  memory_order_release);
+}
+
 /* The close is about to happen: arms on @fd wait (see the protocol). */
 void weft__io_close_begin(int fd)
 {
@@ -579,17 +600,32 @@ ssize_t weft__io_blocking_call(ssize_t (*fn)(struct weft__io_op *op),
 
 /* ------------------------------------------------------------ exec */
 
+void weft__io_retire(struct weft__worker *w, struct weft__io_op *op)
+{
+	weft__io_stat_inc(&w->stats.io_completed);
+	weft__list_del(&op->link);
+	fd_ops_add(common(w), op->fd, -1);
+}
+
 static void arm_publish(struct weft__task *t, struct weft__wait *wt)
 {
 	struct weft__io_op *op = wt->obj;
-	struct weft__worker *w = weft__worker_current();
 	int fd = op->fd;
 
 	(void)t;
-	op->owner = w;
 	/* The protocol at the top: counted in, the arm happens wholly
 	 * before a close(2) of fd or wholly after it. */
 	weft__io_fd_enter(fd);
+	weft__io_arm(weft__worker_current(), op);
+	/* op may be done and gone already (epoll: -EBADF at once) */
+	weft__io_fd_exit(fd);
+}
+
+void weft__io_arm(struct weft__worker *w, struct weft__io_op *op)
+{
+	int fd = op->fd;
+
+	op->owner = w;
 	weft__list_add_tail(&common(w)->inflight, &op->link);
 	fd_ops_add(common(w), fd, 1);
 	race_delay();
@@ -598,8 +634,6 @@ static void arm_publish(struct weft__task *t, struct weft__wait *wt)
 						    memory_order_relaxed);
 	weft__io_stat_inc(&w->stats.io_submitted);
 	w->rt->io_backend->arm(w, op);
-	/* op may be done and gone already (epoll: -EBADF at once) */
-	weft__io_fd_exit(fd);
 }
 
 static void cancel_publish(struct weft__task *t, struct weft__wait *wt)
@@ -613,7 +647,7 @@ static void cancel_publish(struct weft__task *t, struct weft__wait *wt)
 }
 
 /* Switch out and come back on @to (see step 4). Context: task. */
-static void move_to(struct weft__task *t, struct weft__worker *to)
+void weft__io_move_to(struct weft__task *t, struct weft__worker *to)
 {
 	struct weft__worker *w = weft__worker_current();
 
@@ -640,7 +674,7 @@ static ssize_t finish(struct weft__task *t, struct weft__io_op *op, int err)
 	if (!op->owner) /* claimed before the switch: never armed */
 		return err ? err : -ECANCELED;
 	while (!atomic_load_explicit(&op->done, memory_order_acquire)) {
-		move_to(t, op->owner);
+		weft__io_move_to(t, op->owner);
 		/* On the owner: its completion handler cannot run until we
 		 * switch out, so done and op->word are stable here. */
 		if (atomic_load_explicit(&op->done, memory_order_acquire))

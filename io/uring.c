@@ -40,22 +40,54 @@
  * generation keeps a late ASYNC_CANCEL (its target completed first and the
  * task armed a new op in the same stack slot) from hitting the new op:
  * it names the old generation. User addresses fit in 47 bits (task stacks
- * come from weft's own mmap arena, never from a high-address hint).
+ * come from weft's own mmap arena, never from a high-address hint). Bit 0
+ * (op records are 8-aligned) marks a multishot recv (io/stream.c): its
+ * completions go to weft__io_stream_cqe().
+ *
+ * Provided buffers (multishot recv, io/stream.c): each worker registers
+ * one buffer ring (group BGID) of PBUF_COUNT buffers of PBUF_SIZE bytes at
+ * start (IORING_REGISTER_PBUF_RING, 5.19+; liburing 2.3 has no
+ * io_uring_setup_buf_ring, so the ring is mmap'd and registered here). The
+ * register call must come from the ring's thread (SINGLE_ISSUER), hence
+ * start(), not init(). A kernel that refuses leaves br NULL: ms_ready()
+ * says no and the streams keep the plain path. Buffers go back to the ring
+ * from whichever thread consumed them (buf_put, under pbuf_lock: the tail
+ * is the only word we write; the kernel reads it with acquire). The buffer
+ * memory is virtual until the kernel first receives into it.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <liburing.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include "io/backend.h"
+#include "runtime/waitq.h"
 
 #define TAG_KICK 1u /* the eventfd read */
 #define TAG_CANCEL 2u /* an ASYNC_CANCEL: its result is not needed */
 #define UD_GEN_SHIFT 48
 #define UD_PTR_MASK ((UINT64_C(1) << UD_GEN_SHIFT) - 1)
+#define UD_MULTISHOT 1u /* bit 0 of an op's user_data */
+#define BGID 1
+
+/* Provided buffers per worker: 1024 x 4 KiB (4 MiB of address space;
+ * resident only once the kernel has received into them). */
+static _Atomic unsigned pbuf_count = 1024, pbuf_size = 4096;
+
+#ifdef WEFT_TEST_HOOKS
+WEFT_API void weft_test_io_pbuf(unsigned count, unsigned size)
+{
+	/* rings started after the call; count a power of two */
+	atomic_store_explicit(&pbuf_count, count ? count : 1024,
+			      memory_order_relaxed);
+	atomic_store_explicit(&pbuf_size, size ? size : 4096,
+			      memory_order_relaxed);
+}
+#endif
 
 struct uring {
 	struct weft__io_worker common; /* first: see io/backend.h */
@@ -68,6 +100,11 @@ struct uring {
 	unsigned inflight; /* ops armed and not completed */
 	unsigned polls; /* poll() calls, for the periodic enter */
 	uint16_t gen; /* arm generation, bits 48-63 of user_data */
+	/* provided buffers: set by start(), then read-only but the tail */
+	struct io_uring_buf_ring *br; /* NULL: refused or not yet set up */
+	char *bufs; /* pbuf_n buffers of pbuf_sz bytes */
+	unsigned pbuf_n, pbuf_sz;
+	_Atomic uint32_t pbuf_lock; /* over br->tail; any thread */
 };
 
 static inline struct uring *U(struct weft__worker *w)
@@ -162,6 +199,76 @@ out_free:
 	return r;
 }
 
+static void pbuf_free(struct uring *u)
+{
+	if (u->br)
+		munmap(u->br, u->pbuf_n * sizeof(struct io_uring_buf));
+	if (u->bufs)
+		munmap(u->bufs, (size_t)u->pbuf_n * u->pbuf_sz);
+	u->br = NULL;
+	u->bufs = NULL;
+}
+
+/* Register w's buffer ring (see the top). Context: w's thread, start(). */
+static void pbuf_setup(struct weft__worker *w)
+{
+	struct uring *u = U(w);
+	unsigned n = atomic_load_explicit(&pbuf_count, memory_order_relaxed);
+	unsigned sz = atomic_load_explicit(&pbuf_size, memory_order_relaxed);
+	struct io_uring_buf_reg reg;
+	void *br, *bufs;
+	int mask;
+
+	if (n == 0 || n > 32768 || (n & (n - 1)))
+		return;
+	br = mmap(NULL, n * sizeof(struct io_uring_buf), PROT_READ | PROT_WRITE,
+		  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (br == MAP_FAILED)
+		return;
+	bufs = mmap(NULL, (size_t)n * sz, PROT_READ | PROT_WRITE,
+		    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (bufs == MAP_FAILED) {
+		munmap(br, n * sizeof(struct io_uring_buf));
+		return;
+	}
+	u->br = br;
+	u->bufs = bufs;
+	u->pbuf_n = n;
+	u->pbuf_sz = sz;
+	io_uring_buf_ring_init(u->br);
+	memset(&reg, 0, sizeof(reg));
+	reg.ring_addr = (uint64_t)(uintptr_t)br;
+	reg.ring_entries = n;
+	reg.bgid = BGID;
+	/* -EINVAL/-ENOSYS before 5.19: multishot recv stays off here */
+	if (io_uring_register_buf_ring(&u->ring, &reg, 0) != 0) {
+		pbuf_free(u);
+		return;
+	}
+	mask = io_uring_buf_ring_mask(n);
+	for (unsigned i = 0; i < n; i++)
+		io_uring_buf_ring_add(u->br, u->bufs + (size_t)i * sz, sz,
+				      (unsigned short)i, mask, (int)i);
+	io_uring_buf_ring_advance(u->br, (int)n);
+}
+
+static bool u_ms_ready(struct weft__worker *w)
+{
+	return U(w)->br != NULL;
+}
+
+static void u_buf_put(struct weft__worker *w, unsigned bid)
+{
+	struct uring *u = U(w);
+
+	weft__spin_lock(&u->pbuf_lock);
+	io_uring_buf_ring_add(u->br, u->bufs + (size_t)bid * u->pbuf_sz,
+			      u->pbuf_sz, (unsigned short)bid,
+			      io_uring_buf_ring_mask(u->pbuf_n), 0);
+	io_uring_buf_ring_advance(u->br, 1);
+	weft__spin_unlock(&u->pbuf_lock);
+}
+
 static void u_fini(struct weft__worker *w)
 {
 	struct uring *u = U(w);
@@ -169,6 +276,7 @@ static void u_fini(struct weft__worker *w)
 	/* Every op's task has finished, so nothing of ours is in flight but
 	 * the kick read; closing the ring cancels it. */
 	io_uring_queue_exit(&u->ring);
+	pbuf_free(u);
 	close(u->efd);
 	weft__io_worker_fini(&u->common);
 	weft__free(u);
@@ -231,6 +339,7 @@ static void u_start(struct weft__worker *w)
 				     "failed (%s)",
 				     w->index, strerror(-r));
 	}
+	pbuf_setup(w);
 	arm_kick(w);
 }
 
@@ -285,6 +394,16 @@ static void u_arm(struct weft__worker *w, struct weft__io_op *op)
 	case WEFT__OP_FSYNC:
 		io_uring_prep_fsync(sqe, op->fd, 0);
 		break;
+	case WEFT__OP_RECV_MULTISHOT:
+		/* 6.0+; ms_ready() said the buffer ring is there */
+		io_uring_prep_recv_multishot(sqe, op->fd, NULL, 0, 0);
+		sqe->flags |= IOSQE_BUFFER_SELECT;
+		sqe->buf_group = BGID;
+		op->ud = (uint64_t)(uintptr_t)op | UD_MULTISHOT |
+			 ((uint64_t)++u->gen << UD_GEN_SHIFT);
+		io_uring_sqe_set_data64(sqe, op->ud);
+		u->inflight++;
+		return;
 	default:
 		WEFT__BUG_ON(1);
 	}
@@ -317,6 +436,31 @@ static void u_cancel(struct weft__worker *w, struct weft__io_op *op)
 
 #define REAP_BATCH 256
 
+static inline bool is_multishot(uint64_t ud)
+{
+	return (ud & UD_MULTISHOT) && ud != TAG_KICK &&
+	       ud != LIBURING_UDATA_TIMEOUT;
+}
+
+static unsigned ms_cqe(struct weft__worker *w, struct io_uring_cqe *cqe)
+{
+	struct uring *u = U(w);
+	uint64_t ud = cqe->user_data;
+	struct weft__io_op *op =
+		(struct weft__io_op *)(uintptr_t)(ud & UD_PTR_MASK &
+						  ~(uint64_t)UD_MULTISHOT);
+	unsigned fl = cqe->flags;
+	unsigned bid = fl >> IORING_CQE_BUFFER_SHIFT;
+	bool more = fl & IORING_CQE_F_MORE;
+	char *buf = NULL;
+
+	if (fl & IORING_CQE_F_BUFFER)
+		buf = u->bufs + (size_t)bid * u->pbuf_sz;
+	if (!more)
+		u->inflight--;
+	return weft__io_stream_cqe(w, op, cqe->res, more, buf, bid);
+}
+
 /* Reap every CQE there is. Return: tasks made runnable. */
 static unsigned reap(struct weft__worker *w)
 {
@@ -326,6 +470,11 @@ static unsigned reap(struct weft__worker *w)
 
 	for (;;) {
 		n = io_uring_peek_batch_cqe(&u->ring, cqes, REAP_BATCH);
+		/* Multishot completions in CQ order: each carries the next
+		 * bytes of its stream. */
+		for (unsigned i = 0; i < n; i++)
+			if (is_multishot(cqes[i]->user_data))
+				woken += ms_cqe(w, cqes[i]);
 		/* Newest first: the woken tasks go to the deque, whose owner
 		 * takes the newest first, so the oldest completion runs
 		 * first (FIFO within a batch: a fair tail at 1000s of
@@ -339,6 +488,8 @@ static unsigned reap(struct weft__worker *w)
 			} else if (ud == TAG_CANCEL ||
 				   ud == LIBURING_UDATA_TIMEOUT) {
 				/* nothing to do */
+			} else if (is_multishot(ud)) {
+				/* done by the forward pass above */
 			} else {
 				struct weft__io_op *op =
 					(struct weft__io_op
@@ -455,4 +606,6 @@ const struct weft__io_backend weft__io_uring_backend = {
 	.sleep = u_sleep,
 	.kick = u_kick,
 	.inflight = u_inflight,
+	.ms_ready = u_ms_ready,
+	.buf_put = u_buf_put,
 };

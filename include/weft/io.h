@@ -215,11 +215,61 @@ WEFT_API int weft_open(const char *path, int flags, mode_t mode);
  * closed (-EBADF): it never keeps waiting on the closed file. From a
  * thread outside the runtime only the descriptor is closed.
  *
+ * On an fd marked WEFT_FD_MULTISHOT (weft_fd_set_flags()), the armed
+ * multishot recv is cancelled first and, from a task, waited for
+ * (uncancellably, usually a few microseconds) before the close(2), so the
+ * socket is really closed when weft_close() returns; bytes received and
+ * not yet read are dropped.
+ *
  * Context: any thread; never suspends (it may wait, without suspending,
- * for another thread's syscall or arming on @fd to finish).
+ * for another thread's syscall or arming on @fd to finish), except on a
+ * WEFT_FD_MULTISHOT fd in a task, as above.
  * Return: 0, or close(2)'s error (-EBADF, -EIO).
  */
 WEFT_API int weft_close(int fd);
+
+/* weft_fd_set_flags() flags */
+#define WEFT_FD_MULTISHOT 0x1u /* weft_recv through a multishot recv */
+
+/**
+ * weft_fd_set_flags() - Opt @fd into faster paths that need a promise.
+ * @fd: a connected stream socket (TCP, AF_UNIX SOCK_STREAM).
+ * @flags: WEFT_FD_MULTISHOT, or 0 (no change).
+ *
+ * WEFT_FD_MULTISHOT: on the io_uring backend, weft_recv() on @fd is served
+ * by one multishot recv that stays armed in the kernel and fills buffers
+ * the runtime provides (a ring of 1,024 4 KiB buffers per worker, set up
+ * when the worker starts), so a recv that waits costs no submission and
+ * no poll arming. weft_recv() copies from those buffers, in order; a short
+ * weft_recv() leaves the rest for the next. Its results are those of the
+ * plain call: bytes, 0 at end of stream, the socket's error, -ECANCELED /
+ * -ETIMEDOUT (bytes that arrive after a cancelled or timed-out recv stay
+ * queued for the next one). When the buffers run out, the next weft_recv()
+ * is a plain recv, then the multishot is armed again: nothing is lost.
+ *
+ * THE PROMISE: close @fd only with weft_close(), never with close(2) (nor
+ * dup2() over it). The armed recv holds its own reference to the socket:
+ * after a close(2) the socket would stay open until its peer closes it.
+ * A new fd that weft makes with the same number (weft_accept,
+ * weft_socket, weft_open, weft_dial_tcp) drops the stale state, with a
+ * report on stderr, so it never sees the old socket's bytes; an fd made
+ * by a plain socket(2)/accept(2) is not checked.
+ *
+ * Only weft_recv() with flags 0, MSG_PEEK, MSG_WAITALL or MSG_DONTWAIT
+ * (ignored) reads through the queue. Other flags, weft_recvmsg(),
+ * weft_read() and weft_poll(POLLIN) go to the socket directly and do not
+ * see bytes already queued: do not mix them with weft_recv() on such an
+ * fd. One reader at a time is the sensible use (several are served, in no
+ * defined order of bytes between them). The flag is a hint: on the epoll
+ * backend, on a kernel without buffer rings (before 5.19) and for fds
+ * above 65535, weft_recv() keeps its plain path. It lasts until
+ * weft_close(), and ends with the runtime.
+ *
+ * Context: task only; never suspends.
+ * Return: 0; -ENOTSOCK, -EINVAL (not a stream socket, unknown flags),
+ * -EBADF; -ENOMEM; -EPERM outside a task.
+ */
+WEFT_API int weft_fd_set_flags(int fd, unsigned flags);
 
 /**
  * weft_fsync() - fsync(2) that suspends the task instead of the worker.

@@ -18,6 +18,9 @@ void io_test_stats(weft_runtime *rt, uint64_t *submitted, uint64_t *completed);
 /* io/reactor.c: spin up to @ns at random in the windows between arming an
  * op and publishing it, and in weft_close (0: off). */
 WEFT_API void weft_test_io_close_race_delay(uint64_t ns);
+/* io/uring.c: provided buffers (count, a power of two, of size bytes) of
+ * the rings started from now on; 0, 0: the defaults. */
+WEFT_API void weft_test_io_pbuf(unsigned count, unsigned size);
 #endif
 
 #ifdef __cplusplus

@@ -1,0 +1,605 @@
+/* SPDX-License-Identifier: MIT */
+#define _GNU_SOURCE
+/*
+ * io/stream.c - multishot recv for stream sockets marked WEFT_FD_MULTISHOT
+ * (weft_fd_set_flags): one recv stays armed in the kernel for the life of
+ * the fd and fills the worker's provided buffers (io/uring.c); weft_recv
+ * copies out of them. Per request this saves the SQE, the kernel's recv
+ * attempt and its poll arm/disarm of a plain weft_recv.
+ *
+ * Why opt-in: an armed multishot holds its own file reference. After a
+ * plain close(2) the socket would live on and keep delivering, and if the
+ * fd number were reused, readers of the new socket must never see the old
+ * one's bytes. So only fds the user promises to close with weft_close get
+ * a stream, and weft_close tears it down first. Bytes are routed by the
+ * stream record (user_data), never by fd number, so even a broken promise
+ * cannot hand old bytes to a new socket made by weft (weft_accept/socket/
+ * open drop a stale stream of the number they return: stream_forget).
+ *
+ * What a stream guarantees:
+ *  - Order: completions are handled in CQ order (io/uring.c reap's
+ *    forward pass) and appended to the stream's FIFO of chunks; readers
+ *    consume from its head; a short weft_recv leaves the rest of a chunk.
+ *  - Nothing is lost to a cancellation: the kernel writes only into
+ *    provided buffers, never into the reader's, so a cancelled or timed
+ *    out reader just leaves; bytes that come later stay queued.
+ *  - ENOBUFS (the worker's ring is empty) ends the multishot; the stream
+ *    is flagged fallback, and the next weft_recv is one plain recv into
+ *    the caller's buffer (the multishot is not armed then, so order
+ *    holds); the one after re-arms. No spin: an arm happens only for a
+ *    reader that found nothing queued.
+ *  - The end of a multishot without data (EOF: 0, an error) is stored as
+ *    the stream's final result and returned once the queue is drained,
+ *    as a plain recv would return it; the next weft_recv arms again and
+ *    the kernel says again what it says.
+ *
+ * The protocol, as steps:
+ *  1. weft_recv: take a reference on the stream (inside an fd use,
+ *     weft__io_fd_enter, so a concurrent weft_close cannot free it),
+ *     then under its spinlock: queued bytes, the final result, dead,
+ *     fallback, in that order; else enqueue as a reader (waitq.h) and
+ *     park. The publish callback, on the worker w the task parked on,
+ *     arms the multishot on w if none is armed (counted in on the fd, so
+ *     wholly before or after a close(2)); w becomes its owner.
+ *  2. The owner's reap hands each completion to weft__io_stream_cqe():
+ *     under the spinlock, append the chunk (or give the buffer back when
+ *     the stream is dead), record the end, and claim every reader; a
+ *     claimed reader goes back to step 1.
+ *  3. Consumed buffers go back to their worker's ring from whichever
+ *     thread consumed them (backend buf_put).
+ *  4. weft_close: take the stream out of the fd table (exclusive, under
+ *     weft__io_fd_lock), mark it dead, give its queued buffers back, end
+ *     its readers with -ECANCELED; if the multishot is armed and the
+ *     caller is a task, move to the owner, cancel it there and wait,
+ *     uncancellably, for its last completion (no F_MORE); only then
+ *     close(2). From a thread outside the runtime the close(2) comes
+ *     first and the close protocol (reactor.c) cancels the multishot;
+ *     its last completion frees the stream.
+ * References: the fd table, an armed multishot, each reader in step 1, a
+ * closer. The record is freed when the last goes (stream_put).
+ *
+ * Lock order: fd use (weft__io_fd_enter) before the stream's spinlock;
+ * nothing is armed or submitted under the spinlock (an arm may reap).
+ *
+ * Not done: a stream that nobody reads keeps receiving until the ring is
+ * empty (the kernel acks what it put in our buffers: TCP flow control
+ * only starts once the ring is dry); weft_poll, weft_recvmsg and
+ * weft_read do not look at queued bytes.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include "io/backend.h"
+#include "runtime/waitq.h"
+
+#define STREAM_FDS 65536u
+
+/* One received chunk in a provided buffer of worker w's ring. */
+struct chunk {
+	char *addr;
+	struct weft__worker *w;
+	uint32_t len, off; /* bytes in it; bytes consumed */
+	unsigned bid;
+};
+
+struct weft__io_stream {
+	struct weft__io_op op; /* the multishot recv; in flight iff armed */
+	_Atomic uint32_t lock; /* spinlock over the fields below */
+	_Atomic unsigned refs; /* see the top */
+	struct weft__runtime *rt; /* set at creation */
+	ino_t ino; /* the socket's inode (set_flags twice) */
+	int fd;
+	bool armed; /* op in flight on op.owner */
+	bool dead; /* out of the table: no new arm, no new chunk */
+	bool has_final; /* final_res waits behind the queue */
+	bool fallback; /* next read: one plain recv (ENOBUFS) */
+	int final_res;
+	struct chunk *q; /* FIFO ring: qhead, qlen of qcap */
+	unsigned qcap, qhead, qlen;
+	struct weft__waitq readers, closers;
+	struct weft__list all; /* all_streams, under all_lock */
+};
+
+static _Atomic(struct weft__io_stream *) table[STREAM_FDS];
+static pthread_mutex_t all_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct weft__list all_streams = { &all_streams, &all_streams };
+
+static void stream_free(struct weft__io_stream *s)
+{
+	pthread_mutex_lock(&all_lock);
+	weft__list_del(&s->all);
+	pthread_mutex_unlock(&all_lock);
+	weft__free(s->q);
+	weft__free(s);
+}
+
+static void stream_put(struct weft__io_stream *s)
+{
+	/* acq_rel: the last user's writes happen before the free */
+	if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1)
+		stream_free(s);
+}
+
+/* A reference on @fd's stream, or NULL. Context: any thread. */
+static struct weft__io_stream *stream_get(int fd)
+{
+	struct weft__io_stream *s;
+
+	weft__io_fd_enter(fd);
+	/* acquire: pairs with the release store in weft_fd_set_flags() */
+	s = atomic_load_explicit(&table[fd], memory_order_acquire);
+	if (s)
+		atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+	weft__io_fd_exit(fd);
+	return s;
+}
+
+static bool q_push(struct weft__io_stream *s, struct chunk c)
+{
+	if (s->qlen == s->qcap) {
+		unsigned cap = s->qcap ? 2 * s->qcap : 8;
+		struct chunk *n = weft__alloc(cap * sizeof(*n));
+		if (!n)
+			return false;
+		for (unsigned i = 0; i < s->qlen; i++)
+			n[i] = s->q[(s->qhead + i) % s->qcap];
+		weft__free(s->q);
+		s->q = n;
+		s->qcap = cap;
+		s->qhead = 0;
+	}
+	s->q[(s->qhead + s->qlen++) % s->qcap] = c;
+	return true;
+}
+
+/* Copy up to @len queued bytes to @buf; consumed buffers go back to their
+ * rings unless @peek. Context: under s->lock. */
+static size_t consume(struct weft__io_stream *s, char *buf, size_t len,
+		      bool peek)
+{
+	size_t done = 0;
+	unsigned i = 0;
+
+	while (done < len && i < s->qlen) {
+		struct chunk *c = &s->q[(s->qhead + i) % s->qcap];
+		size_t k = c->len - c->off;
+		if (k > len - done)
+			k = len - done;
+		memcpy(buf + done, c->addr + c->off, k);
+		done += k;
+		if (peek) {
+			i++;
+			continue;
+		}
+		c->off += (uint32_t)k;
+		if (c->off == c->len) {
+			c->w->rt->io_backend->buf_put(c->w, c->bid);
+			s->qhead = (s->qhead + 1) % s->qcap;
+			s->qlen--;
+		}
+	}
+	return done;
+}
+
+/* Give every queued buffer back. Context: under s->lock. */
+static void q_drop(struct weft__io_stream *s)
+{
+	while (s->qlen) {
+		struct chunk *c = &s->q[s->qhead];
+		c->w->rt->io_backend->buf_put(c->w, c->bid);
+		s->qhead = (s->qhead + 1) % s->qcap;
+		s->qlen--;
+	}
+}
+
+/* Claim every waiter of @q with @status. Context: under s->lock. */
+static void claim_all(struct weft__waitq *q, int status,
+		      struct weft__wakeups *wk)
+{
+	struct weft__waiter *r;
+
+	while ((r = weft__waitq_pop(q))) {
+		r->status = status;
+		weft__waiter_claim(r, wk);
+	}
+}
+
+/* ------------------------------------------------------------ readers */
+
+/* Step 1's publish: arm on this worker if nothing is armed and nothing
+ * would end the wait anyway. Context: w's scheduler stack. */
+static void reader_publish(struct weft__task *t, struct weft__wait *wt)
+{
+	struct weft__io_stream *s = wt->obj;
+	struct weft__worker *w = weft__worker_current();
+	const struct weft__io_backend *be = w->rt->io_backend;
+	struct weft__wakeups wk;
+	bool arm = false;
+
+	(void)t;
+	wk.n = 0;
+	weft__io_fd_enter(s->fd);
+	weft__spin_lock(&s->lock);
+	if (!s->armed && !s->dead && !s->qlen && !s->has_final &&
+	    !s->fallback && !weft__waitq_empty(&s->readers)) {
+		if (be->ms_ready && be->ms_ready(w)) {
+			arm = true;
+			s->armed = true;
+			s->op.owner = w;
+			atomic_fetch_add_explicit(&s->refs, 1,
+						  memory_order_relaxed);
+		} else {
+			s->fallback = true;
+			claim_all(&s->readers, 0, &wk);
+		}
+	}
+	weft__spin_unlock(&s->lock);
+	if (arm)
+		weft__io_arm(w, &s->op);
+	weft__io_fd_exit(s->fd);
+	weft__wakeups_flush(&wk);
+}
+
+static ssize_t plain_recv(struct weft__task *t, int fd, void *buf, size_t len,
+			  int flags)
+{
+	struct weft__io_op op;
+
+	memset(&op, 0, sizeof(op));
+	op.opcode = WEFT__OP_RECV;
+	op.fd = fd;
+	op.buf = buf;
+	op.len = len;
+	op.flags = flags;
+	op.off = -1;
+	return weft__io_exec(t, &op);
+}
+
+static ssize_t stream_recv(struct weft__task *t, struct weft__io_stream *s,
+			   char *buf, size_t len, int flags)
+{
+	bool peek = flags & MSG_PEEK, all = (flags & MSG_WAITALL) && !peek;
+	struct weft__waiter wr;
+	struct weft__wait wt;
+	size_t done = 0;
+	int reason, err;
+
+	for (;;) {
+		weft__spin_lock(&s->lock);
+		if (s->qlen) {
+			done += consume(s, buf + done, len - done, peek);
+			if (!all || done == len) {
+				weft__spin_unlock(&s->lock);
+				return (ssize_t)done;
+			}
+		}
+		if (s->has_final) {
+			int r = s->final_res;
+			if (!done && !peek)
+				s->has_final = false;
+			weft__spin_unlock(&s->lock);
+			return done ? (ssize_t)done : r;
+		}
+		if (s->dead) {
+			weft__spin_unlock(&s->lock);
+			return done ? (ssize_t)done : -EBADF;
+		}
+		if (s->fallback) {
+			s->fallback = false;
+			weft__spin_unlock(&s->lock);
+			if (done)
+				return (ssize_t)done;
+			/* nothing queued, nothing armed: order holds */
+			return plain_recv(t, s->fd, buf, len, flags);
+		}
+		weft__waiter_enqueue(&s->readers, &wr, t, true, false, false);
+		weft__spin_unlock(&s->lock);
+		wt.publish = reader_publish;
+		wt.obj = s;
+		wt.word = wr.word;
+		wt.deadline_ns = weft__wait_deadline(t);
+		weft__set_wait_kind(t, WEFT__WK_IO); /* for dumps */
+		reason = weft__wait_park(t, &wt);
+		if (reason != WEFT__WAKE_SOURCE) {
+			weft__spin_lock(&s->lock);
+			if (wr.linked)
+				weft__waitq_remove(&s->readers, &wr);
+			weft__spin_unlock(&s->lock);
+			err = weft__wait_error(t, reason);
+			if (err)
+				return done ? (ssize_t)done : err;
+			continue;
+		}
+		if (wr.status < 0)
+			return done ? (ssize_t)done : wr.status;
+	}
+}
+
+ssize_t weft__io_stream_recv(struct weft__task *t, int fd, void *buf,
+			     size_t len, int flags, bool *handled)
+{
+	struct weft__io_stream *s;
+	ssize_t r;
+	int err;
+
+	*handled = false;
+	if ((unsigned)fd >= STREAM_FDS ||
+	    !atomic_load_explicit(&table[fd], memory_order_relaxed) ||
+	    (flags & ~(MSG_PEEK | MSG_WAITALL)))
+		return 0;
+	s = stream_get(fd);
+	if (!s)
+		return 0;
+	*handled = true;
+	err = weft__pending_error(t);
+	if (err)
+		r = err;
+	else if (len == 0)
+		r = 0;
+	else
+		r = stream_recv(t, s, buf, len, flags);
+	stream_put(s);
+	return r;
+}
+
+/* ------------------------------------------------------------ completions */
+
+unsigned weft__io_stream_cqe(struct weft__worker *w, struct weft__io_op *op,
+			     int res, bool more, char *buf, unsigned bid)
+{
+	struct weft__io_stream *s =
+		weft__container_of(op, struct weft__io_stream, op);
+	const struct weft__io_backend *be = w->rt->io_backend;
+	struct weft__wakeups wk;
+	unsigned woken = 0;
+
+	wk.n = 0;
+	weft__spin_lock(&s->lock);
+	if (buf) {
+		struct chunk c = { buf, w, res > 0 ? (uint32_t)res : 0, 0,
+				   bid };
+		if (res <= 0 || s->dead) {
+			be->buf_put(w, bid);
+		} else if (!q_push(s, c)) {
+			/* no memory for the queue: the bytes cannot be kept;
+			 * fail the stream rather than lose them silently */
+			be->buf_put(w, bid);
+			s->has_final = true;
+			s->final_res = -ENOMEM;
+		}
+	}
+	if (!more) {
+		s->armed = false;
+		weft__io_retire(w, op);
+		if (!buf && !s->dead) {
+			if (res == -ENOBUFS) {
+				s->fallback = true;
+			} else if (res != -ECANCELED) {
+				s->has_final = true;
+				s->final_res = res;
+			}
+		}
+	}
+	if (s->dead) {
+		if (!s->armed)
+			claim_all(&s->closers, 0, &wk);
+	} else {
+		claim_all(&s->readers, 0, &wk);
+	}
+	weft__spin_unlock(&s->lock);
+	for (unsigned i = 0; i < wk.n; i++) {
+		struct weft__task *t = wk.t[i];
+		/* as weft__io_complete(): into this worker's deque, the poll
+		 * that reaped the batch notifies once */
+		if (t->pinned_to) {
+			weft__ready_local(w, t, false);
+		} else {
+			weft__task_set_state(t, WEFT__TASK_RUNNABLE);
+			weft__deque_push_or_spill(w, t);
+		}
+		woken++;
+	}
+	if (!more)
+		stream_put(s); /* the armed multishot's reference */
+	return woken;
+}
+
+/* ------------------------------------------------------------ teardown */
+
+/* Out of the table: mark dead, give the buffers back, end the readers.
+ * Return: whether the multishot is still armed. Context: any thread. */
+static bool stream_kill(struct weft__io_stream *s, int status)
+{
+	struct weft__wakeups wk;
+	bool armed;
+
+	wk.n = 0;
+	weft__spin_lock(&s->lock);
+	s->dead = true;
+	q_drop(s);
+	claim_all(&s->readers, status, &wk);
+	armed = s->armed;
+	weft__spin_unlock(&s->lock);
+	weft__wakeups_flush(&wk);
+	return armed;
+}
+
+static void closer_publish(struct weft__task *t, struct weft__wait *wt)
+{
+	struct weft__io_stream *s = wt->obj;
+	struct weft__worker *w = weft__worker_current();
+
+	(void)t;
+	/* On the owner (moved there), armed cannot change under us: only
+	 * this thread's reap ends the multishot. */
+	WEFT__BUG_ON(w != s->op.owner);
+	w->rt->io_backend->cancel(w, &s->op);
+}
+
+/* Cancel the multishot on its owner and wait for its last completion. */
+static void wait_unarmed(struct weft__task *t, struct weft__io_stream *s)
+{
+	struct weft__worker *pin = t->pinned_to, *owner;
+	struct weft__waiter wr;
+	struct weft__wait wt;
+
+	weft__spin_lock(&s->lock);
+	owner = s->armed ? s->op.owner : NULL;
+	weft__spin_unlock(&s->lock);
+	if (!owner)
+		return;
+	weft__io_move_to(t, owner);
+	weft__spin_lock(&s->lock);
+	if (!s->armed) {
+		weft__spin_unlock(&s->lock);
+		t->pinned_to = pin;
+		return;
+	}
+	weft__waiter_enqueue(&s->closers, &wr, t, false, false, false);
+	weft__spin_unlock(&s->lock);
+	wt.publish = closer_publish;
+	wt.obj = s;
+	wt.word = wr.word;
+	wt.deadline_ns = UINT64_MAX;
+	weft__set_wait_kind(t, WEFT__WK_IO);
+	(void)weft__wait_park(t, &wt); /* uncancellable: SOURCE */
+	t->pinned_to = pin;
+}
+
+static struct weft__io_stream *stream_detach(int fd)
+{
+	struct weft__io_stream *s;
+
+	if ((unsigned)fd >= STREAM_FDS ||
+	    !atomic_load_explicit(&table[fd], memory_order_relaxed))
+		return NULL;
+	/* exclusive: every reader that took a reference did so before */
+	weft__io_fd_lock(fd);
+	s = atomic_exchange_explicit(&table[fd], NULL, memory_order_acq_rel);
+	weft__io_fd_unlock(fd);
+	return s;
+}
+
+void weft__io_stream_close(int fd)
+{
+	struct weft__io_stream *s = stream_detach(fd);
+	struct weft__task *t;
+
+	if (!s)
+		return;
+	if (stream_kill(s, -ECANCELED) && (t = weft__task_current()))
+		wait_unarmed(t, s);
+	stream_put(s); /* the table's reference */
+}
+
+void weft__io_stream_forget(int fd)
+{
+	struct weft__io_stream *s = stream_detach(fd);
+
+	if (!s)
+		return;
+	weft__report("fd %d was closed without weft_close() while marked "
+		     "WEFT_FD_MULTISHOT; its stream is dropped",
+		     fd);
+	if (stream_kill(s, -EBADF)) {
+		/* cancel what is still armed on the old file of this
+		 * number (the new one has nothing armed yet) */
+		weft__io_close_begin(fd);
+		weft__io_close_end(fd);
+	}
+	stream_put(s);
+}
+
+void weft__io_stream_rt_fini(struct weft__runtime *rt)
+{
+	struct weft__list *l, *n;
+
+	/* The workers have stopped: no reader, no completion runs. Rings
+	 * are closed next, which cancels what is still armed. */
+	pthread_mutex_lock(&all_lock);
+	for (l = all_streams.next; l != &all_streams; l = n) {
+		struct weft__io_stream *s =
+			weft__container_of(l, struct weft__io_stream, all);
+		n = l->next;
+		if (s->rt != rt)
+			continue;
+		struct weft__io_stream *exp = s;
+		atomic_compare_exchange_strong_explicit(&table[s->fd], &exp,
+							NULL,
+							memory_order_acq_rel,
+							memory_order_relaxed);
+		weft__list_del(&s->all);
+		weft__free(s->q);
+		weft__free(s);
+	}
+	pthread_mutex_unlock(&all_lock);
+}
+
+/* ------------------------------------------------------------ the call */
+
+WEFT_API int weft_fd_set_flags(int fd, unsigned flags)
+{
+	struct weft__task *t = weft__task_current();
+	const struct weft__io_backend *be;
+	struct weft__io_stream *s, *old;
+	struct stat st;
+	int type = 0;
+	socklen_t sl = sizeof(type);
+
+	if (!t)
+		return -EPERM;
+	if (fd < 0)
+		return -EBADF;
+	if (flags & ~(unsigned)WEFT_FD_MULTISHOT)
+		return -EINVAL;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISSOCK(st.st_mode))
+		return -ENOTSOCK;
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &sl) < 0)
+		return -errno;
+	if (type != SOCK_STREAM)
+		return -EINVAL;
+	be = t->rt->io_backend;
+	/* A hint: where it cannot be served, the plain path stays. */
+	if (!flags || (unsigned)fd >= STREAM_FDS || !be->ms_ready ||
+	    !be->ms_ready(weft__worker_current()))
+		return 0;
+	s = weft__calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->rt = t->rt;
+	s->fd = fd;
+	s->ino = st.st_ino;
+	atomic_init(&s->refs, 1);
+	s->op.opcode = WEFT__OP_RECV_MULTISHOT;
+	s->op.fd = fd;
+	s->op.off = -1;
+	pthread_mutex_lock(&all_lock);
+	weft__list_add_tail(&all_streams, &s->all);
+	pthread_mutex_unlock(&all_lock);
+	weft__io_fd_lock(fd);
+	old = atomic_load_explicit(&table[fd], memory_order_relaxed);
+	if (old && old->ino == s->ino && old->rt == s->rt) {
+		weft__io_fd_unlock(fd);
+		stream_free(s);
+		return 0; /* already set */
+	}
+	/* release: the record's fields before it is found (stream_get) */
+	atomic_store_explicit(&table[fd], s, memory_order_release);
+	weft__io_fd_unlock(fd);
+	if (old) {
+		weft__report("fd %d was closed without weft_close() while "
+			     "marked WEFT_FD_MULTISHOT; its stream is dropped",
+			     fd);
+		if (stream_kill(old, -EBADF)) {
+			weft__io_close_begin(fd);
+			weft__io_close_end(fd);
+		}
+		stream_put(old);
+	}
+	return 0;
+}
