@@ -95,10 +95,11 @@ int weft__wait_try_claim(struct weft__task *t, uint64_t word, unsigned reason)
 	const uint64_t keep = ~(uint64_t)(WEFT__W_STATE_MASK |
 					  WEFT__W_REASON_MASK);
 	uint64_t base = word & keep;
-	/* acquire: pairs with the release of PREP->ARMED in
-	 * weft__wait_publish(), so the registrations are visible. */
-	uint64_t cur = atomic_load_explicit(&t->wait_word,
-					    memory_order_acquire);
+	/* No load first: the CAS starts from the likely ARMED word, so the
+	 * task's line (often in the other worker's cache) is fetched once,
+	 * for writing, instead of shared and then upgraded. A wrong guess
+	 * only costs the failed CAS, which loads the word for the loop. */
+	uint64_t cur = base | WEFT__W_ARMED;
 
 	for (;;) {
 		unsigned st = cur & WEFT__W_STATE_MASK;
@@ -109,7 +110,10 @@ int weft__wait_try_claim(struct weft__task *t, uint64_t word, unsigned reason)
 		uint64_t nw = base | ((uint64_t)reason << WEFT__W_REASON_SHIFT) |
 			      WEFT__W_CLAIMED;
 		/* acq_rel: the winner's writes before the claim (a payload)
-		 * are released to the task; acquire pairs with PREP->ARMED. */
+		 * are released to the task; acquire (also on failure, which
+		 * is the load the loop decides on) pairs with the release of
+		 * PREP->ARMED in weft__wait_publish(), so the registrations
+		 * are visible. */
 		if (atomic_compare_exchange_weak_explicit(
 			    &t->wait_word, &cur, nw, memory_order_acq_rel,
 			    memory_order_acquire))
