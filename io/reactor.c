@@ -167,12 +167,12 @@ void weft__io_rt_fini(struct weft__runtime *rt)
 	}
 }
 
-WEFT_API const char *weft_io_backend(void)
+WEFT_API const char *weft_io_backend_of(const weft_runtime *h)
 {
-	return weft_io_backend_of(NULL);
+	return weft_io_backend(h);
 }
 
-WEFT_API const char *weft_io_backend_of(const weft_runtime *h)
+WEFT_API const char *weft_io_backend(const weft_runtime *h)
 {
 	const struct weft__runtime *rt = (const struct weft__runtime *)h;
 

@@ -58,6 +58,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <liburing.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -215,12 +216,23 @@ static void pbuf_setup(struct weft__worker *w)
 	struct uring *u = U(w);
 	unsigned n = atomic_load_explicit(&pbuf_count, memory_order_relaxed);
 	unsigned sz = atomic_load_explicit(&pbuf_size, memory_order_relaxed);
+	const char *e = getenv("WEFT_IO_PBUFS");
 	struct io_uring_buf_reg reg;
 	void *br, *bufs;
 	int mask;
 
-	if (n == 0 || n > 32768 || (n & (n - 1)))
+	/* WEFT_IO_PBUFS=N: N buffers per worker; 0 turns multishot recv off
+	 * (for measurements: WEFT_FD_MULTISHOT is then a no-op). */
+	if (e && *e)
+		n = (unsigned)strtoul(e, NULL, 10);
+	if (n == 0)
 		return;
+	if (n > 32768 || (n & (n - 1))) {
+		weft__report("ignoring WEFT_IO_PBUFS=%u: expected a power of two "
+			     "up to 32768 (multishot recv stays off)",
+			     n);
+		return;
+	}
 	br = mmap(NULL, n * sizeof(struct io_uring_buf), PROT_READ | PROT_WRITE,
 		  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (br == MAP_FAILED)

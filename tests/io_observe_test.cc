@@ -66,7 +66,7 @@ TEST(IoObserve, StatsCountSubmittedAndCompletedOps)
 			EXPECT_GE(b.io_submitted, a.io_submitted);
 			EXPECT_GE(b.io_completed, a.io_completed);
 			EXPECT_LE(b.io_completed, b.io_submitted);
-			if (std::string(weft_io_backend()) ==
+			if (std::string(weft_io_backend(NULL)) ==
 			    "io_uring") {
 				EXPECT_GE(b.io_submitted - a.io_submitted, 20u);
 			}
@@ -114,7 +114,7 @@ TEST(IoObserve, DumpNamesATaskBlockedInRecv)
 TEST(IoObserve, EpollFileCallsRunOnTheOffloadPool)
 {
 	run_with(WEFT_IO_EPOLL, [] {
-		ASSERT_STREQ("epoll", weft_io_backend());
+		ASSERT_STREQ("epoll", weft_io_backend(NULL));
 		char path[] = "/tmp/weft-io-observe-XXXXXX";
 		int fd = mkostemp(path, O_CLOEXEC);
 		ASSERT_GE(fd, 0);

@@ -67,7 +67,7 @@ void pair(int sv[2], int type = SOCK_STREAM)
 TEST_P(IoBackend, ReportsItsBackend)
 {
 	Run(1, [&] {
-		EXPECT_STREQ(GetParam().c_str(), weft_io_backend());
+		EXPECT_STREQ(GetParam().c_str(), weft_io_backend(NULL));
 	});
 }
 
@@ -901,11 +901,11 @@ TEST_P(IoFallback, SeccompDeniedRingFallsBackToEpoll)
 		alarm(30);
 		if (seccomp_deny_uring(err) != 0)
 			_exit(4);
-		if (strcmp(weft_io_backend(), "epoll") != 0)
+		if (strcmp(weft_io_backend(NULL), "epoll") != 0)
 			_exit(5);
 		int status = 1;
 		io_test::Body b{ [&] {
-			if (strcmp(weft_io_backend(), "epoll") != 0)
+			if (strcmp(weft_io_backend(NULL), "epoll") != 0)
 				return;
 			int l = weft_listen_tcp(nullptr, 0, 16);
 			uint16_t port = io_test::local_port(l);
@@ -946,14 +946,15 @@ INSTANTIATE_TEST_SUITE_P(Errno, IoFallback, ::testing::Values(EPERM, ENOSYS));
 TEST(IoConfig, EnvSelectsEpollAndBogusIsIgnored)
 {
 	setenv("WEFT_IO", "epoll", 1);
-	EXPECT_STREQ("epoll", weft_io_backend());
+	EXPECT_STREQ("epoll", weft_io_backend(NULL));
 	weft_runtime *rt;
 	ASSERT_EQ(0, weft_runtime_new(&rt, nullptr));
-	EXPECT_STREQ("epoll", weft_io_backend_of(rt));
+	EXPECT_STREQ("epoll", weft_io_backend(rt)); // API.md's form
+	EXPECT_STREQ("epoll", weft_io_backend_of(rt)); // the 0.1 alias
 	weft_runtime_free(rt);
 	setenv("WEFT_IO", "bogus", 1);
 	ASSERT_EQ(0, weft_runtime_new(&rt, nullptr));
-	EXPECT_NE(nullptr, weft_io_backend_of(rt));
+	EXPECT_NE(nullptr, weft_io_backend(rt));
 	weft_runtime_free(rt);
 	unsetenv("WEFT_IO");
 }
@@ -1081,7 +1082,7 @@ TEST(IoConfig, OutOfFdsAtRuntimeNewIsEmfileNotFallback)
 	ASSERT_GE(pid, 0);
 	if (pid == 0) {
 		alarm(30);
-		if (strcmp(weft_io_backend(), "io_uring") != 0)
+		if (strcmp(weft_io_backend(NULL), "io_uring") != 0)
 			_exit(0); // nothing to check without io_uring
 		struct rlimit rl, low;
 		getrlimit(RLIMIT_NOFILE, &rl);
@@ -1105,7 +1106,7 @@ TEST(IoConfig, OutOfFdsAtRuntimeNewIsEmfileNotFallback)
 		int before = io_test::count_fds();
 		if (weft_runtime_new(&rt, &cfg) != 0)
 			_exit(4);
-		if (strcmp(weft_io_backend_of(rt), "io_uring") != 0)
+		if (strcmp(weft_io_backend(rt), "io_uring") != 0)
 			_exit(5);
 		weft_runtime_free(rt);
 		_exit(io_test::count_fds() == before ? 0 : 6);

@@ -354,18 +354,20 @@ WEFT_API int weft_dial_tcp(const char *host, uint16_t port);
 WEFT_API int weft_signal_wait(const sigset_t *set);
 
 /**
- * weft_io_backend() - Which I/O backend is active: the caller's runtime's,
- * or outside any runtime, the one a new runtime with the default config
- * would pick now.
+ * weft_io_backend() - Which I/O backend a runtime uses.
+ * @rt: a runtime; NULL: the caller's runtime (a task or an offloaded
+ *	function of it), or outside any runtime, the backend a new runtime
+ *	with the default config would pick now.
  *
  * Context: any thread; never suspends.
  * Return: "io_uring" or "epoll" (a static string).
  */
-WEFT_API const char *weft_io_backend(void);
+WEFT_API const char *weft_io_backend(const struct weft_runtime *rt);
 
 /**
- * weft_io_backend_of() - Which I/O backend @rt uses.
- * @rt: a runtime; NULL acts as weft_io_backend().
+ * weft_io_backend_of() - The same as weft_io_backend(@rt); kept for code
+ * written against weft 0.1's headers.
+ * @rt: as for weft_io_backend().
  *
  * Context: any thread; never suspends.
  * Return: "io_uring" or "epoll" (a static string).

@@ -46,7 +46,7 @@ inline void run(const std::string &backend, unsigned workers,
 		cfg.flags |= WEFT_IO_EPOLL;
 	weft_runtime *rt = nullptr;
 	ASSERT_EQ(0, weft_runtime_new(&rt, &cfg));
-	ASSERT_STREQ(backend.c_str(), weft_io_backend_of(rt));
+	ASSERT_STREQ(backend.c_str(), weft_io_backend(rt));
 	Body b{ std::move(fn) };
 	EXPECT_EQ(0, weft_block_on(rt, body, &b));
 #ifdef WEFT_TEST_HOOKS
@@ -66,7 +66,7 @@ protected:
 	void SetUp() override
 	{
 		if (GetParam() == "io_uring" &&
-		    strcmp(weft_io_backend(), "io_uring") != 0)
+		    strcmp(weft_io_backend(NULL), "io_uring") != 0)
 			GTEST_SKIP() << "SKIPPED: io_uring unavailable here";
 	}
 	void Run(unsigned workers, std::function<void()> fn,
