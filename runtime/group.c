@@ -219,6 +219,14 @@ WEFT_API int weft_group_wait(weft_group *g)
 	if (!g)
 		return -EINVAL;
 	pthread_mutex_lock(&g->lock);
+	if (g->rt && g->rt != self->rt) {
+		/* API.md: a group belongs to one runtime (its first spawn's) */
+		pthread_mutex_unlock(&g->lock);
+		weft__report("weft_group_wait: group %p belongs to another "
+			     "runtime",
+			     (void *)g);
+		return -EINVAL;
+	}
 	if (g->waiting || g->waited || g->freed) {
 		const char *why = g->waiting ? "already being waited on" :
 				  g->waited  ? "already waited for" :
@@ -304,7 +312,12 @@ WEFT_API size_t weft_group_errors(const weft_group *cg, int *errs, size_t max)
 	n = g->nerrs;
 	if (errs) {
 		size_t kept = n < g->errs_cap ? n : g->errs_cap;
-		memcpy(errs, g->errs, (kept < max ? kept : max) * sizeof(*errs));
+		size_t want = n < max ? n : max;
+		memcpy(errs, g->errs, (kept < want ? kept : want) * sizeof(*errs));
+		/* Failures that came after the list could not grow: their
+		 * statuses are gone, and say so rather than leave holes. */
+		for (size_t i = kept; i < want; i++)
+			errs[i] = -ENOMEM;
 	}
 	pthread_mutex_unlock(&g->lock);
 	return n;

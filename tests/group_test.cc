@@ -554,6 +554,91 @@ TEST(Group, ManyFailuresAreAllKept)
 	});
 }
 
+#ifdef WEFT_TEST_HOOKS
+// The error list grows by allocation; when that fails the count stays
+// exact and the statuses that could not be kept read -ENOMEM, never a
+// hole the caller cannot tell from a status.
+TEST(Group, ErrorsLostToAllocationFailureReadEnomem)
+{
+	WEFT_TEST_RUN(1, [] {
+		weft_group *g = weft_group_new();
+		weft_event start{};
+		for (int i = 0; i < 12; i++)
+			gspawn(g, [&, i] {
+				shield([&] { return weft_event_wait(&start); });
+				return -(1000 + i);
+			});
+		weft_sleep(WEFT_MSEC(2));
+		weft_test_fail_alloc_after(0);
+		weft_event_set(&start);
+		int r = weft_group_wait(g);
+		weft_test_fail_alloc_after(-1);
+		EXPECT_LE(r, -1000);
+		std::vector<int> errs(16, 7);
+		ASSERT_EQ(12u, weft_group_errors(g, errs.data(), errs.size()));
+		int kept = 0, lost = 0;
+		for (size_t i = 0; i < 12; i++) {
+			if (errs[i] == -ENOMEM)
+				lost++;
+			else if (errs[i] <= -1000 && errs[i] > -1012 && !lost)
+				kept++;
+		}
+		EXPECT_EQ(8, kept) << "the inline list holds 8";
+		EXPECT_EQ(4, lost);
+		EXPECT_EQ(7, errs[12]) << "written past the count";
+		weft_group_free(g);
+	});
+}
+#endif
+
+// API.md: handles and groups belong to one runtime; passed to a task of
+// another they give -EINVAL (and nothing happens to them).
+TEST(Runtime, HandlesAndGroupsOfAnotherRuntimeAreInvalid)
+{
+	static weft_task *h;
+	static weft_group *g;
+	weft_config cfg{};
+	cfg.workers = 1;
+	weft_runtime *a = nullptr;
+	ASSERT_EQ(0, weft_runtime_new(&a, &cfg));
+	std::function<int()> setup = [] {
+		h = weft_spawn([](void *) { return weft_sleep(WEFT_FOREVER); },
+			       nullptr);
+		g = weft_group_new();
+		if (!h || !g)
+			return -ENOMEM;
+		return weft_group_spawn(
+			g, [](void *) { return weft_sleep(WEFT_FOREVER); },
+			nullptr);
+	};
+	ASSERT_EQ(0, weft_block_on(a, weft_test::call_lambda, &setup));
+
+	WEFT_TEST_RUN(1, [] {
+		weft_task *hs[1] = { h };
+		int st = 7;
+		EXPECT_EQ(-EINVAL, weft_join(h));
+		EXPECT_EQ(-EINVAL, weft_wait_for(h, 0));
+		EXPECT_EQ(-EINVAL, weft_gather(hs, 1, &st, 0));
+		EXPECT_EQ(-EINVAL, weft_wait_any(hs, 1, 0));
+		EXPECT_EQ(-EINVAL,
+			  weft_group_spawn(
+				  g, [](void *) { return 0; }, nullptr));
+		EXPECT_EQ(-EINVAL, weft_group_wait(g));
+	});
+
+	// Still whole in their own runtime: wait and join as usual.
+	std::function<int()> finish = [] {
+		weft_cancel(h);
+		EXPECT_EQ(-ECANCELED, weft_join(h));
+		weft_group_cancel(g);
+		EXPECT_EQ(0, weft_group_wait(g));
+		weft_group_free(g);
+		return 0;
+	};
+	EXPECT_EQ(0, weft_block_on(a, weft_test::call_lambda, &finish));
+	EXPECT_EQ(0, weft_runtime_free(a));
+}
+
 TEST(Group, ChildIgnoringCancellationOnceCannotHangTheGroup)
 {
 	WEFT_TEST_RUN(2, [] {

@@ -168,7 +168,9 @@ WEFT_API void weft_group_cancel(weft_group *g);
  *
  * Siblings cancelled because of a failure are not listed (their
  * -ECANCELED is not a failure); a sibling that fails otherwise while
- * being cancelled is.
+ * being cancelled is. If memory ran out while the list grew, the count
+ * stays exact and the entries of the failures that could not be kept
+ * read -ENOMEM.
  *
  * Context: any thread; never suspends.
  * Return: the number of failures (may exceed @max); 0 for NULL @g.
