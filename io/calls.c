@@ -52,8 +52,10 @@ void weft__io_drain_sigpipe(void)
 
 	sigemptyset(&s);
 	sigaddset(&s, SIGPIPE);
-	/* Only a SIGPIPE pending on this thread (ours, from the write):
-	 * a process-directed one is the user's. */
+	/* The failed write raised SIGPIPE on this thread (blocked here, so
+	 * pending). sigpending() also shows a process-directed SIGPIPE (the
+	 * user's), but sigtimedwait() dequeues the thread's own pending
+	 * signal before the process's, so ours is the one taken. */
 	if (sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE))
 		sigtimedwait(&s, NULL, &zero);
 }

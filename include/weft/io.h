@@ -15,8 +15,11 @@
  *
  * Any fd may be passed in, blocking or not, on both backends (io_uring, or
  * epoll where io_uring is unavailable or WEFT_IO=epoll / WEFT_IO_EPOLL asks
- * for it; see weft_io_backend()). Sends never raise SIGPIPE: they return
- * -EPIPE. Descriptors weft makes are close-on-exec. Lengths above the
+ * for it; see weft_io_backend()). Sends and writes never raise SIGPIPE:
+ * they return -EPIPE (sends use MSG_NOSIGNAL; for writes, weft's own worker
+ * threads keep SIGPIPE blocked and take back the one a write raised: the
+ * process's disposition and the masks of your threads are untouched).
+ * Descriptors weft makes are close-on-exec. Lengths above the
  * kernel's per-call maximum (0x7ffff000 bytes) are clamped: a short count.
  * Bad arguments give -EINVAL, a negative fd -EBADF.
  */
@@ -344,8 +347,9 @@ WEFT_API int weft_dial_tcp(const char *host, uint16_t port);
  *	before that.
  *
  * Each process-directed signal goes to one waiter whose set holds it, first
- * come first served; with no waiter it stays pending. weft changes no mask
- * or disposition.
+ * come first served; with no waiter it stays pending. weft changes no
+ * disposition, and no mask but SIGPIPE's in its own worker threads (see
+ * the top).
  *
  * Context: task only; suspension point.
  * Return: the signal number; -EINVAL if @set is NULL, empty, or holds a
