@@ -112,10 +112,11 @@ inline int shield(std::function<int()> f)
 	return weft_shield(call_lambda, &f);
 }
 
-// A suspension point that lets the worker's other runnable tasks run.
-// Not weft_yield(): the core's yield currently skips the worker's LIFO slot
-// (worker.c next_task(), after_yield), so a task woken into that slot
-// starves behind tasks that yield in a loop without ever parking.
+// A suspension point that lets the worker's other runnable tasks run,
+// including ones that are not on any queue yet (a timer due now). weft_yield()
+// runs a task woken into the LIFO slot and the deque's oldest before the
+// yielder (Yield.RunsTheTaskItJustWokeFirst); this also passes a timer
+// tick.
 inline void let_others_run()
 {
 	weft_sleep(WEFT_USEC(1));

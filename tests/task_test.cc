@@ -19,6 +19,11 @@
 
 #include "tests/harness.h"
 
+extern "C" {
+// Internal (runtime/event.c): tasks linked on @e right now.
+size_t weft__event_nwaiters(weft_event *e);
+}
+
 using weft_test::scaled;
 
 namespace {
@@ -614,6 +619,34 @@ TEST(Yield, RoundRobinAmongYielders)
 		// They alternate: a yielder goes behind the other.
 		for (size_t i = 2; i < order.size(); i++)
 			EXPECT_NE(order[i], order[i - 1]) << i;
+	});
+}
+
+// A task the yielder just woke sits in the worker's LIFO slot, not in
+// the deque; yield must still let it run before the yielder comes back
+// (with one worker and nothing else runnable, the yielder would otherwise
+// be the deque's only task and run again at once).
+TEST(Yield, RunsTheTaskItJustWokeFirst)
+{
+	WEFT_TEST_RUN(1, [] {
+		static weft_event ev;
+		static std::atomic<int> ran;
+		ASSERT_EQ(0, weft_event_init(&ev));
+		ran = 0;
+		weft_task *t = weft_spawn(
+			[](void *) -> int {
+				int r = weft_event_wait(&ev);
+				ran = 1;
+				return r;
+			},
+			nullptr);
+		// Let it park on the event.
+		while (weft__event_nwaiters(&ev) == 0)
+			weft_yield();
+		weft_event_set(&ev); // into our worker's LIFO slot
+		EXPECT_EQ(0, weft_yield());
+		EXPECT_EQ(1, ran.load());
+		EXPECT_EQ(0, weft_join(t));
 	});
 }
 
