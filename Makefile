@@ -11,12 +11,13 @@ CTEST_FLAGS := --output-on-failure
 FORMAT_DIRS := $(wildcard runtime io include tests perf examples)
 
 .DEFAULT_GOAL := help
-.PHONY: help deps test stress bench asan tsan format clean \
+.PHONY: help deps test test-epoll stress bench asan tsan format clean \
 	build-debug build-release build-asan build-tsan
 
 help:
 	@echo "weft make targets:"
 	@echo "  make test     debug build, ctest without the stress label"
+	@echo "  make test-epoll  the same suite with WEFT_IO=epoll (every runtime on the epoll backend)"
 	@echo "  make stress   debug build, ctest -L stress"
 	@echo "  make bench    release build, build/release/perf/weft-bench --quick"
 	@echo "  make asan     ASan+UBSan build, ctest without the stress label"
@@ -50,6 +51,11 @@ build-tsan: deps
 
 test: build-debug
 	$(CTEST) --test-dir build/debug $(CTEST_FLAGS) --no-tests=error -j2 -LE stress
+
+# RELIABILITY 3.5: the whole suite again on the epoll backend (tests of
+# io_uring-only behaviour skip themselves there).
+test-epoll: build-debug
+	WEFT_IO=epoll $(CTEST) --test-dir build/debug $(CTEST_FLAGS) --no-tests=error -j2 -LE stress
 
 stress: build-debug
 	$(CTEST) --test-dir build/debug $(CTEST_FLAGS) -L stress
