@@ -406,6 +406,10 @@ WEFT_API int weft_accept(int fd, struct sockaddr *addr, socklen_t *len)
 		return -EBADF;
 	if ((addr && !len) || (!addr && len))
 		return -EINVAL;
+	/* Injected: as the kernel's EMFILE, the connection stays queued. */
+	err = weft__fault(WEFT__F_ACCEPT);
+	if (err)
+		return -err;
 	op_init(&op, WEFT__OP_ACCEPT, fd);
 	op.buf = addr;
 	op.addrlen = len;

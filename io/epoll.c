@@ -72,12 +72,14 @@ static int e_init(struct weft__worker *w, unsigned entries)
 	r = weft__io_worker_init(&e->common);
 	if (r)
 		goto out_free;
-	e->epfd = epoll_create1(EPOLL_CLOEXEC);
+	r = weft__fault(WEFT__F_EPOLL_CREATE);
+	e->epfd = r ? (errno = r, -1) : epoll_create1(EPOLL_CLOEXEC);
 	if (e->epfd < 0) {
 		r = -errno;
 		goto out_common;
 	}
-	e->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	r = weft__fault(WEFT__F_EVENTFD);
+	e->efd = r ? (errno = r, -1) : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (e->efd < 0) {
 		r = -errno;
 		goto out_close;

@@ -18,7 +18,9 @@
 
 WEFT_API int weft_socket(int domain, int type, int protocol)
 {
-	int fd = socket(domain, type | SOCK_CLOEXEC, protocol);
+	int fault = weft__fault(WEFT__F_SOCKET);
+	int fd = fault ? (errno = fault, -1) :
+			 socket(domain, type | SOCK_CLOEXEC, protocol);
 
 	if (fd < 0)
 		return -errno;

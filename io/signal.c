@@ -44,7 +44,8 @@ WEFT_API int weft_signal_wait(const sigset_t *set)
 	r = weft__pending_error(t);
 	if (r)
 		return r;
-	fd = signalfd(-1, set, SFD_CLOEXEC | SFD_NONBLOCK);
+	r = weft__fault(WEFT__F_SIGNALFD);
+	fd = r ? (errno = r, -1) : signalfd(-1, set, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (fd < 0)
 		return -errno;
 	for (;;) {

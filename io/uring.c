@@ -143,7 +143,8 @@ static int ring_setup(struct io_uring *ring, unsigned entries, unsigned *used)
 		memset(&p, 0, sizeof(p));
 		p.flags = setup_flags[i] | IORING_SETUP_CQSIZE;
 		p.cq_entries = cq;
-		r = io_uring_queue_init_params(entries, ring, &p);
+		r = weft__fault(WEFT__F_URING_SETUP);
+		r = r ? -r : io_uring_queue_init_params(entries, ring, &p);
 		if (r == 0) {
 			*used = setup_flags[i];
 			return 0;
@@ -157,7 +158,11 @@ static int ring_setup(struct io_uring *ring, unsigned entries, unsigned *used)
 int weft__io_uring_probe(void)
 {
 	struct io_uring ring;
-	int r = io_uring_queue_init(2, &ring, 0);
+	int r = weft__fault(WEFT__F_URING_SETUP);
+
+	if (r)
+		return -r;
+	r = io_uring_queue_init(2, &ring, 0);
 
 	if (r == 0)
 		io_uring_queue_exit(&ring);
@@ -181,7 +186,8 @@ static int u_init(struct weft__worker *w, unsigned entries)
 		goto out_common;
 	/* Blocking eventfd: io_uring polls it; a write never blocks (the
 	 * counter cannot reach its limit with 1-increments). */
-	u->efd = eventfd(0, EFD_CLOEXEC);
+	r = weft__fault(WEFT__F_EVENTFD);
+	u->efd = r ? (errno = r, -1) : eventfd(0, EFD_CLOEXEC);
 	if (u->efd < 0) {
 		r = -errno;
 		goto out_exit;
@@ -253,7 +259,8 @@ static void pbuf_setup(struct weft__worker *w)
 	reg.ring_entries = n;
 	reg.bgid = BGID;
 	/* -EINVAL/-ENOSYS before 5.19: multishot recv stays off here */
-	if (io_uring_register_buf_ring(&u->ring, &reg, 0) != 0) {
+	if (weft__fault(WEFT__F_URING_REGISTER) ||
+	    io_uring_register_buf_ring(&u->ring, &reg, 0) != 0) {
 		pbuf_free(u);
 		return;
 	}
@@ -304,6 +311,8 @@ static void enter(struct uring *u)
 	int r;
 
 	weft__io_stat_inc(&u->common.enters);
+	if (weft__fault(WEFT__F_URING_ENTER))
+		return; /* as -EINTR/-EBUSY: the next round retries */
 	if (io_uring_sq_ready(&u->ring))
 		r = io_uring_submit_and_get_events(&u->ring);
 	else

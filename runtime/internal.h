@@ -106,6 +106,46 @@ void weft__populate(void *p, size_t len);
 #define MADV_POPULATE_WRITE 23
 #endif
 
+/*
+ * Syscall fault sites (runtime/fault.c, RELIABILITY 3.5). weft__fault(site)
+ * returns the errno a test armed for this call of @site, or 0: the caller
+ * then fails as the real call would have with it. Always 0, for free,
+ * outside WEFT_TEST_HOOKS builds.
+ */
+enum weft__fault_site {
+	WEFT__F_MMAP,		/* stack chunks */
+	WEFT__F_MPROTECT,	/* guard pages, fallback */
+	WEFT__F_MADVISE_GUARD,	/* guard pages, MADV_GUARD_INSTALL */
+	WEFT__F_URING_SETUP,	/* a worker's ring */
+	WEFT__F_URING_ENTER,	/* submit / reap */
+	WEFT__F_URING_REGISTER, /* the provided-buffer ring */
+	WEFT__F_EVENTFD,	/* a worker's wake-up fd */
+	WEFT__F_EPOLL_CREATE,	/* the epoll backend's set */
+	WEFT__F_ACCEPT,		/* weft_accept */
+	WEFT__F_SOCKET,		/* weft_socket and the helpers */
+	WEFT__F_PTHREAD_CREATE, /* worker threads */
+	WEFT__F_SIGNALFD,	/* weft_signal_wait */
+	WEFT__F_NSITES
+};
+
+void weft__faults_init(void); /* reads WEFT_FAULTS once */
+#ifdef WEFT_TEST_HOOKS
+extern bool weft__faults_armed; /* __atomic builtins only */
+int weft__fault_slow(enum weft__fault_site s);
+static inline int weft__fault(enum weft__fault_site s)
+{
+	return __atomic_load_n(&weft__faults_armed, __ATOMIC_RELAXED) ?
+		       weft__fault_slow(s) :
+		       0;
+}
+#else
+static inline int weft__fault(enum weft__fault_site s)
+{
+	(void)s;
+	return 0;
+}
+#endif
+
 /* CPU pause hint for short spins. */
 static inline void weft__cpu_relax(void)
 {

@@ -206,6 +206,7 @@ WEFT_API int weft_runtime_new(weft_runtime **out, const weft_config *in)
 		return -EINVAL;
 	if (weft__task_current())
 		return -EBUSY;
+	weft__faults_init(); /* WEFT_FAULTS, test builds (fault.c) */
 	err = resolve_config(in, &cfg);
 	if (err)
 		return err;
@@ -259,8 +260,10 @@ WEFT_API int weft_runtime_new(weft_runtime **out, const weft_config *in)
 	if (err)
 		goto out_free_workers;
 	for (i = 0; i < rt->nworkers; i++) {
-		err = -pthread_create(&rt->workers[i]->thread, NULL,
-				      weft__worker_main, rt->workers[i]);
+		err = -weft__fault(WEFT__F_PTHREAD_CREATE);
+		if (!err)
+			err = -pthread_create(&rt->workers[i]->thread, NULL,
+					      weft__worker_main, rt->workers[i]);
 		if (err)
 			goto out_stop;
 		if (cfg.flags & WEFT_PIN_WORKERS)

@@ -187,7 +187,11 @@ static int install_guard(void *addr, size_t len)
 	int mode = __atomic_load_n(&guard_mode, __ATOMIC_RELAXED);
 
 	if (mode != GUARD_MPROTECT) {
-		if (madvise(addr, len, MADV_GUARD_INSTALL) == 0) {
+		int fault = weft__fault(WEFT__F_MADVISE_GUARD);
+
+		if (fault)
+			errno = fault;
+		if (!fault && madvise(addr, len, MADV_GUARD_INSTALL) == 0) {
 			if (mode == GUARD_MADVISE)
 				return 0;
 			mode = guard_works(addr) ? GUARD_MADVISE :
@@ -203,7 +207,11 @@ static int install_guard(void *addr, size_t len)
 			return -errno;
 		}
 	}
-	if (mprotect(addr, len, PROT_NONE) == 0)
+	int fault = weft__fault(WEFT__F_MPROTECT);
+
+	if (fault)
+		errno = fault;
+	else if (mprotect(addr, len, PROT_NONE) == 0)
 		return 0;
 	if (errno == ENOMEM &&
 	    !__atomic_exchange_n(&max_map_reported, 1, __ATOMIC_RELAXED))
@@ -217,6 +225,12 @@ static int install_guard(void *addr, size_t len)
 
 static void *map_stack_memory(size_t len)
 {
+	int fault = weft__fault(WEFT__F_MMAP);
+
+	if (fault) {
+		errno = fault;
+		return NULL;
+	}
 	void *base = mmap(
 		NULL, len, PROT_READ | PROT_WRITE,
 		MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);

@@ -34,6 +34,15 @@ WEFT_API void weft_test_stack_decay_ns(struct weft_runtime *rt, uint64_t ns);
 WEFT_API void weft_test_stack_counts(struct weft_runtime *rt,
 				     unsigned long *nr_free,
 				     unsigned long *nr_released);
+/* fault.c: make system call @site ("mmap", "io_uring_setup", ...; the
+ * list is in runtime/fault.c) fail with @err on call @nth, every @every
+ * calls, or always (both 0); @err 0 disarms it. Return 0 or -EINVAL. */
+WEFT_API int weft_test_fault(const char *site, int err, unsigned nth,
+			     unsigned every);
+/* Disarm every site. */
+WEFT_API void weft_test_faults_clear(void);
+/* Apply a WEFT_FAULTS string now: 0, or -EINVAL (nothing applied). */
+WEFT_API int weft_test_faults_parse(const char *spec);
 #endif
 
 WEFT_EXTERN_C_END

@@ -709,10 +709,19 @@ static void run_task(struct weft__worker *w, void *item)
 			weft__stack_get(&rt->stacks, &w->stacks, t->stack_size);
 		if (!s) {
 			/* fn must run exactly once: retry later rather than
-			 * drop it. */
-			weft__report("cannot allocate a stack for task '%s' "
-				     "(%s); retrying",
-				     t->name, strerror(errno));
+			 * drop it. Reported at most once a second: the
+			 * retries come back at once while memory is short. */
+			static _Atomic uint64_t reported_ns;
+			uint64_t now = weft__clock_coarse();
+			uint64_t last = atomic_load_explicit(
+				&reported_ns, memory_order_relaxed);
+			if ((!last || now - last >= 1000000000u) &&
+			    atomic_compare_exchange_strong_explicit(
+				    &reported_ns, &last, now,
+				    memory_order_relaxed, memory_order_relaxed))
+				weft__report("cannot allocate a stack for task "
+					     "'%s' (%s); retrying",
+					     t->name, strerror(errno));
 			/* Claimed (RC_RUN): queued as a started task, it
 			 * comes back here and gets its stack then. */
 			weft__inject_push(rt, t);

@@ -1,0 +1,371 @@
+// SPDX-License-Identifier: MIT
+//
+// tests/fault_test.cc - the syscall fault table (runtime/fault.c,
+// RELIABILITY.md 3.5) and the catalog cases it provokes: B2 (stack mmap),
+// B3 (guard pages: MADV_GUARD_INSTALL refused, mprotect ENOMEM), B5
+// (accept EMFILE), B6 (EMFILE creating the ring, eventfd or epoll set: an
+// error, never a fallback), B12 (io_uring_setup ENOMEM), the I/O backend
+// switch on EPERM/ENOSYS without seccomp, io_uring_enter errors, and
+// pthread_create / signalfd failures. Test builds only (WEFT_TEST_HOOKS).
+#include <gtest/gtest.h>
+
+#include <dirent.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/harness.h"
+#include "tests/support/io_harness.h"
+
+#ifdef WEFT_TEST_HOOKS
+
+namespace
+{
+
+int count_dir(const char *path)
+{
+	DIR *d = opendir(path);
+	int n = 0;
+	if (!d)
+		return -1;
+	while (struct dirent *e = readdir(d))
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n - (strcmp(path, "/proc/self/fd") == 0); // opendir's own
+}
+
+// Disarms every site when a test ends, whatever happened.
+struct Faults {
+	~Faults()
+	{
+		weft_test_faults_clear();
+	}
+};
+
+bool uring_here()
+{
+	return strcmp(weft_io_backend(NULL), "io_uring") == 0;
+}
+
+int new_rt(weft_runtime **rt, unsigned workers, unsigned flags = 0)
+{
+	weft_config cfg{};
+	cfg.workers = workers;
+	cfg.flags = flags;
+	return weft_runtime_new(rt, &cfg);
+}
+
+} // namespace
+
+TEST(Faults, SpecSyntax)
+{
+	Faults f;
+	EXPECT_EQ(0, weft_test_faults_parse(
+			     "io_uring_setup:EPERM;mprotect:ENOMEM@3;"
+			     "accept4:EMFILE%10"));
+	EXPECT_EQ(0, weft_test_faults_parse("socket:EMFILE@2%3;"));
+	EXPECT_EQ(0, weft_test_faults_parse(""));
+	for (const char *bad :
+	     { "nosuchsite:EPERM", "socket:ENOTANERRNO", "socket", "socket:",
+	       "socket:EMFILE@", "socket:EMFILE@0", "socket:EMFILE%x",
+	       "socket:EMFILE@1junk", ":EPERM" })
+		EXPECT_EQ(-EINVAL, weft_test_faults_parse(bad)) << bad;
+	EXPECT_EQ(-EINVAL, weft_test_fault("nosuchsite", EPERM, 0, 0));
+	EXPECT_EQ(-EINVAL, weft_test_fault(nullptr, EPERM, 0, 0));
+}
+
+// "site:E@n%k": calls n, n + k, n + 2k ... fail; "%k" alone: k, 2k ...;
+// "@n" alone: call n only; neither: every call.
+TEST(Faults, WhichCallsFail)
+{
+	Faults f;
+	WEFT_TEST_RUN(1, [] {
+		auto pattern = [](unsigned nth, unsigned every) {
+			std::string s;
+			weft_test_fault("socket", EMFILE, nth, every);
+			for (int i = 0; i < 8; i++) {
+				int fd = weft_socket(AF_INET, SOCK_STREAM, 0);
+				s += fd == -EMFILE ? 'x' : fd >= 0 ? '.' : '?';
+				if (fd >= 0)
+					close(fd);
+			}
+			weft_test_fault("socket", 0, 0, 0);
+			return s;
+		};
+		EXPECT_EQ("xxxxxxxx", pattern(0, 0));
+		EXPECT_EQ("..x.....", pattern(3, 0));
+		EXPECT_EQ("..x..x..", pattern(0, 3));
+		EXPECT_EQ(".x..x..x", pattern(2, 3));
+		EXPECT_EQ("........", pattern(9, 0));
+	});
+}
+
+// I/O setup refused as such (EPERM, ENOSYS): the runtime picks epoll.
+// Refused for lack of resources (ENOMEM, B12; EMFILE, B6): an error,
+// never a fallback, and nothing leaked.
+TEST(Faults, RingSetupRefusedFallsBackShortageIsAnError)
+{
+	Faults f;
+	if (!uring_here())
+		GTEST_SKIP() << "SKIPPED: io_uring unavailable here";
+	for (int err : { EPERM, ENOSYS }) {
+		weft_test_fault("io_uring_setup", err, 0, 0);
+		weft_runtime *rt = nullptr;
+		ASSERT_EQ(0, new_rt(&rt, 2)) << err;
+		EXPECT_STREQ("epoll", weft_io_backend(rt));
+		EXPECT_EQ(0, weft_runtime_free(rt));
+	}
+	int fds = count_dir("/proc/self/fd");
+	int threads = count_dir("/proc/self/task");
+	for (int err : { ENOMEM, EMFILE }) {
+		// Fail the second worker's ring: the first one must be undone.
+		weft_test_fault("io_uring_setup", err, 2, 0);
+		weft_runtime *rt = nullptr;
+		EXPECT_EQ(-err, new_rt(&rt, 2)) << err;
+	}
+	weft_test_faults_clear();
+	EXPECT_EQ(fds, count_dir("/proc/self/fd"));
+	EXPECT_EQ(threads, count_dir("/proc/self/task"));
+}
+
+TEST(Faults, EventfdAndEpollShortageAreErrors)
+{
+	Faults f;
+	int fds = count_dir("/proc/self/fd");
+	for (unsigned flags : { 0u, (unsigned)WEFT_IO_EPOLL }) {
+		weft_runtime *rt = nullptr;
+		weft_test_fault("eventfd", EMFILE, 2, 0);
+		EXPECT_EQ(-EMFILE, new_rt(&rt, 2, flags)) << flags;
+		weft_test_fault("eventfd", 0, 0, 0);
+	}
+	weft_runtime *rt = nullptr;
+	weft_test_fault("epoll_create1", ENFILE, 0, 0);
+	EXPECT_EQ(-ENFILE, new_rt(&rt, 2, WEFT_IO_EPOLL));
+	weft_test_faults_clear();
+	EXPECT_EQ(fds, count_dir("/proc/self/fd"));
+	ASSERT_EQ(0, new_rt(&rt, 2, WEFT_IO_EPOLL)); // and it works again
+	EXPECT_EQ(0, weft_runtime_free(rt));
+}
+
+TEST(Faults, WorkerThreadCreationFailureUndoesTheRuntime)
+{
+	Faults f;
+	int fds = count_dir("/proc/self/fd");
+	int threads = count_dir("/proc/self/task");
+	weft_runtime *rt = nullptr;
+	weft_test_fault("pthread_create", EAGAIN, 3, 0);
+	EXPECT_EQ(-EAGAIN, new_rt(&rt, 4));
+	weft_test_faults_clear();
+	EXPECT_EQ(fds, count_dir("/proc/self/fd"));
+	EXPECT_EQ(threads, count_dir("/proc/self/task"));
+}
+
+// B2: stacks are taken when a task first runs, not at spawn (a task not
+// started holds none), so a failed stack mmap cannot fail the spawn: the
+// task is retried until a stack comes, and runs exactly once.
+TEST(Faults, StackMmapFailureDelaysTheTaskNeverDropsIt)
+{
+	Faults f;
+	static std::atomic<int> ran;
+	ran = 0;
+	WEFT_TEST_RUN(2, [] {
+		weft_test_fault("mmap", ENOMEM, 0, 0);
+		std::vector<weft_task *> ts;
+		for (int i = 0; i < 200; i++)
+			ts.push_back(weft_spawn(
+				[](void *) -> int {
+					ran++;
+					return 0;
+				},
+				nullptr));
+		weft_sleep(WEFT_MSEC(20));
+		weft_test_fault("mmap", 0, 0, 0);
+		for (auto *t : ts)
+			EXPECT_EQ(0, weft_join(t));
+	});
+	EXPECT_EQ(200, ran.load());
+}
+
+// B3: MADV_GUARD_INSTALL refused (EINVAL, as before Linux 6.13) switches
+// the process to mprotect guards; mprotect failing with ENOMEM (the
+// vm.max_map_count limit) is reported once, naming the sysctl. The guard
+// mode is process-wide and sticky, hence a child process.
+TEST(FaultsDeathTest, GuardInstallRefusedThenMapCountExhausted)
+{
+	Faults f;
+	EXPECT_EXIT(
+		{
+			weft_test_fault("madvise_guard", EINVAL, 0, 0);
+			static std::atomic<int> ran;
+			weft_config cfg{};
+			cfg.workers = 1;
+			weft_runtime *rt = nullptr;
+			if (weft_runtime_new(&rt, &cfg))
+				_exit(2);
+			// Fresh stacks: many tasks alive at once.
+			std::function<int()> body = [] {
+				std::vector<weft_task *> ts;
+				for (int i = 0; i < 64; i++)
+					ts.push_back(weft_spawn(
+						[](void *) -> int {
+							ran++;
+							return weft_sleep(
+								WEFT_MSEC(1));
+						},
+						nullptr));
+				for (auto *t : ts)
+					weft_join(t);
+				// Now mprotect fails: reported once. More
+				// tasks than the stack cache holds, so that
+				// fresh chunks are needed.
+				weft_test_fault("mprotect", ENOMEM, 0, 0);
+				std::vector<weft_task *> more;
+				for (int i = 0; i < 200; i++)
+					more.push_back(weft_spawn(
+						[](void *) -> int {
+							ran++;
+							return weft_sleep(
+								WEFT_MSEC(1));
+						},
+						nullptr));
+				weft_sleep(WEFT_MSEC(20));
+				weft_test_fault("mprotect", 0, 0, 0);
+				for (auto *t : more)
+					weft_join(t);
+				return 0;
+			};
+			if (weft_block_on(rt, weft_test::call_lambda, &body))
+				_exit(3);
+			weft_runtime_free(rt);
+			_exit(ran.load() == 264 ? 0 : 4);
+		},
+		::testing::ExitedWithCode(0), "vm.max_map_count");
+}
+
+// B5: accept failing with EMFILE (injected on every other call, with the
+// connection left queued as the kernel does): the server loop keeps
+// serving and no connection is lost or accepted twice.
+TEST(Faults, AcceptEmfileServerKeepsServing)
+{
+	Faults f;
+	for (const char *backend : { "io_uring", "epoll" }) {
+		if (!strcmp(backend, "io_uring") && !uring_here())
+			continue;
+		io_test::run(backend, 2, [] {
+			int lfd = weft_listen_tcp(nullptr, 0, 64);
+			ASSERT_GE(lfd, 0);
+			uint16_t port = io_test::local_port(lfd);
+			weft_test_fault("accept4", EMFILE, 0, 2);
+			constexpr int kClients = 20;
+			std::atomic<int> emfile{ 0 };
+			weft_task *srv = weft_test::go([&] {
+				int served = 0;
+				while (served < kClients) {
+					int c = weft_accept(lfd, nullptr,
+							    nullptr);
+					if (c == -EMFILE) {
+						emfile++;
+						continue;
+					}
+					if (c < 0)
+						return c;
+					char b;
+					if (weft_recv(c, &b, 1, 0) == 1)
+						weft_send(c, &b, 1, 0);
+					weft_close(c);
+					served++;
+				}
+				return served;
+			});
+			std::vector<weft_task *> cs;
+			for (int i = 0; i < kClients; i++)
+				cs.push_back(weft_test::go([port, i] {
+					int fd = weft_dial_tcp("127.0.0.1",
+							       port);
+					if (fd < 0)
+						return fd;
+					char b = (char)i, r = 0;
+					int ok = weft_send(fd, &b, 1, 0) == 1 &&
+						 weft_recv(fd, &r, 1, 0) == 1 &&
+						 r == b;
+					weft_close(fd);
+					return ok ? 0 : -EIO;
+				}));
+			for (auto *c : cs)
+				EXPECT_EQ(0, weft_join(c));
+			EXPECT_EQ(kClients, weft_join(srv));
+			EXPECT_GE(emfile.load(), kClients - 1);
+			weft_test_fault("accept4", 0, 0, 0);
+			weft_close(lfd);
+		});
+	}
+}
+
+// io_uring_enter failing (as with EINTR/EBUSY, every third call) only
+// delays submissions and completions: every byte still arrives, once.
+TEST(Faults, RingEnterErrorsLoseNothing)
+{
+	Faults f;
+	if (!uring_here())
+		GTEST_SKIP() << "SKIPPED: io_uring unavailable here";
+	io_test::run("io_uring", 2, [] {
+		int sv[2];
+		ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM, 0, sv));
+		weft_test_fault("io_uring_enter", EINTR, 0, 3);
+		constexpr int kMsgs = 2000;
+		weft_task *rd = weft_test::go([&] {
+			uint64_t sum = 0;
+			for (int i = 0; i < kMsgs; i++) {
+				uint32_t v;
+				size_t got = 0;
+				while (got < sizeof(v)) {
+					ssize_t n = weft_recv(
+						sv[1], (char *)&v + got,
+						sizeof(v) - got, 0);
+					if (n <= 0)
+						return -EIO;
+					got += (size_t)n;
+				}
+				sum += v;
+			}
+			return sum == (uint64_t)kMsgs * (kMsgs - 1) / 2 ? 0 :
+									    -EBADMSG;
+		});
+		for (uint32_t i = 0; i < kMsgs; i++)
+			ASSERT_EQ((ssize_t)sizeof(i),
+				  weft_send_all(sv[0], &i, sizeof(i)));
+		EXPECT_EQ(0, weft_join(rd));
+		weft_test_fault("io_uring_enter", 0, 0, 0);
+		weft_close(sv[0]);
+		weft_close(sv[1]);
+	});
+}
+
+TEST(Faults, SocketAndSignalfdFailuresAreReturned)
+{
+	Faults f;
+	sigset_t set, old;
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR2);
+	ASSERT_EQ(0, pthread_sigmask(SIG_BLOCK, &set, &old));
+	WEFT_TEST_RUN(1, [&] {
+		weft_test_fault("socket", EMFILE, 0, 0);
+		EXPECT_EQ(-EMFILE, weft_socket(AF_INET, SOCK_STREAM, 0));
+		EXPECT_EQ(-EMFILE, weft_listen_tcp(nullptr, 0, 8));
+		EXPECT_EQ(-EMFILE, weft_dial_tcp("127.0.0.1", 9));
+		weft_test_fault("socket", 0, 0, 0);
+		weft_test_fault("signalfd", ENOMEM, 0, 0);
+		EXPECT_EQ(-ENOMEM, weft_signal_wait(&set));
+		weft_test_fault("signalfd", 0, 0, 0);
+	});
+	pthread_sigmask(SIG_SETMASK, &old, nullptr);
+}
+
+#endif // WEFT_TEST_HOOKS
