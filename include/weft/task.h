@@ -79,8 +79,11 @@ typedef struct weft_spawn_opts {
  * @fn: the task body.
  * @arg: its argument.
  *
- * The task gets no stack until it first runs. During runtime shutdown the
- * task is still created and starts cancelled.
+ * The task gets no stack until it first runs, so a stack that cannot be
+ * mapped then (ENOMEM, the vm.max_map_count limit) does not fail the
+ * spawn: the task waits, reported on stderr at most once a second, until
+ * memory is there, and still runs exactly once. During runtime shutdown
+ * the task is still created and starts cancelled.
  *
  * Context: task only; never suspends.
  * Return: an owned handle (join or detach it); NULL with errno EINVAL (NULL
