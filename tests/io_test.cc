@@ -540,6 +540,85 @@ struct SigArgs {
 };
 } // namespace
 
+// RELIABILITY D6: signals interrupting the workers' waits (a handler
+// installed without SA_RESTART, delivered every ~50 us to the process)
+// never surface as -EINTR from a weft call, and lose nothing: every byte
+// of a socketpair stream arrives once, in order, and sleeps end on time.
+namespace
+{
+std::atomic<unsigned long> g_sigs;
+void count_sig(int)
+{
+	g_sigs.fetch_add(1, std::memory_order_relaxed);
+}
+} // namespace
+
+TEST_P(IoBackend, SignalsNeverSurfaceAsEintr)
+{
+	struct sigaction sa, old_sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = count_sig; // no SA_RESTART
+	sigemptyset(&sa.sa_mask);
+	ASSERT_EQ(0, sigaction(SIGURG, &sa, &old_sa));
+	g_sigs = 0;
+	std::atomic<bool> stop{ false };
+	std::thread pest([&] {
+		while (!stop.load()) {
+			kill(getpid(), SIGURG);
+			usleep(50);
+		}
+	});
+	std::atomic<int> eintr{ 0 };
+	Run(2, [&] {
+		int sv[2];
+		ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM, 0, sv));
+		constexpr uint32_t kMsgs = 20000;
+		weft_task *rd = go([&] {
+			uint32_t want = 0;
+			while (want < kMsgs) {
+				uint32_t v[64];
+				ssize_t n = weft_recv(sv[1], v, sizeof(v), 0);
+				if (n == -EINTR) {
+					eintr++;
+					continue;
+				}
+				if (n <= 0 || n % 4)
+					return n <= 0 ? -EIO : -EBADMSG;
+				for (ssize_t i = 0; i < n / 4; i++)
+					if (v[i] != want++)
+						return -EBADMSG;
+			}
+			return 0;
+		});
+		weft_task *sl = go([&] {
+			for (int i = 0; i < 200; i++) {
+				uint64_t t0 = weft_now();
+				int r = weft_sleep(WEFT_USEC(100));
+				if (r == -EINTR)
+					eintr++;
+				else if (r || weft_now() - t0 < WEFT_USEC(100))
+					return -ETIME;
+			}
+			return 0;
+		});
+		for (uint32_t i = 0; i < kMsgs; i++) {
+			ssize_t n = weft_send_all(sv[0], &i, sizeof(i));
+			if (n == -EINTR)
+				eintr++;
+			ASSERT_EQ((ssize_t)sizeof(i), n);
+		}
+		EXPECT_EQ(0, weft_join(rd));
+		EXPECT_EQ(0, weft_join(sl));
+		weft_close(sv[0]);
+		weft_close(sv[1]);
+	});
+	stop = true;
+	pest.join();
+	sigaction(SIGURG, &old_sa, nullptr);
+	EXPECT_EQ(0, eintr.load());
+	EXPECT_GT(g_sigs.load(), 10u) << "the signals did not come";
+}
+
 TEST_P(IoBackend, SignalWaitGetsAKill)
 {
 	sigset_t set, old;

@@ -384,6 +384,33 @@ TEST(Offload, AlreadyCancelledCallerDoesNotRunFn)
 	});
 }
 
+// ... unless shielded: then fn runs and its status comes back; the
+// cancellation shows at the first suspension point after the shield.
+TEST(Offload, AlreadyCancelledButShieldedCallerRunsFn)
+{
+	WEFT_TEST_RUN(2, [] {
+		std::atomic<int> ran{ 0 };
+		std::atomic<int> inside{ 7 };
+		weft_task *t = spawn_lambda("shielded", [&] {
+			weft_cancel(weft_self());
+			inside = weft_test::shield([&] {
+				return weft_offload(
+					[](void *p) {
+						static_cast<std::atomic<int> *>(
+							p)
+							->fetch_add(1);
+						return 42;
+					},
+					&ran);
+			});
+			return weft_checkpoint();
+		});
+		EXPECT_EQ(-ECANCELED, weft_join(t));
+		EXPECT_EQ(42, inside.load());
+		EXPECT_EQ(1, ran.load());
+	});
+}
+
 // RELIABILITY B10: thread creation failing queues on the threads there
 // are; with none at all the call fails -EAGAIN without running fn.
 TEST(Offload, ThreadCreateFailure)

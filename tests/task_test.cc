@@ -296,6 +296,105 @@ TEST(Runtime, SubmitRacingFreeRunsOrFails)
 	}
 }
 
+// API.md: a weft_block_on that overlaps weft_runtime_free returns
+// -ECANCELED without running fn (as weft_submit does).
+TEST(Runtime, BlockOnDuringFreeIsCanceledWithoutRunning)
+{
+	weft_runtime *rt;
+	ASSERT_EQ(0, weft_runtime_new(&rt, nullptr));
+	std::atomic<bool> done{ false };
+	std::atomic<int> ran{ 0 };
+	// Ignores cancellation (no weft call) so free stays in its drain.
+	ASSERT_EQ(0, weft_submit(
+			     rt,
+			     [](void *p) -> int {
+				     while (!static_cast<std::atomic<bool> *>(p)
+						     ->load())
+					     usleep(100);
+				     return 0;
+			     },
+			     &done));
+	std::thread freer([&] { EXPECT_EQ(0, weft_runtime_free(rt)); });
+	// Free has begun once submits are refused.
+	int r;
+	while ((r = weft_submit(rt, count_once, &ran)) == 0)
+		usleep(100);
+	ASSERT_EQ(-ECANCELED, r);
+	std::atomic<int> ran_block{ 0 };
+	EXPECT_EQ(-ECANCELED, weft_block_on(rt, count_once, &ran_block));
+	EXPECT_EQ(0, ran_block.load()) << "fn ran";
+	done = true;
+	freer.join();
+}
+
+// WEFT_PIN_WORKERS binds worker i to the i-th CPU the process may use
+// (modulo their count); without it the workers keep the full mask.
+TEST(Runtime, PinWorkersBindsEachWorkerToOneAllowedCpu)
+{
+	cpu_set_t allowed;
+	ASSERT_EQ(0, sched_getaffinity(0, sizeof(allowed), &allowed));
+	std::vector<int> cpus;
+	for (int c = 0; c < CPU_SETSIZE; c++)
+		if (CPU_ISSET(c, &allowed))
+			cpus.push_back(c);
+	for (unsigned flags : { 0u, (unsigned)WEFT_PIN_WORKERS }) {
+		weft_config cfg{};
+		cfg.workers = 2;
+		cfg.flags = flags;
+		weft_runtime *rt;
+		ASSERT_EQ(0, weft_runtime_new(&rt, &cfg));
+		struct Seen {
+			std::atomic<int> cpu[2] = { -2, -2 };
+			std::atomic<int> count[2] = { 0, 0 };
+		} seen;
+		std::function<int()> body = [&] {
+			std::vector<weft_task *> ts;
+			for (int i = 0; i < 64; i++)
+				ts.push_back(weft_test::go([&] {
+					cpu_set_t m;
+					int w = weft_worker_index();
+					if (w < 0 || w > 1 ||
+					    pthread_getaffinity_np(pthread_self(),
+								   sizeof(m),
+								   &m))
+						return -EINVAL;
+					seen.count[w] = CPU_COUNT(&m);
+					int first = -1;
+					for (int c = 0; c < CPU_SETSIZE; c++)
+						if (CPU_ISSET(c, &m)) {
+							first = c;
+							break;
+						}
+					seen.cpu[w] = first;
+					// spread the tasks over both workers
+					weft_sleep(WEFT_USEC(50));
+					return 0;
+				}));
+			for (auto *t : ts)
+				if (weft_join(t))
+					return -EIO;
+			return 0;
+		};
+		ASSERT_EQ(0, weft_block_on(rt, weft_test::call_lambda, &body));
+		EXPECT_EQ(0, weft_runtime_free(rt));
+		EXPECT_GT(seen.count[0].load() + seen.count[1].load(), 0);
+		for (int w = 0; w < 2; w++) {
+			if (seen.count[w].load() == 0)
+				continue; // no task ran there
+			if (flags) {
+				EXPECT_EQ(1, seen.count[w].load()) << w;
+				EXPECT_EQ(cpus[w % cpus.size()],
+					  seen.cpu[w].load())
+					<< w;
+			} else {
+				EXPECT_EQ((int)cpus.size(),
+					  seen.count[w].load())
+					<< w;
+			}
+		}
+	}
+}
+
 // ---------------------------------------------------------------- spawn/join
 
 TEST(Task, JoinReturnsStatus)
