@@ -361,7 +361,12 @@ void weft__ready_local(struct weft__worker *w, struct weft__task *t,
 	 * run, finish and be recycled (pinned_to reset) under us. */
 	struct weft__worker *pin = t->pinned_to;
 
-	weft__task_set_state(t, WEFT__TASK_RUNNABLE);
+	/* w->clock_ns: read when w's current run slice began (or when its
+	 * scheduler last came back), so a task woken late in a long slice
+	 * shows as runnable since that slice began, an overstatement the
+	 * slow-task watchdog reports on its own. One vDSO call less per
+	 * wake (~4% of a ping-pong). */
+	weft__task_set_state_at(t, WEFT__TASK_RUNNABLE, w->clock_ns);
 	if (pin) {
 		if (pin == w) {
 			pin_append(w, t);

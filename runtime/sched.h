@@ -301,8 +301,9 @@ struct weft__worker {
 	unsigned lifo_streak;		/* LIFO runs in a row */
 	uint64_t tick;
 	/* coarse clock read when the last task switched back (or the worker
-	 * woke up): the dump times of the switch-out and of the next
-	 * switch-in, one vDSO read per run slice. Owner only. */
+	 * woke up): the dump times of the switch-out, of the next switch-in
+	 * and of the wakes made during that slice (weft__ready_local()), one
+	 * vDSO read per run slice. Owner only. */
 	uint64_t clock_ns;
 	bool after_yield;		/* next pick from the deque's top */
 	bool searching;			/* counted in rt->nsearching */
