@@ -176,8 +176,11 @@ unsigned weft__io_stream_cqe(struct weft__worker *w, struct weft__io_op *op,
 ssize_t weft__io_stream_recv(struct weft__task *t, int fd, void *buf,
 			     size_t len, int flags, bool *handled);
 /* weft_close(): tear @fd's stream down before its close(2).
- * Context: any thread; suspends (uncancellably) only in a task. */
-void weft__io_stream_close(int fd);
+ * Context: any thread; suspends (uncancellably) only in a task.
+ * Return: the stream's runtime when its multishot is still armed and the
+ * caller could not wait for it (not a task): weft_close() then has that
+ * runtime's workers cancel it after the close(2); else NULL. */
+struct weft__runtime *weft__io_stream_close(int fd);
 /* weft made a new fd with this number: drop a stale stream (an fd closed
  * with close(2) against the promise of WEFT_FD_MULTISHOT). Context: any
  * thread; never suspends. */
@@ -225,6 +228,9 @@ const struct weft__io_backend *weft__io_current(void);
  * Context: any thread; never suspends. */
 void weft__io_close_begin(int fd);
 void weft__io_close_end(int fd);
+/* weft__io_close_end(), also posting the cancel to @rt's workers (the
+ * caller's own runtime, if any, gets it anyway); @rt may be NULL. */
+void weft__io_close_end_in(int fd, struct weft__runtime *rt);
 /* Around a use of @fd that must not overlap its weft_close (an arm, a
  * direct non-blocking syscall): never across a suspension point.
  * Context: any thread; waits only for a close(2) in progress. */

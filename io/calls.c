@@ -537,9 +537,10 @@ WEFT_API int weft_close(int fd)
 	 * released). EINTR still released the fd on Linux: never retried. */
 	/* A WEFT_FD_MULTISHOT stream first: its multishot recv is cancelled
 	 * and, in a task, waited for, so the socket ends with the close(2). */
-	weft__io_stream_close(fd);
+	struct weft__runtime *armed_in = weft__io_stream_close(fd);
+
 	weft__io_close_begin(fd);
 	r = close(fd) < 0 ? (errno == EINTR ? 0 : -errno) : 0;
-	weft__io_close_end(fd);
+	weft__io_close_end_in(fd, armed_in);
 	return r;
 }

@@ -135,7 +135,29 @@ static int init_workers(struct weft__runtime *rt, unsigned entries)
 	return 0;
 }
 
+/* Every runtime whose I/O is set up: a weft_close() from a thread that is
+ * no worker cannot know which runtime has ops pending on the fd, so it
+ * asks them all (weft__io_close_end_in()). */
+static pthread_mutex_t io_rts_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct weft__list io_rts = { &io_rts, &io_rts };
+
+static int init_backend(struct weft__runtime *rt);
+
 int weft__io_rt_init(struct weft__runtime *rt)
+{
+	int err = init_backend(rt);
+
+	if (!err) {
+		pthread_mutex_lock(&io_rts_lock);
+		weft__list_add_tail(&io_rts, &rt->io_rts_link);
+		pthread_mutex_unlock(&io_rts_lock);
+	} else {
+		weft__list_init(&rt->io_rts_link);
+	}
+	return err;
+}
+
+static int init_backend(struct weft__runtime *rt)
 {
 	enum pick p = pick_backend(rt->cfg.flags);
 	unsigned entries = rt->cfg.ring_entries;
@@ -161,6 +183,9 @@ int weft__io_rt_init(struct weft__runtime *rt)
 
 void weft__io_rt_fini(struct weft__runtime *rt)
 {
+	pthread_mutex_lock(&io_rts_lock);
+	weft__list_del(&rt->io_rts_link); /* a no-op when not linked */
+	pthread_mutex_unlock(&io_rts_lock);
 	if (rt->io_backend) {
 		weft__io_stream_rt_fini(rt);
 		fini_workers(rt);
@@ -434,11 +459,20 @@ void weft__io_close_begin(int fd)
 	race_delay();
 }
 
-/* close(2) is done: cancel the ops other tasks still have on @fd. */
+/* Ask @rt's workers with ops on @fd to cancel those armed before
+ * generation @seq. */
+static void post_close(struct weft__runtime *rt, struct weft__worker *me,
+		       int fd, uint64_t seq);
+
 void weft__io_close_end(int fd)
 {
+	weft__io_close_end_in(fd, NULL);
+}
+
+/* close(2) is done: cancel the ops other tasks still have on @fd. */
+void weft__io_close_end_in(int fd, struct weft__runtime *also)
+{
 	struct weft__worker *me = weft__worker_current();
-	struct weft__runtime *rt;
 	uint64_t seq;
 
 	if (fd < 0)
@@ -452,9 +486,27 @@ void weft__io_close_end(int fd)
 	 * uses that waited (weft__io_fd_enter()'s acquire) */
 	atomic_fetch_sub_explicit(&fd_word[fd_slot(fd)], CLOSING_ONE,
 				  memory_order_release);
-	if (!me || !me->rt->io_backend)
-		return; /* not in a runtime: nothing of ours can be pending */
-	rt = me->rt;
+	if (me && me->rt->io_backend) {
+		post_close(me->rt, me, fd, seq);
+		/* An fd whose multishot recv is armed on another runtime's
+		 * workers (io/stream.c): only they can cancel it. */
+		if (also && also != me->rt && also->io_backend)
+			post_close(also, me, fd, seq);
+		return;
+	}
+	/* A thread outside every runtime (or in one without I/O): tasks of
+	 * any runtime may have ops on @fd, and their workers count them. */
+	pthread_mutex_lock(&io_rts_lock);
+	for (struct weft__list *l = io_rts.next; l != &io_rts; l = l->next)
+		post_close(weft__container_of(l, struct weft__runtime,
+					      io_rts_link),
+			   me, fd, seq);
+	pthread_mutex_unlock(&io_rts_lock);
+}
+
+static void post_close(struct weft__runtime *rt, struct weft__worker *me,
+		       int fd, uint64_t seq)
+{
 	for (unsigned i = 0; i < rt->nworkers; i++) {
 		struct weft__worker *v = rt->workers[i];
 		struct weft__io_worker *c = common(v);
@@ -625,7 +677,11 @@ void weft__io_arm(struct weft__worker *w, struct weft__io_op *op)
 {
 	int fd = op->fd;
 
-	op->owner = w;
+	/* A stream's multishot (io/stream.c) has its owner set already,
+	 * under the stream's lock, where a closer reads it: no second,
+	 * unordered write of the same value. */
+	if (op->owner != w)
+		op->owner = w;
 	weft__list_add_tail(&common(w)->inflight, &op->link);
 	fd_ops_add(common(w), fd, 1);
 	race_delay();

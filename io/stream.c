@@ -96,6 +96,7 @@ struct weft__io_stream {
 	bool dead; /* out of the table: no new arm, no new chunk */
 	bool has_final; /* final_res waits behind the queue */
 	bool fallback; /* next read: one plain recv (ENOBUFS) */
+	bool broken; /* bytes were lost (no memory): final_res forever */
 	int final_res;
 	struct chunk *q; /* FIFO ring: qhead, qlen of qcap */
 	unsigned qcap, qhead, qlen;
@@ -278,7 +279,7 @@ static ssize_t stream_recv(struct weft__task *t, struct weft__io_stream *s,
 		}
 		if (s->has_final) {
 			int r = s->final_res;
-			if (!done && !peek)
+			if (!done && !peek && !s->broken)
 				s->has_final = false;
 			weft__spin_unlock(&s->lock);
 			return done ? (ssize_t)done : r;
@@ -361,12 +362,15 @@ unsigned weft__io_stream_cqe(struct weft__worker *w, struct weft__io_op *op,
 	if (buf) {
 		struct chunk c = { buf, w, res > 0 ? (uint32_t)res : 0, 0,
 				   bid };
-		if (res <= 0 || s->dead) {
+		if (res <= 0 || s->dead || s->broken) {
 			be->buf_put(w, bid);
 		} else if (!q_push(s, c)) {
-			/* no memory for the queue: the bytes cannot be kept;
-			 * fail the stream rather than lose them silently */
+			/* No memory for the queue: these bytes cannot be
+			 * kept. The stream fails for good (every later recv,
+			 * once the bytes before the gap are read, returns
+			 * -ENOMEM) rather than go on past a silent gap. */
 			be->buf_put(w, bid);
+			s->broken = true;
 			s->has_final = true;
 			s->final_res = -ENOMEM;
 		}
@@ -374,10 +378,13 @@ unsigned weft__io_stream_cqe(struct weft__worker *w, struct weft__io_op *op,
 	if (!more) {
 		s->armed = false;
 		weft__io_retire(w, op);
-		if (!buf && !s->dead) {
+		if (!buf && !s->dead && !s->broken) {
 			if (res == -ENOBUFS) {
 				s->fallback = true;
-			} else if (res != -ECANCELED) {
+			} else if (res != -ECANCELED && res != -EAGAIN &&
+				   res != -EINTR) {
+				/* (a plain recv retries those three; here
+				 * the next reader re-arms) */
 				s->has_final = true;
 				s->final_res = res;
 			}
@@ -483,16 +490,22 @@ static struct weft__io_stream *stream_detach(int fd)
 	return s;
 }
 
-void weft__io_stream_close(int fd)
+struct weft__runtime *weft__io_stream_close(int fd)
 {
 	struct weft__io_stream *s = stream_detach(fd);
+	struct weft__runtime *rt = NULL;
 	struct weft__task *t;
 
 	if (!s)
-		return;
-	if (stream_kill(s, -ECANCELED) && (t = weft__task_current()))
-		wait_unarmed(t, s);
+		return NULL;
+	if (stream_kill(s, -ECANCELED)) {
+		if ((t = weft__task_current()))
+			wait_unarmed(t, s);
+		else
+			rt = s->rt; /* weft_close posts the cancel there */
+	}
 	stream_put(s); /* the table's reference */
+	return rt;
 }
 
 void weft__io_stream_forget(int fd)
@@ -506,9 +519,10 @@ void weft__io_stream_forget(int fd)
 		     fd);
 	if (stream_kill(s, -EBADF)) {
 		/* cancel what is still armed on the old file of this
-		 * number (the new one has nothing armed yet) */
+		 * number (the new one has nothing armed yet), on the
+		 * stream's own workers even from a foreign thread */
 		weft__io_close_begin(fd);
-		weft__io_close_end(fd);
+		weft__io_close_end_in(fd, s->rt);
 	}
 	stream_put(s);
 }
@@ -597,7 +611,7 @@ WEFT_API int weft_fd_set_flags(int fd, unsigned flags)
 			     fd);
 		if (stream_kill(old, -EBADF)) {
 			weft__io_close_begin(fd);
-			weft__io_close_end(fd);
+			weft__io_close_end_in(fd, old->rt);
 		}
 		stream_put(old);
 	}

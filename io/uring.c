@@ -233,6 +233,16 @@ static void pbuf_setup(struct weft__worker *w)
 		n = (unsigned)strtoul(e, NULL, 10);
 	if (n == 0)
 		return;
+	/* Buffer rings came in 5.19, multishot recv only in 6.0, whose
+	 * IORING_OP_SEND_ZC serves as the marker: a 5.19 kernel would take
+	 * the ring and then fail every multishot recv with -EINVAL. */
+	struct io_uring_probe *probe = io_uring_get_probe_ring(&u->ring);
+	bool has_ms = probe && io_uring_opcode_supported(probe,
+							 IORING_OP_SEND_ZC);
+	if (probe)
+		io_uring_free_probe(probe);
+	if (!has_ms)
+		return;
 	if (n > 32768 || (n & (n - 1))) {
 		weft__report("ignoring WEFT_IO_PBUFS=%u: expected a power of two "
 			     "up to 32768 (multishot recv stays off)",

@@ -449,6 +449,9 @@ struct weft__runtime {
 	struct weft__observer *observer;	/* observe.c: watchdog, SIGQUIT */
 	/* the I/O backend of every worker (io/backend.h); set at new */
 	const struct weft__io_backend *io_backend;
+	/* io/reactor.c: on the list of runtimes with I/O, which a
+	 * weft_close() from a thread outside any runtime notifies */
+	struct weft__list io_rts_link;
 };
 
 /* ---------------------------------------------------------------- calls */

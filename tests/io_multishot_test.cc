@@ -16,6 +16,8 @@
 #include <atomic>
 #include <cstring>
 #include <functional>
+#include <string>
+#include <thread>
 #include <vector>
 
 #include "tests/support/io_harness.h"
@@ -396,6 +398,84 @@ TEST_P(IoBackend, MultishotCloseWithQueuedBytes)
 		EXPECT_EQ(0, weft_close(l));
 	});
 }
+
+// weft_close from a thread that is not a task (review finding): it cannot
+// wait for the armed multishot itself, so the stream's workers cancel it;
+// the socket must still really close (the peer sees the end) and a
+// waiting reader end.
+TEST_P(IoBackend, MultishotCloseFromAForeignThreadClosesTheSocket)
+{
+	Run(2, [] {
+		int l = weft_listen_tcp(nullptr, 0, 16), s, c;
+		ASSERT_GE(l, 0);
+		tcp_pair(l, &s, &c);
+		ASSERT_EQ(0, weft_fd_set_flags(s, WEFT_FD_MULTISHOT));
+		char b[16];
+		EXPECT_EQ(2, weft_send(c, "ab", 2, 0));
+		EXPECT_EQ(2, weft_recv(s, b, sizeof(b), 0)); // armed now
+		weft_task *r = go([&] {
+			char x[4];
+			ssize_t k = weft_recv(s, x, sizeof(x), 0);
+			return k == -ECANCELED || k == -EBADF ? 0 : -EIO;
+		});
+		weft_sleep(WEFT_MSEC(5));
+		int rc = 7;
+		std::thread closer([&] { rc = weft_close(s); });
+		closer.join();
+		EXPECT_EQ(0, rc);
+		EXPECT_EQ(0, weft_join(r));
+		weft_scope sc;
+		weft_scope_enter(&sc, WEFT_SEC(10));
+		ssize_t n = weft_recv(c, b, sizeof(b), 0);
+		EXPECT_TRUE(n == 0 || n == -ECONNRESET) << n;
+		EXPECT_EQ(0, weft_scope_exit(&sc)) << "the peer never saw the end";
+		EXPECT_EQ(0, weft_close(c));
+		EXPECT_EQ(0, weft_close(l));
+	});
+}
+
+#ifdef WEFT_TEST_HOOKS
+// No memory to queue a received chunk (review finding): the bytes before
+// the gap are delivered, then the stream fails for good with -ENOMEM,
+// never going on past a silent gap.
+TEST_P(IoBackend, MultishotLostChunkFailsTheStreamForGood)
+{
+	if (GetParam() != "io_uring")
+		GTEST_SKIP() << "multishot is io_uring only";
+	Run(1, [] {
+		int l = weft_listen_tcp(nullptr, 0, 16), s, c;
+		ASSERT_GE(l, 0);
+		tcp_pair(l, &s, &c);
+		ASSERT_EQ(0, weft_fd_set_flags(s, WEFT_FD_MULTISHOT));
+		char b[64];
+		EXPECT_EQ(1, weft_send(c, "<", 1, 0));
+		EXPECT_EQ(1, weft_recv(s, b, sizeof(b), 0)); // armed, queue made
+		// Nobody reads now: every message below is its own chunk. The
+		// queue holds 8 before it must grow, and growing fails.
+		weft_test_fail_alloc_after(0);
+		for (int i = 0; i < 12; i++) {
+			char m = (char)('a' + i);
+			EXPECT_EQ(1, weft_send(c, &m, 1, 0));
+			weft_sleep(WEFT_MSEC(2));
+		}
+		weft_test_fail_alloc_after(-1);
+		std::string got;
+		ssize_t n;
+		while ((n = weft_recv(s, b, sizeof(b), 0)) > 0)
+			got.append(b, (size_t)n);
+		EXPECT_EQ(-ENOMEM, n);
+		EXPECT_FALSE(got.empty());
+		// What came is a prefix, in order: no gap inside it.
+		EXPECT_EQ(std::string("abcdefghijkl").substr(0, got.size()),
+			  got);
+		EXPECT_LT(got.size(), 12u) << "nothing was lost?";
+		EXPECT_EQ(-ENOMEM, weft_recv(s, b, sizeof(b), 0)) << "sticky";
+		EXPECT_EQ(0, weft_close(s));
+		EXPECT_EQ(0, weft_close(c));
+		EXPECT_EQ(0, weft_close(l));
+	});
+}
+#endif
 
 TEST_P(IoBackend, MultishotReusedFdGetsNoOldBytes)
 {

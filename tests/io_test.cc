@@ -540,6 +540,29 @@ struct SigArgs {
 };
 } // namespace
 
+// API.md: a weft call pending on an fd in another task returns -ECANCELED
+// or -EBADF when the fd is weft_close()d - also when the closer is a
+// thread outside the runtime (it then asks every runtime's workers).
+TEST_P(IoBackend, CloseFromAForeignThreadEndsPendingCalls)
+{
+	Run(2, [] {
+		int sv[2];
+		ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM, 0, sv));
+		weft_task *r = go([&] {
+			char x[4];
+			ssize_t k = weft_recv(sv[0], x, sizeof(x), 0);
+			return k == -ECANCELED || k == -EBADF ? 0 : (int)k - 1000;
+		});
+		weft_sleep(WEFT_MSEC(5)); // parked in the recv
+		int rc = 7;
+		std::thread closer([&] { rc = weft_close(sv[0]); });
+		closer.join();
+		EXPECT_EQ(0, rc);
+		EXPECT_EQ(0, weft_join(r));
+		EXPECT_EQ(0, weft_close(sv[1]));
+	});
+}
+
 // RELIABILITY D6: signals interrupting the workers' waits (a handler
 // installed without SA_RESTART, delivered every ~50 us to the process)
 // never surface as -EINTR from a weft call, and lose nothing: every byte
