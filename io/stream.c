@@ -53,7 +53,8 @@
  *     caller is a task, move to the owner, cancel it there and wait,
  *     uncancellably, for its last completion (no F_MORE); only then
  *     close(2). From a thread outside the runtime the close(2) comes
- *     first and the close protocol (reactor.c) cancels the multishot;
+ *     first and the close protocol (reactor.c), posted to the stream's
+ *     runtime's workers (weft__io_close_end_in()), cancels the multishot;
  *     its last completion frees the stream.
  * References: the fd table, an armed multishot, each reader in step 1, a
  * closer. The record is freed when the last goes (stream_put).

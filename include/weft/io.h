@@ -216,7 +216,8 @@ WEFT_API int weft_open(const char *path, int flags, mode_t mode);
  * number after weft_close() returned is not affected. A call racing the
  * close (started while it runs) either ends that way or finds the fd
  * closed (-EBADF): it never keeps waiting on the closed file. From a
- * thread outside the runtime only the descriptor is closed.
+ * thread outside any runtime the same holds for the calls of every
+ * runtime's tasks (each runtime's workers are asked).
  *
  * On an fd marked WEFT_FD_MULTISHOT (weft_fd_set_flags()), the armed
  * multishot recv is cancelled first and, from a task, waited for
@@ -249,6 +250,9 @@ WEFT_API int weft_close(int fd);
  * -ETIMEDOUT (bytes that arrive after a cancelled or timed-out recv stay
  * queued for the next one). When the buffers run out, the next weft_recv()
  * is a plain recv, then the multishot is armed again: nothing is lost.
+ * Should the runtime run out of memory to queue a received chunk, the
+ * bytes before it are delivered and every later weft_recv() returns
+ * -ENOMEM (the stream is broken; close it): never a silent gap.
  *
  * THE PROMISE: close @fd only with weft_close(), never with close(2) (nor
  * dup2() over it). The armed recv holds its own reference to the socket:
@@ -264,8 +268,9 @@ WEFT_API int weft_close(int fd);
  * see bytes already queued: do not mix them with weft_recv() on such an
  * fd. One reader at a time is the sensible use (several are served, in no
  * defined order of bytes between them). The flag is a hint: on the epoll
- * backend, on a kernel without buffer rings (before 5.19) and for fds
- * above 65535, weft_recv() keeps its plain path. It lasts until
+ * backend, on a kernel without multishot recv (before 6.0), with
+ * WEFT_IO_PBUFS=0 and for fds above 65535, weft_recv() keeps its plain
+ * path. It lasts until
  * weft_close(), and ends with the runtime.
  *
  * Context: task only; never suspends.
