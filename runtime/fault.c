@@ -233,8 +233,20 @@ WEFT_API int weft_test_faults_parse(const char *spec)
 
 #else
 
+static pthread_once_t env_once = PTHREAD_ONCE_INIT;
+
+static void warn_env(void)
+{
+	const char *e = getenv("WEFT_FAULTS");
+
+	if (e && *e)
+		weft__report("ignoring WEFT_FAULTS: fault injection exists only "
+			     "in test builds (WEFT_TEST_HOOKS)");
+}
+
 void weft__faults_init(void)
 {
+	pthread_once(&env_once, warn_env);
 }
 
 #endif
