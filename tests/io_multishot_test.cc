@@ -29,22 +29,7 @@ using weft_test::scaled;
 namespace
 {
 
-struct Fn {
-	std::function<int()> f;
-};
-
-int fn_tramp(void *p)
-{
-	Fn *f = static_cast<Fn *>(p);
-	int r = f->f();
-	delete f;
-	return r;
-}
-
-weft_task *go(std::function<int()> f)
-{
-	return weft_spawn(fn_tramp, new Fn{ std::move(f) });
-}
+using weft_test::go; // a lambda as a task (tests/harness.h)
 
 // The bytes of stream @seed, in order: sender and checker each keep one.
 struct Bytes {

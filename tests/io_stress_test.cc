@@ -22,22 +22,7 @@ using io_test::IoBackend;
 namespace
 {
 
-struct Fn {
-	std::function<int()> f;
-};
-
-int fn_tramp(void *p)
-{
-	Fn *f = static_cast<Fn *>(p);
-	int r = f->f();
-	delete f;
-	return r;
-}
-
-weft_task *go(std::function<int()> f)
-{
-	return weft_spawn(fn_tramp, new Fn{ std::move(f) });
-}
+using weft_test::go; // a lambda as a task (tests/harness.h)
 
 void raise_nofile()
 {
