@@ -448,14 +448,7 @@ void weft__io_close_begin(int fd)
 				(void)atomic_load_explicit(
 					&c->fd_ops[fd], memory_order_acquire);
 		}
-	/* New uses wait from now on; wait for those in progress. acquire:
-	 * pairs with weft__io_fd_exit()'s release. */
-	atomic_fetch_add_explicit(&fd_word[fd_slot(fd)], CLOSING_ONE,
-				  memory_order_acq_rel);
-	while (atomic_load_explicit(&fd_word[fd_slot(fd)],
-				    memory_order_acquire) &
-	       USES_MASK)
-		weft__cpu_relax();
+	weft__io_fd_lock(fd); /* new uses wait; those in progress end */
 	race_delay();
 }
 
@@ -482,10 +475,10 @@ void weft__io_close_end_in(int fd, struct weft__runtime *also)
 	seq = atomic_fetch_add_explicit(&close_gen[fd_slot(fd)], 1,
 					memory_order_relaxed) +
 	      1;
-	/* release: our close(2) and the new generation happen before the
-	 * uses that waited (weft__io_fd_enter()'s acquire) */
-	atomic_fetch_sub_explicit(&fd_word[fd_slot(fd)], CLOSING_ONE,
-				  memory_order_release);
+	/* our close(2) and the new generation happen before the uses that
+	 * waited (the release in weft__io_fd_unlock(), weft__io_fd_enter()'s
+	 * acquire) */
+	weft__io_fd_unlock(fd);
 	if (me && me->rt->io_backend) {
 		post_close(me->rt, me, fd, seq);
 		/* An fd whose multishot recv is armed on another runtime's

@@ -509,12 +509,10 @@ struct weft__runtime *weft__io_stream_close(int fd)
 	return rt;
 }
 
-void weft__io_stream_forget(int fd)
+/* @s, already out of the table, belonged to a file of number @fd that was
+ * closed with close(2) against the promise: drop it. */
+static void drop_stale(struct weft__io_stream *s, int fd)
 {
-	struct weft__io_stream *s = stream_detach(fd);
-
-	if (!s)
-		return;
 	weft__report("fd %d was closed without weft_close() while marked "
 		     "WEFT_FD_MULTISHOT; its stream is dropped",
 		     fd);
@@ -526,6 +524,14 @@ void weft__io_stream_forget(int fd)
 		weft__io_close_end_in(fd, s->rt);
 	}
 	stream_put(s);
+}
+
+void weft__io_stream_forget(int fd)
+{
+	struct weft__io_stream *s = stream_detach(fd);
+
+	if (s)
+		drop_stale(s, fd);
 }
 
 void weft__io_stream_rt_fini(struct weft__runtime *rt)
@@ -606,15 +612,7 @@ WEFT_API int weft_fd_set_flags(int fd, unsigned flags)
 	/* release: the record's fields before it is found (stream_get) */
 	atomic_store_explicit(&table[fd], s, memory_order_release);
 	weft__io_fd_unlock(fd);
-	if (old) {
-		weft__report("fd %d was closed without weft_close() while "
-			     "marked WEFT_FD_MULTISHOT; its stream is dropped",
-			     fd);
-		if (stream_kill(old, -EBADF)) {
-			weft__io_close_begin(fd);
-			weft__io_close_end_in(fd, old->rt);
-		}
-		stream_put(old);
-	}
+	if (old)
+		drop_stale(old, fd);
 	return 0;
 }

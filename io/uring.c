@@ -268,7 +268,8 @@ static void pbuf_setup(struct weft__worker *w)
 	reg.ring_addr = (uint64_t)(uintptr_t)br;
 	reg.ring_entries = n;
 	reg.bgid = BGID;
-	/* -EINVAL/-ENOSYS before 5.19: multishot recv stays off here */
+	/* refused (a kernel or filter without IORING_REGISTER_PBUF_RING):
+	 * multishot recv stays off on this worker, as documented */
 	if (weft__fault(WEFT__F_URING_REGISTER) ||
 	    io_uring_register_buf_ring(&u->ring, &reg, 0) != 0) {
 		pbuf_free(u);

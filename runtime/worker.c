@@ -711,6 +711,8 @@ static void run_task(struct weft__worker *w, void *item)
 			/* fn must run exactly once: retry later rather than
 			 * drop it. Reported at most once a second: the
 			 * retries come back at once while memory is short. */
+			/* relaxed: a rate limit; the CAS only picks one
+			 * reporter per second, it orders nothing else. */
 			static _Atomic uint64_t reported_ns;
 			uint64_t now = weft__clock_coarse();
 			uint64_t last = atomic_load_explicit(
