@@ -145,6 +145,10 @@ struct weft__io_backend {
 	/* Give provided buffer @bid back to w's ring. Context: any thread;
 	 * never suspends. */
 	void (*buf_put)(struct weft__worker *w, unsigned bid);
+	/* As cancel(), but never reaps (so a completion handler may call
+	 * it); NULL where there is no multishot. Return: false if the
+	 * cancellation could not be queued now. Context: w is op->owner. */
+	bool (*cancel_nowait)(struct weft__worker *w, struct weft__io_op *op);
 };
 
 extern const struct weft__io_backend weft__io_uring_backend;
@@ -171,10 +175,22 @@ unsigned weft__io_stream_cqe(struct weft__worker *w, struct weft__io_op *op,
 			     int res, bool more, char *buf, unsigned bid);
 
 /* io/stream.c, for weft_recv/weft_close/weft_accept/... (io/calls.c). */
-/* The multishot path of weft_recv() when @fd has one; *@handled false:
- * take the plain path. Context: task. */
-ssize_t weft__io_stream_recv(struct weft__task *t, int fd, void *buf,
-			     size_t len, int flags, bool *handled);
+/* The multishot path of weft_recv()/weft_read()/weft_readv()/
+ * weft_recvmsg() when @fd has a stream: read into @iov[@iovcnt] with
+ * @flags (MSG_PEEK, MSG_WAITALL, MSG_TRUNC). *@handled false: take the
+ * plain path (no stream, other flags, or nothing queued and nothing armed
+ * after a fallback). Context: task. */
+ssize_t weft__io_stream_read(struct weft__task *t, int fd,
+			     const struct iovec *iov, int iovcnt, int flags,
+			     bool *handled);
+/* io/calls.c: a readiness wait on @fd (the plain weft_poll()). */
+int weft__io_poll_fd(struct weft__task *t, int fd, short events);
+/* Has @fd a stream? (A hint: a concurrent weft_close may end it.) */
+bool weft__io_is_stream(int fd);
+/* weft_poll() on @fd's stream, for events that include POLLIN; *@handled
+ * false: take the plain path. Context: task. */
+int weft__io_stream_poll(struct weft__task *t, int fd, short events,
+			 bool *handled);
 /* weft_close(): tear @fd's stream down before its close(2).
  * Context: any thread; suspends (uncancellably) only in a task.
  * Return: the stream's runtime when its multishot is still armed and the

@@ -287,19 +287,28 @@ static ssize_t xfer(int opcode, int fd, void *buf, size_t len, int flags,
 
 /* ------------------------------------------------------------ the calls */
 
-WEFT_API ssize_t weft_recv(int fd, void *buf, size_t len, int flags)
+/* A WEFT_FD_MULTISHOT stream's reads (io/stream.c) take bytes from its
+ * queue. Return: whether it handled the read (*r). */
+static bool stream_read(int fd, const struct iovec *iov, int iovcnt,
+			int flags, ssize_t *r)
 {
 	struct weft__task *t = weft__task_current();
+	bool handled = false;
 
-	/* A WEFT_FD_MULTISHOT stream (io/stream.c), else the plain op. */
-	if (t && fd >= 0 && len <= SSIZE_MAX && (buf || !len)) {
-		bool handled;
-		ssize_t r = weft__io_stream_recv(t, fd, buf, clamp(len),
-						 flags & ~MSG_DONTWAIT,
-						 &handled);
-		if (handled)
-			return r;
-	}
+	if (t && fd >= 0)
+		*r = weft__io_stream_read(t, fd, iov, iovcnt,
+					  flags & ~MSG_DONTWAIT, &handled);
+	return handled;
+}
+
+WEFT_API ssize_t weft_recv(int fd, void *buf, size_t len, int flags)
+{
+	struct iovec v = { buf, clamp(len) };
+	ssize_t r;
+
+	if (len <= SSIZE_MAX && (buf || !len || (flags & MSG_TRUNC)) &&
+	    stream_read(fd, &v, 1, flags, &r))
+		return r;
 	return xfer(WEFT__OP_RECV, fd, buf, len, flags, -1);
 }
 
@@ -326,6 +335,13 @@ WEFT_API ssize_t weft_send_all(int fd, const void *buf, size_t len)
 
 WEFT_API ssize_t weft_read(int fd, void *buf, size_t len, int64_t offset)
 {
+	struct iovec v = { buf, clamp(len) };
+	ssize_t r;
+
+	if (offset != -1 && weft__io_is_stream(fd))
+		return -ESPIPE; /* as pread(2) on a socket */
+	if (len <= SSIZE_MAX && (buf || !len) && stream_read(fd, &v, 1, 0, &r))
+		return r;
 	return xfer(WEFT__OP_READ, fd, buf, len, 0, offset);
 }
 
@@ -357,6 +373,12 @@ static ssize_t xferv(int opcode, int fd, const struct iovec *iov, int iovcnt,
 WEFT_API ssize_t weft_readv(int fd, const struct iovec *iov, int iovcnt,
 			    int64_t offset)
 {
+	ssize_t r;
+
+	if (offset != -1 && weft__io_is_stream(fd))
+		return -ESPIPE; /* as preadv(2) on a socket */
+	if (stream_read(fd, iov, iovcnt, 0, &r))
+		return r;
 	return xferv(WEFT__OP_READV, fd, iov, iovcnt, offset);
 }
 
@@ -386,6 +408,20 @@ static ssize_t xmsg(int opcode, int fd, const struct msghdr *msg, int flags)
 
 WEFT_API ssize_t weft_recvmsg(int fd, struct msghdr *msg, int flags)
 {
+	ssize_t r;
+
+	/* A stream socket gives no address and, from the queue, no control
+	 * messages (TCP's are timestamps and TCP_INQ only). */
+	if (msg && msg->msg_iovlen <= IOV_MAX &&
+	    stream_read(fd, msg->msg_iov, (int)msg->msg_iovlen,
+			flags & ~MSG_CMSG_CLOEXEC, &r)) {
+		if (r >= 0) {
+			msg->msg_namelen = 0;
+			msg->msg_controllen = 0;
+			msg->msg_flags = 0;
+		}
+		return r;
+	}
 	return xmsg(WEFT__OP_RECVMSG, fd, msg, flags);
 }
 
@@ -510,9 +546,37 @@ WEFT_API int weft_fsync(int fd)
 	return (int)run(t, &op);
 }
 
-WEFT_API int weft_poll(int fd, short events)
+/* Events a socket's wake-up names along with the usual ones
+ * (sock_def_readable: IN|PRI|RDNORM|RDBAND; write space: OUT|WRNORM|
+ * WRBAND), whatever the socket's state. */
+#define WAKE_KEY_EXTRAS (POLLPRI | POLLRDBAND | POLLWRBAND)
+
+int weft__io_poll_fd(struct weft__task *t, int fd, short events)
 {
 	struct weft__io_op op;
+	int r;
+
+	for (;;) {
+		op_init(&op, WEFT__OP_POLL, fd);
+		op.poll_events = (uint16_t)events;
+		r = (int)weft__io_exec(t, &op);
+		if (r <= 0 || !(r & WAKE_KEY_EXTRAS) ||
+		    !t->rt->io_backend->native)
+			return r;
+		/* io_uring reports the waker's key, not a fresh poll: ask
+		 * the socket itself about those (rarely asked for) bits. */
+		struct pollfd p = { fd, (short)(r & WAKE_KEY_EXTRAS), 0 };
+		if (poll(&p, 1, 0) < 0)
+			return r;
+		r = (r & ~WAKE_KEY_EXTRAS) | (p.revents & WAKE_KEY_EXTRAS) |
+		    (p.revents & (POLLERR | POLLHUP | POLLNVAL));
+		if (r)
+			return r;
+	}
+}
+
+WEFT_API int weft_poll(int fd, short events)
+{
 	struct weft__task *t;
 	int err;
 
@@ -520,9 +584,16 @@ WEFT_API int weft_poll(int fd, short events)
 		return err;
 	if (fd < 0)
 		return -EBADF;
-	op_init(&op, WEFT__OP_POLL, fd);
-	op.poll_events = (uint16_t)events;
-	return (int)run(t, &op);
+	/* A stream's queued bytes are readable, though the socket no longer
+	 * shows them (io/stream.c). */
+	bool handled;
+	err = weft__io_stream_poll(t, fd, events, &handled);
+	if (handled)
+		return err;
+	err = weft__pending_error(t);
+	if (err)
+		return err;
+	return weft__io_poll_fd(t, fd, events);
 }
 
 WEFT_API int weft_close(int fd)

@@ -62,12 +62,26 @@
  * Lock order: fd use (weft__io_fd_enter) before the stream's spinlock;
  * nothing is armed or submitted under the spinlock (an arm may reap).
  *
- * Not done: a stream that nobody reads keeps receiving until the ring is
- * empty (the kernel acks what it put in our buffers: TCP flow control
- * only starts once the ring is dry); weft_poll, weft_recvmsg and
- * weft_read do not look at queued bytes.
+ * Every read call comes here (weft__io_stream_read: an iovec sink, so
+ * weft_recv, weft_read, weft_readv and weft_recvmsg share one path).
+ *
+ * Flow control: a chunk that leaves STREAM_MAX_CHUNKS unread queues an
+ * ASYNC_CANCEL of the multishot (submit-only: we are inside a reap); its
+ * last completion ends it, and the next reader to find the queue empty
+ * re-arms (step 1). Meanwhile the socket's buffer fills and TCP holds the
+ * sender back, instead of one idle stream draining the worker's ring.
+ *
+ * weft_poll (stream_poll): the socket no longer shows bytes the multishot
+ * took, so POLLIN (with POLLRDHUP) waits as a reader (it arms like one,
+ * and is woken by every chunk) but takes nothing. Other events besides
+ * need the socket itself: the poller takes a hold (readers then neither
+ * arm nor wait: they read plainly), cancels the multishot and waits for
+ * its last completion (wait_unarmed: closers are claimed whenever the
+ * multishot ends), looks at the queue once more, then polls the socket.
  */
 #include <errno.h>
+#include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -77,6 +91,10 @@
 #include "runtime/waitq.h"
 
 #define STREAM_FDS 65536u
+/* Chunks a stream may hold unread before its multishot is cancelled (so
+ * TCP flow control, not the worker's shared buffer ring, holds back a
+ * sender nobody reads); the next reader to find the queue empty re-arms. */
+#define STREAM_MAX_CHUNKS 16u
 
 /* One received chunk in a provided buffer of worker w's ring. */
 struct chunk {
@@ -98,6 +116,8 @@ struct weft__io_stream {
 	bool has_final; /* final_res waits behind the queue */
 	bool fallback; /* next read: one plain recv (ENOBUFS) */
 	bool broken; /* bytes were lost (no memory): final_res forever */
+	bool throttled; /* a cancel is queued: too many chunks unread */
+	unsigned hold; /* pollers watching the socket itself: no arm */
 	int final_res;
 	struct chunk *q; /* FIFO ring: qhead, qlen of qcap */
 	unsigned qcap, qhead, qlen;
@@ -157,9 +177,17 @@ static bool q_push(struct weft__io_stream *s, struct chunk c)
 	return true;
 }
 
-/* Copy up to @len queued bytes to @buf; consumed buffers go back to their
+/* Where the next byte read goes: @iov[@n], at @off in iov[@i]. */
+struct sink {
+	const struct iovec *iov;
+	int n, i;
+	size_t off;
+	bool discard; /* MSG_TRUNC: count, do not copy */
+};
+
+/* Copy up to @len queued bytes into @k; consumed buffers go back to their
  * rings unless @peek. Context: under s->lock. */
-static size_t consume(struct weft__io_stream *s, char *buf, size_t len,
+static size_t consume(struct weft__io_stream *s, struct sink *k, size_t len,
 		      bool peek)
 {
 	size_t done = 0;
@@ -167,16 +195,33 @@ static size_t consume(struct weft__io_stream *s, char *buf, size_t len,
 
 	while (done < len && i < s->qlen) {
 		struct chunk *c = &s->q[(s->qhead + i) % s->qcap];
-		size_t k = c->len - c->off;
-		if (k > len - done)
-			k = len - done;
-		memcpy(buf + done, c->addr + c->off, k);
-		done += k;
+		size_t n = c->len - c->off;
+		if (n > len - done)
+			n = len - done;
+		if (!k->discard) {
+			/* into the iovecs, skipping empty ones */
+			for (size_t m = 0; m < n;) {
+				const struct iovec *v = &k->iov[k->i];
+				size_t room = v->iov_len - k->off;
+				if (!room) {
+					k->i++;
+					k->off = 0;
+					continue;
+				}
+				if (room > n - m)
+					room = n - m;
+				memcpy((char *)v->iov_base + k->off,
+				       c->addr + c->off + m, room);
+				k->off += room;
+				m += room;
+			}
+		}
+		done += n;
 		if (peek) {
 			i++;
 			continue;
 		}
-		c->off += (uint32_t)k;
+		c->off += (uint32_t)n;
 		if (c->off == c->len) {
 			c->w->rt->io_backend->buf_put(c->w, c->bid);
 			s->qhead = (s->qhead + 1) % s->qcap;
@@ -209,6 +254,8 @@ static void claim_all(struct weft__waitq *q, int status,
 	}
 }
 
+static void wait_unarmed(struct weft__task *t, struct weft__io_stream *s);
+
 /* ------------------------------------------------------------ readers */
 
 /* Step 1's publish: arm on this worker if nothing is armed and nothing
@@ -227,14 +274,17 @@ static void reader_publish(struct weft__task *t, struct weft__wait *wt)
 	weft__spin_lock(&s->lock);
 	if (!s->armed && !s->dead && !s->qlen && !s->has_final &&
 	    !s->fallback && !weft__waitq_empty(&s->readers)) {
-		if (be->ms_ready && be->ms_ready(w)) {
+		if (!s->hold && be->ms_ready && be->ms_ready(w)) {
 			arm = true;
 			s->armed = true;
 			s->op.owner = w;
 			atomic_fetch_add_explicit(&s->refs, 1,
 						  memory_order_relaxed);
 		} else {
-			s->fallback = true;
+			/* no ring here, or a poller watches the socket:
+			 * they read it directly (step 1) */
+			if (!s->hold)
+				s->fallback = true;
 			claim_all(&s->readers, 0, &wk);
 		}
 	}
@@ -245,34 +295,46 @@ static void reader_publish(struct weft__task *t, struct weft__wait *wt)
 	weft__wakeups_flush(&wk);
 }
 
-static ssize_t plain_recv(struct weft__task *t, int fd, void *buf, size_t len,
-			  int flags)
+/* Park @t as a reader of @s (enqueued by the caller, under the lock,
+ * which this releases). Return: 0 to look again, or the error that ends
+ * the read. */
+static int reader_park(struct weft__task *t, struct weft__io_stream *s,
+		       struct weft__waiter *wr)
 {
-	struct weft__io_op op;
+	struct weft__wait wt;
+	int reason;
 
-	memset(&op, 0, sizeof(op));
-	op.opcode = WEFT__OP_RECV;
-	op.fd = fd;
-	op.buf = buf;
-	op.len = len;
-	op.flags = flags;
-	op.off = -1;
-	return weft__io_exec(t, &op);
+	weft__spin_unlock(&s->lock);
+	wt.publish = reader_publish;
+	wt.obj = s;
+	wt.word = wr->word;
+	wt.deadline_ns = weft__wait_deadline(t);
+	weft__set_wait_kind(t, WEFT__WK_IO); /* for dumps */
+	reason = weft__wait_park(t, &wt);
+	if (reason != WEFT__WAKE_SOURCE) {
+		weft__spin_lock(&s->lock);
+		if (wr->linked)
+			weft__waitq_remove(&s->readers, wr);
+		weft__spin_unlock(&s->lock);
+		return weft__wait_error(t, reason);
+	}
+	return wr->status;
 }
 
-static ssize_t stream_recv(struct weft__task *t, struct weft__io_stream *s,
-			   char *buf, size_t len, int flags)
+/* Return: bytes read, an error, or -EAGAIN: nothing read, nothing queued
+ * and nothing armed (a fallback, a poller holding): one plain call. */
+static ssize_t stream_read(struct weft__task *t, struct weft__io_stream *s,
+			   struct sink *k, size_t len, int flags)
 {
 	bool peek = flags & MSG_PEEK, all = (flags & MSG_WAITALL) && !peek;
 	struct weft__waiter wr;
-	struct weft__wait wt;
 	size_t done = 0;
-	int reason, err;
+	int err;
 
 	for (;;) {
 		weft__spin_lock(&s->lock);
 		if (s->qlen) {
-			done += consume(s, buf + done, len - done, peek);
+			done += consume(s, k, len - done, peek);
 			if (!all || done == len) {
 				weft__spin_unlock(&s->lock);
 				return (ssize_t)done;
@@ -289,60 +351,172 @@ static ssize_t stream_recv(struct weft__task *t, struct weft__io_stream *s,
 			weft__spin_unlock(&s->lock);
 			return done ? (ssize_t)done : -EBADF;
 		}
-		if (s->fallback) {
-			s->fallback = false;
+		if (s->fallback || s->hold) {
+			if (!s->hold)
+				s->fallback = false;
 			weft__spin_unlock(&s->lock);
-			if (done)
-				return (ssize_t)done;
 			/* nothing queued, nothing armed: order holds */
-			return plain_recv(t, s->fd, buf, len, flags);
+			return done ? (ssize_t)done : -EAGAIN;
 		}
 		weft__waiter_enqueue(&s->readers, &wr, t, true, false, false);
-		weft__spin_unlock(&s->lock);
-		wt.publish = reader_publish;
-		wt.obj = s;
-		wt.word = wr.word;
-		wt.deadline_ns = weft__wait_deadline(t);
-		weft__set_wait_kind(t, WEFT__WK_IO); /* for dumps */
-		reason = weft__wait_park(t, &wt);
-		if (reason != WEFT__WAKE_SOURCE) {
-			weft__spin_lock(&s->lock);
-			if (wr.linked)
-				weft__waitq_remove(&s->readers, &wr);
-			weft__spin_unlock(&s->lock);
-			err = weft__wait_error(t, reason);
-			if (err)
-				return done ? (ssize_t)done : err;
-			continue;
-		}
-		if (wr.status < 0)
-			return done ? (ssize_t)done : wr.status;
+		err = reader_park(t, s, &wr);
+		if (err < 0)
+			return done ? (ssize_t)done : err;
 	}
 }
 
-ssize_t weft__io_stream_recv(struct weft__task *t, int fd, void *buf,
-			     size_t len, int flags, bool *handled)
+bool weft__io_is_stream(int fd)
+{
+	return fd >= 0 && (unsigned)fd < STREAM_FDS &&
+	       atomic_load_explicit(&table[fd], memory_order_relaxed);
+}
+
+ssize_t weft__io_stream_read(struct weft__task *t, int fd,
+			     const struct iovec *iov, int iovcnt, int flags,
+			     bool *handled)
 {
 	struct weft__io_stream *s;
+	struct sink k = { iov, iovcnt, 0, 0, false };
+	size_t len = 0;
 	ssize_t r;
 	int err;
 
 	*handled = false;
 	if ((unsigned)fd >= STREAM_FDS ||
 	    !atomic_load_explicit(&table[fd], memory_order_relaxed) ||
-	    (flags & ~(MSG_PEEK | MSG_WAITALL)))
-		return 0;
+	    (flags & ~(MSG_PEEK | MSG_WAITALL | MSG_TRUNC)) || iovcnt < 0 ||
+	    iovcnt > IOV_MAX || (!iov && iovcnt))
+		return 0; /* the kernel says what it says about those */
+	for (int i = 0; i < iovcnt; i++) {
+		if (iov[i].iov_len > SSIZE_MAX - len)
+			return 0; /* -EINVAL from the kernel */
+		len += iov[i].iov_len;
+	}
 	s = stream_get(fd);
 	if (!s)
 		return 0;
-	*handled = true;
+	k.discard = flags & MSG_TRUNC;
 	err = weft__pending_error(t);
 	if (err)
 		r = err;
 	else if (len == 0)
 		r = 0;
 	else
-		r = stream_recv(t, s, buf, len, flags);
+		r = stream_read(t, s, &k, len, flags);
+	stream_put(s);
+	if (r == -EAGAIN)
+		return 0;
+	*handled = true;
+	return r;
+}
+
+/* ------------------------------------------------------------ poll */
+
+#define POLL_READ (POLLIN | POLLRDNORM)
+
+/* What a poll for @events sees of the queue. Context: under s->lock. */
+static short queued_events(struct weft__io_stream *s, short events)
+{
+	short ev = 0;
+
+	if (s->qlen || s->has_final)
+		ev |= events & POLL_READ;
+	if (!s->qlen && s->has_final) {
+		if (s->final_res < 0)
+			ev |= POLLERR;
+		else
+			ev |= events & POLLRDHUP;
+	}
+	return ev;
+}
+
+/* Add the events the socket itself shows for @events beyond reading. */
+static int with_socket_events(int fd, short events, short ev)
+{
+	struct pollfd p = { fd, (short)(events & ~POLL_READ), 0 };
+
+	if (p.events && poll(&p, 1, 0) > 0)
+		ev |= p.revents & (short)~POLL_READ;
+	return ev;
+}
+
+/*
+ * weft_poll on a stream. Bytes the multishot took out of the socket are in
+ * the queue, where the socket's own readiness no longer shows them:
+ *  - POLLIN (with POLLRDHUP at most): wait as a reader (arming as one
+ *    does) for the queue to hold something; it is not consumed.
+ *  - anything else besides, or after a fallback: the socket is watched
+ *    directly. A hold keeps readers from arming meanwhile (they read
+ *    plainly), the multishot is cancelled and waited for, then the queue
+ *    is looked at once more, then a plain poll of the socket.
+ */
+static int stream_poll(struct weft__task *t, struct weft__io_stream *s,
+		       short events)
+{
+	struct weft__waiter wr;
+	bool dead;
+	short ev;
+	int err;
+
+	for (;;) {
+		weft__spin_lock(&s->lock);
+		if ((ev = queued_events(s, events)))
+			break;
+		if (s->dead) {
+			weft__spin_unlock(&s->lock);
+			return -EBADF;
+		}
+		if (s->fallback || s->hold ||
+		    (events & ~(POLL_READ | POLLRDHUP)))
+			goto watch_socket;
+		weft__waiter_enqueue(&s->readers, &wr, t, true, false, false);
+		err = reader_park(t, s, &wr);
+		if (err < 0)
+			return err;
+	}
+	weft__spin_unlock(&s->lock);
+	return with_socket_events(s->fd, events, ev);
+
+watch_socket:
+	s->hold++;
+	weft__spin_unlock(&s->lock);
+	wait_unarmed(t, s);
+	weft__spin_lock(&s->lock);
+	ev = queued_events(s, events);
+	dead = s->dead;
+	weft__spin_unlock(&s->lock);
+	if (ev) {
+		err = with_socket_events(s->fd, events, ev);
+	} else if (dead) {
+		err = -EBADF;
+	} else {
+		/* nothing queued, nothing armed, none will be: the socket
+		 * shows everything */
+		err = weft__io_poll_fd(t, s->fd, events);
+	}
+	weft__spin_lock(&s->lock);
+	s->hold--;
+	weft__spin_unlock(&s->lock);
+	return err;
+}
+
+int weft__io_stream_poll(struct weft__task *t, int fd, short events,
+			 bool *handled)
+{
+	struct weft__io_stream *s;
+	int r;
+
+	*handled = false;
+	if ((unsigned)fd >= STREAM_FDS || !(events & POLL_READ) ||
+	    !atomic_load_explicit(&table[fd], memory_order_relaxed))
+		return 0;
+	s = stream_get(fd);
+	if (!s)
+		return 0;
+	*handled = true;
+	r = weft__pending_error(t);
+	if (!r)
+		r = stream_poll(t, s, events);
 	stream_put(s);
 	return r;
 }
@@ -357,6 +531,7 @@ unsigned weft__io_stream_cqe(struct weft__worker *w, struct weft__io_op *op,
 	const struct weft__io_backend *be = w->rt->io_backend;
 	struct weft__wakeups wk;
 	unsigned woken = 0;
+	bool throttle = false;
 
 	wk.n = 0;
 	weft__spin_lock(&s->lock);
@@ -391,13 +566,26 @@ unsigned weft__io_stream_cqe(struct weft__worker *w, struct weft__io_op *op,
 			}
 		}
 	}
-	if (s->dead) {
-		if (!s->armed)
-			claim_all(&s->closers, 0, &wk);
-	} else {
-		claim_all(&s->readers, 0, &wk);
+	if (!more) {
+		s->throttled = false;
+	} else if (s->qlen >= STREAM_MAX_CHUNKS && !s->throttled &&
+		   !s->dead) {
+		/* Nobody reads: stop taking the worker's buffers (the
+		 * multishot's last completion clears the mark). */
+		s->throttled = throttle = true;
 	}
+	if (!s->armed)
+		claim_all(&s->closers, 0, &wk); /* weft_close, a poller */
+	if (!s->dead)
+		claim_all(&s->readers, 0, &wk);
 	weft__spin_unlock(&s->lock);
+	/* Still armed (more), so op stays ours. No SQE free now: try again
+	 * at the next chunk. */
+	if (throttle && !be->cancel_nowait(w, op)) {
+		weft__spin_lock(&s->lock);
+		s->throttled = false;
+		weft__spin_unlock(&s->lock);
+	}
 	for (unsigned i = 0; i < wk.n; i++) {
 		struct weft__task *t = wk.t[i];
 		/* as weft__io_complete(): into this worker's deque, the poll

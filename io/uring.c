@@ -444,24 +444,34 @@ static void u_arm(struct weft__worker *w, struct weft__io_op *op)
 	u->inflight++;
 }
 
-static void u_cancel(struct weft__worker *w, struct weft__io_op *op)
+/* Prepare an ASYNC_CANCEL of @op, making room by submitting only: reaping
+ * here could complete (and let go of) ops our caller is still looking at,
+ * and a completion handler may call this in the middle of a reap.
+ * Return: false if no SQE came free (the caller tries again later). */
+static bool u_cancel_nowait(struct weft__worker *w, struct weft__io_op *op)
 {
 	struct uring *u = U(w);
 	struct io_uring_sqe *sqe;
 
-	/* Make room by submitting only: reaping here could complete (and
-	 * let go of) ops our caller is still looking at. */
 	for (int i = 0; !(sqe = io_uring_get_sqe(&u->ring)); i++) {
-		if (i < 8) {
-			io_uring_submit(&u->ring);
-			continue;
-		}
-		sqe = get_sqe(w); /* the CQ is full too: reap after all */
-		break;
+		if (i == 8)
+			return false;
+		io_uring_submit(&u->ring);
 	}
-
 	/* Its result (0, -ENOENT, -EALREADY) does not matter: the target's
 	 * own CQE still comes and ends the wait. */
+	io_uring_prep_cancel64(sqe, op->ud, 0);
+	io_uring_sqe_set_data64(sqe, TAG_CANCEL);
+	return true;
+}
+
+static void u_cancel(struct weft__worker *w, struct weft__io_op *op)
+{
+	struct io_uring_sqe *sqe;
+
+	if (u_cancel_nowait(w, op))
+		return;
+	sqe = get_sqe(w); /* the CQ is full too: reap after all */
 	io_uring_prep_cancel64(sqe, op->ud, 0);
 	io_uring_sqe_set_data64(sqe, TAG_CANCEL);
 }
@@ -640,4 +650,5 @@ const struct weft__io_backend weft__io_uring_backend = {
 	.inflight = u_inflight,
 	.ms_ready = u_ms_ready,
 	.buf_put = u_buf_put,
+	.cancel_nowait = u_cancel_nowait,
 };

@@ -477,6 +477,37 @@ TEST_P(IoBackend, PollReportsReadiness)
 	});
 }
 
+// io_uring's poll reports the waker's key, and a socket's data wake-up
+// names POLLPRI and POLLRDBAND too: weft_poll must not pass those on when
+// there is no urgent data (it did: POLLIN|POLLPRI came back as 3).
+TEST_P(IoBackend, PollReportsNoUrgentDataThatIsNotThere)
+{
+	Run(2, [] {
+		int l = weft_listen_tcp(nullptr, 0, 4);
+		ASSERT_GE(l, 0);
+		int c = weft_dial_tcp("127.0.0.1", io_test::local_port(l));
+		ASSERT_GE(c, 0);
+		int s = weft_accept(l, nullptr, nullptr);
+		ASSERT_GE(s, 0);
+		short ev = POLLIN | POLLPRI | POLLRDBAND;
+		weft_task *p = go([&] {
+			return weft_poll(s, ev);
+		});
+		weft_sleep(WEFT_MSEC(5));
+		EXPECT_EQ(1, weft_send(c, "x", 1, 0));
+		EXPECT_EQ(POLLIN, weft_join(p));
+		// Urgent data is reported.
+		char b[4];
+		EXPECT_EQ(1, weft_recv(s, b, 1, 0));
+		EXPECT_EQ(1, weft_send(c, "!", 1, MSG_OOB));
+		weft_sleep(WEFT_MSEC(5));
+		EXPECT_TRUE(weft_poll(s, POLLPRI) & POLLPRI);
+		weft_close(s);
+		weft_close(c);
+		weft_close(l);
+	});
+}
+
 TEST_P(IoBackend, UdpSendmsgRecvmsg)
 {
 	Run(2, [] {

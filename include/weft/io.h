@@ -262,15 +262,24 @@ WEFT_API int weft_close(int fd);
  * report on stderr, so it never sees the old socket's bytes; an fd made
  * by a plain socket(2)/accept(2) is not checked.
  *
- * Only weft_recv() with flags 0, MSG_PEEK, MSG_WAITALL or MSG_DONTWAIT
- * (ignored) reads through the queue. Other flags, weft_recvmsg(),
- * weft_read() and weft_poll(POLLIN) go to the socket directly and do not
- * see bytes already queued: do not mix them with weft_recv() on such an
- * fd. One reader at a time is the sensible use (several are served, in no
- * defined order of bytes between them). The flag is a hint: on the epoll
- * backend, on a kernel without multishot recv (before 6.0), with
- * WEFT_IO_PBUFS=0 and for fds above 65535, weft_recv() keeps its plain
- * path. It lasts until
+ * Every read call goes through the queue, in order: weft_recv() (flags 0,
+ * MSG_PEEK, MSG_WAITALL, MSG_TRUNC; MSG_DONTWAIT ignored), weft_read() and
+ * weft_readv() (offset -1; another offset gives -ESPIPE, as pread(2) on a
+ * socket), and weft_recvmsg() (which then gives no address and no control
+ * messages: TCP's are timestamps and TCP_INQ, so do not set the flag on a
+ * socket that needs those). Other recv flags (MSG_OOB, MSG_ERRQUEUE) go to
+ * the socket. weft_poll() with POLLIN sees queued bytes as readable (and a
+ * queued end of stream as POLLIN, with POLLRDHUP if asked; an error as
+ * POLLERR) and waits for the multishot's next bytes without taking them; a
+ * poll for POLLIN together with other events (POLLPRI, POLLOUT not ready
+ * yet) first cancels the multishot, so the socket itself shows everything,
+ * and readers read plainly until that poll returns. A stream that holds 16
+ * unread chunks stops taking buffers (its multishot is cancelled; TCP flow
+ * control then holds the sender back) until a reader empties it. One
+ * reader at a time is the sensible use (several are served, in no defined
+ * order of bytes between them). The flag is a hint: on the epoll backend,
+ * on a kernel without multishot recv (before 6.0), with WEFT_IO_PBUFS=0
+ * and for fds above 65535, the plain paths stay. It lasts until
  * weft_close(), and ends with the runtime.
  *
  * Context: task only; never suspends.
