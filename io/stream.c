@@ -186,14 +186,15 @@ struct sink {
 };
 
 /* Copy up to @len queued bytes into @k; consumed buffers go back to their
- * rings unless @peek. Context: under s->lock. */
+ * rings unless @peek. A bad buffer (*@fault = true) stops the copy: the
+ * chunk it was in stays queued whole. Context: under s->lock. */
 static size_t consume(struct weft__io_stream *s, struct sink *k, size_t len,
-		      bool peek)
+		      bool peek, bool *fault)
 {
 	size_t done = 0;
 	unsigned i = 0;
 
-	while (done < len && i < s->qlen) {
+	while (done < len && i < s->qlen && !*fault) {
 		struct chunk *c = &s->q[(s->qhead + i) % s->qcap];
 		size_t n = c->len - c->off;
 		if (n > len - done)
@@ -210,11 +211,17 @@ static size_t consume(struct weft__io_stream *s, struct sink *k, size_t len,
 				}
 				if (room > n - m)
 					room = n - m;
-				memcpy((char *)v->iov_base + k->off,
-				       c->addr + c->off + m, room);
+				if (weft__copy_out((char *)v->iov_base + k->off,
+						   c->addr + c->off + m,
+						   room)) {
+					*fault = true;
+					break;
+				}
 				k->off += room;
 				m += room;
 			}
+			if (*fault)
+				break;
 		}
 		done += n;
 		if (peek) {
@@ -328,13 +335,18 @@ static ssize_t stream_read(struct weft__task *t, struct weft__io_stream *s,
 {
 	bool peek = flags & MSG_PEEK, all = (flags & MSG_WAITALL) && !peek;
 	struct weft__waiter wr;
+	bool fault = false;
 	size_t done = 0;
 	int err;
 
 	for (;;) {
 		weft__spin_lock(&s->lock);
 		if (s->qlen) {
-			done += consume(s, k, len - done, peek);
+			done += consume(s, k, len - done, peek, &fault);
+			if (fault) {
+				weft__spin_unlock(&s->lock);
+				return done ? (ssize_t)done : -EFAULT;
+			}
 			if (!all || done == len) {
 				weft__spin_unlock(&s->lock);
 				return (ssize_t)done;

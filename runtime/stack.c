@@ -104,7 +104,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <setjmp.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -759,6 +761,42 @@ static __thread const struct weft__overflow_info *cur_info
 static struct sigaction old_action[2];
 static pthread_mutex_t install_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* weft__copy_out(): set while the thread copies into [lo, hi). */
+static _Atomic bool copy_guarded; /* our handler owns both signals */
+static __thread sigjmp_buf *copy_env;
+static __thread uintptr_t copy_lo, copy_hi;
+
+int weft__copy_out(void *dst, const void *src, size_t n)
+{
+	sigjmp_buf env;
+	sigset_t faults;
+
+	if (!n)
+		return 0;
+	if (!atomic_load_explicit(&copy_guarded, memory_order_relaxed)) {
+		memcpy(dst, src, n);
+		return 0;
+	}
+	/* No mask saved (a syscall); a fault leaves its signal blocked, so
+	 * unblock it on the way out. */
+	if (sigsetjmp(env, 0)) {
+		sigemptyset(&faults);
+		sigaddset(&faults, SIGSEGV);
+		sigaddset(&faults, SIGBUS);
+		pthread_sigmask(SIG_UNBLOCK, &faults, NULL);
+		return -EFAULT;
+	}
+	copy_lo = (uintptr_t)dst;
+	copy_hi = (uintptr_t)dst + n;
+	atomic_signal_fence(memory_order_seq_cst);
+	copy_env = &env;
+	atomic_signal_fence(memory_order_seq_cst);
+	memcpy(dst, src, n);
+	atomic_signal_fence(memory_order_seq_cst);
+	copy_env = NULL;
+	return 0;
+}
+
 void weft__overflow_set_current(const struct weft__overflow_info *info)
 {
 	cur_info = info;
@@ -826,6 +864,14 @@ static void overflow_handler(int sig, siginfo_t *si, void *uctx)
 	int saved_errno = errno;
 
 	(void)uctx;
+	/* A fault of weft__copy_out() in the user's buffer: -EFAULT. */
+	if (si->si_code > 0 && copy_env &&
+	    (uintptr_t)si->si_addr - copy_lo < copy_hi - copy_lo) {
+		sigjmp_buf *env = copy_env;
+		copy_env = NULL;
+		errno = saved_errno;
+		siglongjmp(*env, 1);
+	}
 	/* si_code > 0: raised by the kernel for a fault, not by kill(). */
 	if (si->si_code > 0 && info && info->stack &&
 	    weft__stack_in_guard(info->stack, si->si_addr))
@@ -841,7 +887,7 @@ int weft__overflow_handler_install(void)
 {
 	static const int sigs[2] = { SIGSEGV, SIGBUS };
 	struct sigaction cur, act;
-	int ret = 0;
+	int ret = 0, owned = 0;
 
 	if (!weft__overflow_reporter_enabled())
 		return 0;
@@ -858,8 +904,10 @@ int weft__overflow_handler_install(void)
 			break;
 		}
 		if ((cur.sa_flags & SA_SIGINFO) &&
-		    cur.sa_sigaction == overflow_handler)
+		    cur.sa_sigaction == overflow_handler) {
+			owned++;
 			continue; /* already ours */
+		}
 		if ((cur.sa_flags & SA_SIGINFO) || cur.sa_handler != SIG_DFL)
 			continue; /* the program's own: leave it alone */
 		old_action[i] = cur;
@@ -867,7 +915,11 @@ int weft__overflow_handler_install(void)
 			ret = -errno;
 			break;
 		}
+		owned++;
 	}
+	if (owned == 2)
+		atomic_store_explicit(&copy_guarded, true,
+				      memory_order_relaxed);
 	pthread_mutex_unlock(&install_lock);
 	return ret;
 }

@@ -276,6 +276,22 @@ void weft__altstack_teardown(void *p);
  */
 void weft__overflow_set_current(const struct weft__overflow_info *info);
 
+/**
+ * weft__copy_out() - memcpy() into a buffer the user passed, that gives
+ * -EFAULT instead of a crash when @dst is bad (a recv served from runtime
+ * memory must answer as the syscall would).
+ *
+ * Where the overflow handler is installed (not under sanitizers, not when
+ * the program owns SIGSEGV/SIGBUS), a fault inside [@dst, @dst + @n)
+ * jumps back here; elsewhere this is a plain memcpy(). Bytes before the
+ * fault may have been written.
+ *
+ * Context: any thread; async-signal-unsafe; may be called under a
+ * spinlock (no lock is taken, nothing is allocated).
+ * Return: 0, or -EFAULT.
+ */
+int weft__copy_out(void *dst, const void *src, size_t n);
+
 #ifdef __cplusplus
 }
 #endif

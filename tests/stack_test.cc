@@ -756,6 +756,44 @@ TEST(StackOverflowDeathTest, OtherFaultsCrashAsBefore)
 		    "");
 }
 
+// weft__copy_out: -EFAULT for a bad destination (twice: the signal was
+// unblocked after the first), a good copy still copies, and a fault that
+// is not in a copy still crashes afterwards.
+void copy_out_then_null_write()
+{
+	if (weft__overflow_handler_install() != 0)
+		_exit(10);
+	void *alt;
+	if (weft__altstack_setup(&alt) != 0)
+		_exit(11);
+	char src[64] = "payload", dst[64] = {};
+	long pg = sysconf(_SC_PAGESIZE);
+	char *p = (char *)mmap(nullptr, 2 * pg, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED || mprotect(p + pg, pg, PROT_NONE))
+		_exit(13);
+	for (int i = 0; i < 2; i++) {
+		if (weft__copy_out((void *)8, src, 8) != -EFAULT)
+			_exit(20 + i);
+		if (weft__copy_out(p + pg - 4, src, 8) != -EFAULT)
+			_exit(22 + i);
+	}
+	if (weft__copy_out(dst, src, sizeof(src)) != 0 ||
+	    strcmp(dst, "payload") != 0)
+		_exit(25);
+	*(volatile int *)nullptr = 1;
+	_exit(12);
+}
+
+TEST(StackOverflowDeathTest, CopyOutGivesEfaultAndOtherFaultsStillCrash)
+{
+	if (!weft__overflow_reporter_enabled())
+		GTEST_SKIP() << "the sanitizer owns SIGSEGV: a plain memcpy";
+	testing::GTEST_FLAG(death_test_style) = "threadsafe";
+	EXPECT_EXIT(copy_out_then_null_write(),
+		    testing::KilledBySignal(SIGSEGV), "");
+}
+
 void user_handler(int)
 {
 }
