@@ -118,6 +118,7 @@ struct weft__io_stream {
 	bool broken; /* bytes were lost (no memory): final_res forever */
 	bool throttled; /* a cancel is queued: too many chunks unread */
 	unsigned hold; /* pollers watching the socket itself: no arm */
+	unsigned fini_drop; /* weft__io_stream_rt_fini's references */
 	int final_res;
 	struct chunk *q; /* FIFO ring: qhead, qlen of qcap */
 	unsigned qcap, qhead, qlen;
@@ -736,27 +737,44 @@ void weft__io_stream_forget(int fd)
 
 void weft__io_stream_rt_fini(struct weft__runtime *rt)
 {
-	struct weft__list *l, *n;
+	struct weft__list gone = { &gone, &gone }, *l, *n;
 
 	/* The workers have stopped: no reader, no completion runs. Rings
-	 * are closed next, which cancels what is still armed. */
+	 * are closed next, which cancels what is still armed: that
+	 * multishot's reference is dropped here. A weft_close() from a
+	 * thread outside the runtime may hold the record (it took it out of
+	 * the table first): it is killed, not freed, under it. */
 	pthread_mutex_lock(&all_lock);
 	for (l = all_streams.next; l != &all_streams; l = n) {
 		struct weft__io_stream *s =
 			weft__container_of(l, struct weft__io_stream, all);
+		struct weft__io_stream *exp = s;
 		n = l->next;
 		if (s->rt != rt)
 			continue;
-		struct weft__io_stream *exp = s;
-		atomic_compare_exchange_strong_explicit(&table[s->fd], &exp,
-							NULL,
-							memory_order_acq_rel,
-							memory_order_relaxed);
+		unsigned drop = atomic_compare_exchange_strong_explicit(
+			&table[s->fd], &exp, NULL, memory_order_acq_rel,
+			memory_order_relaxed);
+		weft__spin_lock(&s->lock);
+		s->dead = true;
+		q_drop(s); /* the rings are still there */
+		drop += s->armed;
+		s->armed = false;
+		weft__spin_unlock(&s->lock);
 		weft__list_del(&s->all);
-		weft__free(s->q);
-		weft__free(s);
+		s->fini_drop = drop;
+		weft__list_add_tail(&gone, &s->all);
 	}
 	pthread_mutex_unlock(&all_lock);
+	while (gone.next != &gone) {
+		struct weft__io_stream *s =
+			weft__container_of(gone.next, struct weft__io_stream,
+					   all);
+		unsigned drop = s->fini_drop;
+		weft__list_del(&s->all); /* stream_free's del is then a no-op */
+		while (drop--)
+			stream_put(s);
+	}
 }
 
 /* ------------------------------------------------------------ the call */

@@ -856,6 +856,53 @@ TEST_P(IoBackend, MultishotBadBufferGetsEfaultAndLosesNothing)
 }
 #endif
 
+// weft_close from a thread outside the runtime racing weft_runtime_free
+// (review finding): the runtime's teardown freed every stream of its own,
+// even one the closer had just taken out of the table and was still
+// using. Now it drops only its own references. The closer's fd is closed
+// either way and nothing leaks (ASan would see a use after free).
+TEST(MultishotTeardown, ForeignCloseRacingRuntimeFree)
+{
+	int fds0 = io_test::count_fds();
+	int rounds = (int)scaled(200) < 20 ? 20 : (int)scaled(200);
+	for (int i = 0; i < rounds; i++) {
+		weft_config cfg{};
+		cfg.workers = 2;
+		weft_runtime *rt = nullptr;
+		ASSERT_EQ(0, weft_runtime_new(&rt, &cfg));
+		int l = -1, s = -1, c = -1;
+		io_test::Body b{ [&] {
+			l = weft_listen_tcp(nullptr, 0, 4);
+			ASSERT_GE(l, 0);
+			tcp_pair(l, &s, &c);
+			ASSERT_EQ(0, weft_fd_set_flags(s, WEFT_FD_MULTISHOT));
+			char x;
+			ASSERT_EQ(1, weft_send(c, "<", 1, 0));
+			ASSERT_EQ(1, weft_recv(s, &x, 1, 0)); // armed
+			ASSERT_EQ(3, weft_send(c, "abc", 3, 0)); // queued
+			weft_sleep(WEFT_MSEC(1));
+		} };
+		ASSERT_EQ(0, weft_block_on(rt, io_test::body, &b));
+		std::atomic<int> go_{ 0 };
+		int rc = 7;
+		std::thread closer([&] {
+			while (!go_.load())
+				;
+			for (int k = 0; k < (i & 63); k++)
+				asm volatile("" ::: "memory");
+			rc = weft_close(s);
+		});
+		go_ = 1;
+		EXPECT_EQ(0, weft_runtime_free(rt));
+		closer.join();
+		EXPECT_EQ(0, rc);
+		EXPECT_EQ(-1, fcntl(s, F_GETFD));
+		close(c);
+		close(l);
+	}
+	EXPECT_EQ(fds0, io_test::count_fds());
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, IoBackend,
 			 ::testing::Values("io_uring", "epoll"),
 			 io_test::backend_name);
