@@ -691,6 +691,73 @@ TEST_P(IoBackend, SignalWaitGetsAKill)
 	pthread_sigmask(SIG_SETMASK, &old, nullptr);
 }
 
+// API.md: each signal goes to one waiter whose set holds it, first come
+// first served (each waiter used to poll its own signalfd, and whichever
+// ran first took the signal).
+TEST_P(IoBackend, SignalWaitersAreServedFirstComeFirstServed)
+{
+	sigset_t both, one, two, old;
+	sigemptyset(&one);
+	sigaddset(&one, SIGUSR1);
+	sigemptyset(&two);
+	sigaddset(&two, SIGUSR2);
+	sigemptyset(&both);
+	sigaddset(&both, SIGUSR1);
+	sigaddset(&both, SIGUSR2);
+	ASSERT_EQ(0, pthread_sigmask(SIG_BLOCK, &both, &old));
+	for (unsigned workers : { 1u, 2u })
+		Run(workers, [&] {
+			// Three waiters on SIGUSR1, queued in order.
+			std::atomic<int> done[3] = {};
+			std::vector<weft_task *> ts;
+			for (int i = 0; i < 3; i++) {
+				ts.push_back(go([&, i] {
+					int r = weft_signal_wait(&one);
+					done[i] = r;
+					return 0;
+				}));
+				weft_sleep(WEFT_MSEC(5));
+			}
+			for (int k = 0; k < 3; k++) {
+				kill(getpid(), SIGUSR1);
+				for (int w = 0; w < 2000 && !done[k]; w++)
+					weft_sleep(WEFT_MSEC(1));
+				weft_sleep(WEFT_MSEC(5));
+				for (int i = 0; i < 3; i++)
+					EXPECT_EQ(i <= k ? SIGUSR1 : 0,
+						  done[i].load())
+						<< "signal " << k << ", waiter " << i;
+			}
+			for (auto t : ts)
+				EXPECT_EQ(0, weft_join(t));
+			// Sets: the oldest waiter whose set holds the signal.
+			std::atomic<int> got[3] = {};
+			const sigset_t *sets[3] = { &both, &two, &one };
+			ts.clear();
+			for (int i = 0; i < 3; i++) {
+				ts.push_back(go([&, i] {
+					got[i] = weft_signal_wait(sets[i]);
+					return 0;
+				}));
+				weft_sleep(WEFT_MSEC(5));
+			}
+			kill(getpid(), SIGUSR2); // both's, not two's
+			for (int w = 0; w < 2000 && !got[0]; w++)
+				weft_sleep(WEFT_MSEC(1));
+			EXPECT_EQ(SIGUSR2, got[0].load());
+			kill(getpid(), SIGUSR1); // one's: two's set lacks it
+			for (int w = 0; w < 2000 && !got[2]; w++)
+				weft_sleep(WEFT_MSEC(1));
+			EXPECT_EQ(SIGUSR1, got[2].load());
+			EXPECT_EQ(0, got[1].load());
+			kill(getpid(), SIGUSR2);
+			for (auto t : ts)
+				EXPECT_EQ(0, weft_join(t));
+			EXPECT_EQ(SIGUSR2, got[1].load());
+		});
+	pthread_sigmask(SIG_SETMASK, &old, nullptr);
+}
+
 TEST_P(IoBackend, ManyConnectionsChecksummed)
 {
 	const int conns = (int)weft_test::scaled(200);
