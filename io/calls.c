@@ -261,7 +261,33 @@ static void op_init(struct weft__io_op *op, int opcode, int fd)
 
 static size_t clamp(size_t len)
 {
+	size_t k = (size_t)weft__fault(WEFT__F_SHORT_IO); /* tests */
+
+	if (k && len > k)
+		len = k;
 	return len > MAX_RW ? MAX_RW : len;
+}
+
+/* The short_io test site for vectors: @iov cut to its first K bytes in
+ * @tmp. Return: the iovecs to use. */
+static const struct iovec *clamp_iov(const struct iovec *iov, int *iovcnt,
+				     struct iovec tmp[8])
+{
+	size_t k = (size_t)weft__fault(WEFT__F_SHORT_IO);
+	int n = 0;
+
+	if (!k || !iov || *iovcnt <= 0 || *iovcnt > IOV_MAX)
+		return iov;
+	for (int i = 0; i < *iovcnt && k && n < 8; i++) {
+		if (!iov[i].iov_len)
+			continue;
+		tmp[n] = iov[i];
+		if (tmp[n].iov_len > k)
+			tmp[n].iov_len = k;
+		k -= tmp[n++].iov_len;
+	}
+	*iovcnt = n;
+	return n ? tmp : iov;
 }
 
 static ssize_t xfer(int opcode, int fd, void *buf, size_t len, int flags,
@@ -373,7 +399,10 @@ static ssize_t xferv(int opcode, int fd, const struct iovec *iov, int iovcnt,
 WEFT_API ssize_t weft_readv(int fd, const struct iovec *iov, int iovcnt,
 			    int64_t offset)
 {
+	struct iovec tmp[8];
 	ssize_t r;
+
+	iov = clamp_iov(iov, &iovcnt, tmp);
 
 	if (offset != -1 && weft__io_is_stream(fd))
 		return -ESPIPE; /* as preadv(2) on a socket */
@@ -385,6 +414,9 @@ WEFT_API ssize_t weft_readv(int fd, const struct iovec *iov, int iovcnt,
 WEFT_API ssize_t weft_writev(int fd, const struct iovec *iov, int iovcnt,
 			     int64_t offset)
 {
+	struct iovec tmp[8];
+
+	iov = clamp_iov(iov, &iovcnt, tmp);
 	return xferv(WEFT__OP_WRITEV, fd, iov, iovcnt, offset);
 }
 

@@ -18,6 +18,12 @@
  *                            nth, or every when nth is 0
  *                                                ("site:E%k", "site:E@n%k")
  *
+ * One site is not a failure: "short_io:K" (RELIABILITY D5) caps each
+ * transfer of weft_recv/send/read/write/readv/writev, and of a multishot
+ * stream's reads, at K bytes, so callers meet short counts on any machine
+ * (@n and %k work as for the others). For stream sockets, pipes and
+ * files: a datagram would be cut (recvmsg/sendmsg are left whole).
+ *
  * Cost when nothing is armed: one relaxed load of a flag per site call.
  * The sites are the calls named below; each returns its usual failure
  * (-1 with errno, or -errno where the call does) as the real call would.
@@ -46,6 +52,7 @@ static const char *const site_names[WEFT__F_NSITES] = {
 	[WEFT__F_SOCKET] = "socket",
 	[WEFT__F_PTHREAD_CREATE] = "pthread_create",
 	[WEFT__F_SIGNALFD] = "signalfd",
+	[WEFT__F_SHORT_IO] = "short_io",
 };
 
 static const struct {
@@ -158,7 +165,16 @@ static int apply_spec(const char *spec)
 		end = p;
 		while ((*end >= 'A' && *end <= 'Z') || (*end >= '0' && *end <= '9'))
 			end++;
-		err = errno_of(p, (size_t)(end - p));
+		if (site == WEFT__F_SHORT_IO) {
+			/* a byte count, not an errno: "short_io:1" */
+			unsigned k;
+			if (!parse_uint(&p, &k))
+				return -EINVAL;
+			err = (int)k;
+			end = p;
+		} else {
+			err = errno_of(p, (size_t)(end - p));
+		}
 		if (site < 0 || !err)
 			return -EINVAL;
 		p = end;

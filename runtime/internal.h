@@ -125,6 +125,7 @@ enum weft__fault_site {
 	WEFT__F_SOCKET,		/* weft_socket and the helpers */
 	WEFT__F_PTHREAD_CREATE, /* worker threads */
 	WEFT__F_SIGNALFD,	/* weft_signal_wait */
+	WEFT__F_SHORT_IO,	/* not a failure: caps a transfer (io/calls.c) */
 	WEFT__F_NSITES
 };
 

@@ -36,7 +36,8 @@ WEFT_API void weft_test_stack_counts(struct weft_runtime *rt,
 				     unsigned long *nr_released);
 /* fault.c: make system call @site ("mmap", "io_uring_setup", ...; the
  * list is in runtime/fault.c) fail with @err on call @nth, every @every
- * calls, or always (both 0); @err 0 disarms it. Return 0 or -EINVAL. */
+ * calls, or always (both 0); @err 0 disarms it. Site "short_io" takes a
+ * byte count as @err: transfers are capped at it. Return 0 or -EINVAL. */
 WEFT_API int weft_test_fault(const char *site, int err, unsigned nth,
 			     unsigned every);
 /* Disarm every site. */

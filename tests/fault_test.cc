@@ -72,10 +72,12 @@ TEST(Faults, SpecSyntax)
 			     "accept4:EMFILE%10"));
 	EXPECT_EQ(0, weft_test_faults_parse("socket:EMFILE@2%3;"));
 	EXPECT_EQ(0, weft_test_faults_parse(""));
+	EXPECT_EQ(0, weft_test_faults_parse("short_io:1;short_io:7%2"));
 	for (const char *bad :
 	     { "nosuchsite:EPERM", "socket:ENOTANERRNO", "socket", "socket:",
 	       "socket:EMFILE@", "socket:EMFILE@0", "socket:EMFILE%x",
-	       "socket:EMFILE@1junk", ":EPERM" })
+	       "socket:EMFILE@1junk", ":EPERM", "short_io:EPERM",
+	       "short_io:0", "short_io:" })
 		EXPECT_EQ(-EINVAL, weft_test_faults_parse(bad)) << bad;
 	EXPECT_EQ(-EINVAL, weft_test_fault("nosuchsite", EPERM, 0, 0));
 	EXPECT_EQ(-EINVAL, weft_test_fault(nullptr, EPERM, 0, 0));
@@ -261,6 +263,78 @@ TEST(FaultsDeathTest, GuardInstallRefusedThenMapCountExhausted)
 // B5: accept failing with EMFILE (injected on every other call, with the
 // connection left queued as the kernel does): the server loop keeps
 // serving and no connection is lost or accepted twice.
+// D5: "short_io:K" caps every transfer at K bytes. weft_send and
+// weft_recv return short counts, weft_send_all still delivers everything
+// (checksum), the vector and file calls too, and a multishot stream's
+// reads are capped like plain ones.
+TEST(Faults, ShortIoCapsEveryTransfer)
+{
+	Faults f;
+	for (const char *backend : { "io_uring", "epoll" }) {
+		if (!strcmp(backend, "io_uring") && !uring_here())
+			continue;
+		io_test::run(backend, 2, [] {
+			int l = weft_listen_tcp(nullptr, 0, 4);
+			ASSERT_GE(l, 0);
+			int c = weft_dial_tcp("127.0.0.1",
+					      io_test::local_port(l));
+			ASSERT_GE(c, 0);
+			int s = weft_accept(l, nullptr, nullptr);
+			ASSERT_GE(s, 0);
+			ASSERT_EQ(0, weft_test_faults_parse("short_io:1"));
+			EXPECT_EQ(1, weft_send(c, "abc", 3, 0));
+			char b[64];
+			EXPECT_EQ(1, weft_recv(s, b, sizeof(b), 0));
+			EXPECT_EQ('a', b[0]);
+			// send_all of 20 KiB, one byte a call; read back with
+			// a multishot stream, one byte a call.
+			ASSERT_EQ(0, weft_fd_set_flags(s, WEFT_FD_MULTISHOT));
+			std::vector<char> out(20000), in(out.size());
+			uint64_t r = 99;
+			for (auto &ch : out)
+				ch = (char)(r = io_test::splitmix(r));
+			weft_task *w = weft_test::go([&] {
+				return (int)weft_send_all(c, out.data(),
+							  out.size());
+			});
+			size_t got = 0;
+			while (got < in.size()) {
+				ssize_t n = weft_recv(s, in.data() + got,
+						      in.size() - got, 0);
+				ASSERT_EQ(1, n);
+				got += (size_t)n;
+			}
+			EXPECT_EQ((int)out.size(), weft_join(w));
+			EXPECT_EQ(0, memcmp(out.data(), in.data(), in.size()));
+			// Vectors and files, capped at 3.
+			ASSERT_EQ(0, weft_test_faults_parse("short_io:3"));
+			struct iovec v[2] = { { (void *)"xy", 2 },
+					      { (void *)"zw", 2 } };
+			EXPECT_EQ(3, weft_writev(c, v, 2, -1));
+			char p1[2], p2[2];
+			struct iovec rv[2] = { { p1, 2 }, { p2, 2 } };
+			weft_sleep(WEFT_MSEC(5));
+			EXPECT_EQ(3, weft_readv(s, rv, 2, -1));
+			EXPECT_EQ(0, memcmp(p1, "xy", 2));
+			EXPECT_EQ('z', p2[0]);
+			char path[] = "/tmp/weft-short-XXXXXX";
+			int fd = mkstemp(path);
+			ASSERT_GE(fd, 0);
+			unlink(path);
+			EXPECT_EQ(3, weft_write(fd, "0123456789", 10, 0));
+			EXPECT_EQ(3, weft_read(fd, b, 10, 0));
+			EXPECT_EQ(0, memcmp(b, "012", 3));
+			weft_test_faults_clear();
+			EXPECT_EQ(7, weft_write(fd, "3456789", 7, 3));
+			EXPECT_EQ(10, weft_read(fd, b, 10, 0));
+			close(fd);
+			EXPECT_EQ(0, weft_close(s));
+			EXPECT_EQ(0, weft_close(c));
+			EXPECT_EQ(0, weft_close(l));
+		});
+	}
+}
+
 TEST(Faults, AcceptEmfileServerKeepsServing)
 {
 	Faults f;
