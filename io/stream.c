@@ -364,7 +364,9 @@ static ssize_t stream_read(struct weft__task *t, struct weft__io_stream *s,
 			weft__spin_unlock(&s->lock);
 			return done ? (ssize_t)done : -EBADF;
 		}
-		if (s->fallback || s->hold) {
+		/* (With a hold, only once the multishot has ended: bytes it
+		 * still takes must come first; its end claims us.) */
+		if (s->fallback || (s->hold && !s->armed)) {
 			if (!s->hold)
 				s->fallback = false;
 			weft__spin_unlock(&s->lock);

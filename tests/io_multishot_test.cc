@@ -709,6 +709,24 @@ TEST_P(IoBackend, MultishotPollAndReadsRacingArrivals)
 		weft_task *w = go([&] {
 			return send_stream(c, 11, total, 900);
 		});
+		// Another task polls for POLLIN|POLLPRI meanwhile: its holds
+		// and disarms must not let a read overtake queued bytes.
+		std::atomic<bool> stop{ false };
+		weft_task *poller = go([&] {
+			uint64_t q = 77;
+			while (!stop) {
+				q = splitmix(q);
+				weft_scope sp;
+				weft_scope_enter(&sp, WEFT_USEC(q % 300));
+				int p = weft_poll(s, POLLIN | POLLPRI);
+				weft_scope_exit(&sp);
+				if (p != -ETIMEDOUT && !(p & POLLIN))
+					return -EIO;
+				if (p > 0)
+					weft_sleep(WEFT_USEC(q % 100));
+			}
+			return 0;
+		});
 		Bytes g(11);
 		size_t got = 0;
 		uint64_t r = 5;
@@ -751,6 +769,8 @@ TEST_P(IoBackend, MultishotPollAndReadsRacingArrivals)
 				ASSERT_EQ(g.next(), (uint8_t)x[i]) << got + i;
 			got += (size_t)n;
 		}
+		stop = true;
+		EXPECT_EQ(0, weft_join(poller));
 		EXPECT_EQ(0, weft_join(w));
 		EXPECT_EQ(0, weft_close(s));
 		EXPECT_EQ(0, weft_close(c));
