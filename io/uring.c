@@ -510,13 +510,25 @@ static unsigned reap(struct weft__worker *w)
 	struct io_uring_cqe *cqes[REAP_BATCH];
 	unsigned woken = 0, n;
 
+	/* Test builds: ring faults (runtime/fault.c). */
+	unsigned k = (unsigned)weft__fault(WEFT__F_REAP_K);
+	unsigned seed = (unsigned)weft__fault(WEFT__F_CQE_SHUFFLE);
+
 	for (;;) {
-		n = io_uring_peek_batch_cqe(&u->ring, cqes, REAP_BATCH);
+		n = io_uring_peek_batch_cqe(&u->ring, cqes,
+					    k && k < REAP_BATCH ? k : REAP_BATCH);
 		/* Multishot completions in CQ order: each carries the next
 		 * bytes of its stream. */
 		for (unsigned i = 0; i < n; i++)
 			if (is_multishot(cqes[i]->user_data))
 				woken += ms_cqe(w, cqes[i]);
+		for (unsigned i = n; seed && i > 1; i--) {
+			unsigned j = (seed = seed * 1103515245u + 12345u) % i;
+			struct io_uring_cqe *c = cqes[i - 1];
+			cqes[i - 1] = cqes[j];
+			cqes[j] = c;
+			seed |= 1; /* never 0: still armed */
+		}
 		/* Newest first: the woken tasks go to the deque, whose owner
 		 * takes the newest first, so the oldest completion runs
 		 * first (FIFO within a batch: a fair tail at 1000s of
@@ -548,6 +560,8 @@ static unsigned reap(struct weft__worker *w)
 			}
 		}
 		io_uring_cq_advance(&u->ring, n);
+		if (k)
+			return woken; /* the rest next tick */
 		if (n == REAP_BATCH)
 			continue;
 		/* NODROP: completions the CQ had no room for wait in the

@@ -23,6 +23,11 @@
  * stream's reads, at K bytes, so callers meet short counts on any machine
  * (@n and %k work as for the others). For stream sockets, pipes and
  * files: a datagram would be cut (recvmsg/sendmsg are left whole).
+ * Two more are ring faults of the io_uring backend (RELIABILITY B8, 3.5):
+ * "reap_k:K" reaps at most K completions per scheduler tick (the rest
+ * wait in the CQ, which then overflows sooner), and "cqe_shuffle:SEED"
+ * handles each reaped batch in a shuffled order (multishot completions
+ * excepted: the kernel orders a stream's bytes, and so do we).
  *
  * Cost when nothing is armed: one relaxed load of a flag per site call.
  * The sites are the calls named below; each returns its usual failure
@@ -53,6 +58,8 @@ static const char *const site_names[WEFT__F_NSITES] = {
 	[WEFT__F_PTHREAD_CREATE] = "pthread_create",
 	[WEFT__F_SIGNALFD] = "signalfd",
 	[WEFT__F_SHORT_IO] = "short_io",
+	[WEFT__F_REAP_K] = "reap_k",
+	[WEFT__F_CQE_SHUFFLE] = "cqe_shuffle",
 };
 
 static const struct {
@@ -165,8 +172,9 @@ static int apply_spec(const char *spec)
 		end = p;
 		while ((*end >= 'A' && *end <= 'Z') || (*end >= '0' && *end <= '9'))
 			end++;
-		if (site == WEFT__F_SHORT_IO) {
-			/* a byte count, not an errno: "short_io:1" */
+		if (site == WEFT__F_SHORT_IO || site == WEFT__F_REAP_K ||
+		    site == WEFT__F_CQE_SHUFFLE) {
+			/* a number, not an errno: "short_io:1" */
 			unsigned k;
 			if (!parse_uint(&p, &k))
 				return -EINVAL;

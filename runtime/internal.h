@@ -126,6 +126,8 @@ enum weft__fault_site {
 	WEFT__F_PTHREAD_CREATE, /* worker threads */
 	WEFT__F_SIGNALFD,	/* weft_signal_wait */
 	WEFT__F_SHORT_IO,	/* not a failure: caps a transfer (io/calls.c) */
+	WEFT__F_REAP_K,		/* not a failure: CQEs reaped per tick */
+	WEFT__F_CQE_SHUFFLE,	/* not a failure: a seed; CQE order per batch */
 	WEFT__F_NSITES
 };
 

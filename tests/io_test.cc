@@ -710,13 +710,22 @@ TEST_P(IoBackend, SignalWaitersAreServedFirstComeFirstServed)
 			// Three waiters on SIGUSR1, queued in order.
 			std::atomic<int> done[3] = {};
 			std::vector<weft_task *> ts;
+			// (Each queues itself right after it says so, with
+			// no suspension in between: a sleep covers that.)
+			std::atomic<int> started{ 0 };
+			auto queued = [&](int i) {
+				while (started.load() <= i)
+					weft_sleep(WEFT_MSEC(1));
+				weft_sleep(WEFT_MSEC(10));
+			};
 			for (int i = 0; i < 3; i++) {
 				ts.push_back(go([&, i] {
+					started++;
 					int r = weft_signal_wait(&one);
 					done[i] = r;
 					return 0;
 				}));
-				weft_sleep(WEFT_MSEC(5));
+				queued(i);
 			}
 			for (int k = 0; k < 3; k++) {
 				kill(getpid(), SIGUSR1);
@@ -734,12 +743,14 @@ TEST_P(IoBackend, SignalWaitersAreServedFirstComeFirstServed)
 			std::atomic<int> got[3] = {};
 			const sigset_t *sets[3] = { &both, &two, &one };
 			ts.clear();
+			started = 0;
 			for (int i = 0; i < 3; i++) {
 				ts.push_back(go([&, i] {
+					started++;
 					got[i] = weft_signal_wait(sets[i]);
 					return 0;
 				}));
-				weft_sleep(WEFT_MSEC(5));
+				queued(i);
 			}
 			kill(getpid(), SIGUSR2); // both's, not two's
 			for (int w = 0; w < 2000 && !got[0]; w++)
