@@ -222,6 +222,13 @@ struct weft__task {
 	 * report (runtime.c). */
 	unsigned spawn_line;
 	const char *spawn_file;
+#ifndef NDEBUG
+	/* Debug builds (RELIABILITY C10): 1 + the index of the worker whose
+	 * run_task() switched into the task, 0 while it is not running. A
+	 * double wake that queued it twice aborts naming both workers,
+	 * instead of two workers running on one stack. */
+	_Atomic unsigned dbg_running_on;
+#endif
 };
 
 /* What a waiting task waits on (for weft_dump_tasks; observe.c names them). */

@@ -586,6 +586,10 @@ static bool try_run_inline(struct weft__task *host, struct weft__task *c)
 
 	w = weft__worker_current(); /* c may have migrated, with our stack */
 	w->current = host;
+#ifndef NDEBUG
+	/* set if c was resumed by a run_task() after a park */
+	atomic_store_explicit(&c->dbg_running_on, 0, memory_order_relaxed);
+#endif
 	weft__wd_slice_begin(w, host);
 	atomic_store_explicit(&host->hosting, NULL, memory_order_seq_cst);
 	c->inline_host = NULL;

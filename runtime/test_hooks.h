@@ -44,6 +44,9 @@ WEFT_API int weft_test_fault(const char *site, int err, unsigned nth,
 WEFT_API void weft_test_faults_clear(void);
 /* Apply a WEFT_FAULTS string now: 0, or -EINVAL (nothing applied). */
 WEFT_API int weft_test_faults_parse(const char *spec);
+/* worker.c: queue the calling task once more while it runs, as a double
+ * wake-up would (RELIABILITY C10: debug builds must abort). */
+WEFT_API void weft_test_queue_self_again(void);
 #endif
 
 WEFT_EXTERN_C_END

@@ -34,6 +34,7 @@
 
 #include "runtime/sched.h"
 #include "io/backend.h"
+#include "runtime/test_hooks.h"
 
 void weft__idle_enter(struct weft__worker *w);
 bool weft__idle_leave(struct weft__worker *w);
@@ -689,6 +690,32 @@ static void *spin_for_work(struct weft__worker *w)
 
 /* ------------------------------------------------------------ running */
 
+#ifndef NDEBUG
+/* RELIABILITY C10: a task queued twice (a double wake) is about to run on
+ * two workers at once. */
+static void __attribute__((noreturn, cold))
+weft__task_bug_twice(struct weft__task *t, unsigned other, unsigned me)
+{
+	weft__report("internal error: task '%s' (%p) is already running on "
+		     "worker %u; worker %u was about to run it too (queued "
+		     "twice: a double wake-up)",
+		     t->name, (void *)t, other, me);
+	abort();
+}
+#endif
+
+#ifdef WEFT_TEST_HOOKS
+WEFT_API void weft_test_queue_self_again(void)
+{
+	struct weft__task *t = weft__task_current();
+
+	if (t) {
+		weft__inject_push(t->rt, t);
+		weft__notify(t->rt);
+	}
+}
+#endif
+
 static void run_task(struct weft__worker *w, void *item)
 {
 	struct weft__runtime *rt = w->rt;
@@ -735,6 +762,13 @@ static void run_task(struct weft__worker *w, void *item)
 		if (t->spawn_flags & WEFT_SPAWN_PINNED)
 			t->pinned_to = w;
 	}
+#ifndef NDEBUG
+	unsigned other = atomic_exchange_explicit(&t->dbg_running_on,
+						  w->index + 1,
+						  memory_order_acq_rel);
+	if (WEFT__UNLIKELY(other))
+		weft__task_bug_twice(t, other - 1, w->index);
+#endif
 	w->current = t;
 	/* w->clock_ns: read as the previous task switched back or the
 	 * worker woke up, microseconds ago at most. */
@@ -750,6 +784,10 @@ static void run_task(struct weft__worker *w, void *item)
 	t = w->current;
 	w->current = NULL;
 	w->clock_ns = weft__clock_coarse();
+#ifndef NDEBUG
+	/* release: before anyone can queue it again (publish, push) */
+	atomic_store_explicit(&t->dbg_running_on, 0, memory_order_release);
+#endif
 
 	switch (t->switch_reason) {
 	case WEFT__SW_PARK:

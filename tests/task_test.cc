@@ -1530,3 +1530,36 @@ TEST(InlineJoin, PinnedJoinerKeepsTheChildOnItsWorker)
 		EXPECT_EQ(0, weft_join(p));
 	});
 }
+
+#if defined(WEFT_TEST_HOOKS) && !defined(NDEBUG) && !defined(__SANITIZE_THREAD__)
+// RELIABILITY C10: a task queued twice (a double wake-up) must never run
+// on two workers at once: debug builds abort naming both workers. (Not
+// under TSan: it does not support fork-based death tests with threads.)
+static void run_a_task_queued_twice()
+{
+	weft_config cfg{};
+	cfg.workers = 2;
+	weft_runtime *rt = nullptr;
+	if (weft_runtime_new(&rt, &cfg) != 0)
+		_exit(10);
+	weft_block_on(
+		rt,
+		[](void *) {
+			weft_test_queue_self_again();
+			// Busy, never suspending: the other worker takes the
+			// second copy meanwhile.
+			for (uint64_t t0 = weft_now();
+			     weft_now() - t0 < WEFT_SEC(5);)
+				;
+			return 0;
+		},
+		nullptr);
+	_exit(11);
+}
+
+TEST(TaskDeathTest, RunningATaskTwiceAbortsInDebugBuilds)
+{
+	testing::GTEST_FLAG(death_test_style) = "threadsafe";
+	EXPECT_DEATH(run_a_task_queued_twice(), "already running on worker");
+}
+#endif
