@@ -222,6 +222,9 @@ void weft__io_fd_unlock(int fd);
 
 /* Backend probe: 0 if a ring can be made now, else -errno (io/uring.c). */
 int weft__io_uring_probe(void);
+/* The first opcode weft needs that this kernel's io_uring lacks ("PROBE"
+ * when it cannot even say: before 5.6), or NULL. Asked once a process. */
+const char *weft__io_uring_missing_op(void);
 
 /* The non-blocking attempt of @op's syscall (readiness backends):
  * the result, or -EAGAIN to wait for op->poll_events (io/calls.c). */

@@ -172,10 +172,30 @@ static int init_backend(struct weft__runtime *rt)
 	if (entries > 32768)
 		entries = 32768;
 	if (p != PICK_EPOLL) {
-		rt->io_backend = &weft__io_uring_backend;
-		err = init_workers(rt, entries);
-		if (!err || p == PICK_URING || !uring_unavailable(err))
-			return err;
+		/* RELIABILITY D8: a kernel whose io_uring lacks an opcode we
+		 * submit would fail that call with -EINVAL every time: the
+		 * whole runtime takes the epoll backend instead (the strict
+		 * WEFT_IO=io_uring fails). Said once a process. */
+		const char *miss = weft__io_uring_missing_op();
+		if (miss) {
+			static _Atomic bool said;
+			if (p == PICK_URING)
+				return -EOPNOTSUPP;
+			if (!atomic_exchange(&said, true))
+				weft__report("this kernel's io_uring lacks %s%s: "
+					     "using the epoll backend",
+					     strcmp(miss, "PROBE") ?
+						     "IORING_OP_" :
+						     "opcode probing (before "
+						     "5.6), so maybe ",
+					     strcmp(miss, "PROBE") ? miss :
+								     "RECV");
+		} else {
+			rt->io_backend = &weft__io_uring_backend;
+			err = init_workers(rt, entries);
+			if (!err || p == PICK_URING || !uring_unavailable(err))
+				return err;
+		}
 	}
 	rt->io_backend = &weft__io_epoll_backend;
 	return init_workers(rt, entries);
@@ -212,7 +232,8 @@ WEFT_API const char *weft_io_backend(const weft_runtime *h)
 	case PICK_URING:
 		return weft__io_uring_backend.name;
 	default:
-		return uring_unavailable(weft__io_uring_probe()) ?
+		return uring_unavailable(weft__io_uring_probe()) ||
+				       weft__io_uring_missing_op() ?
 			       weft__io_epoll_backend.name :
 			       weft__io_uring_backend.name;
 	}

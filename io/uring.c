@@ -169,6 +169,60 @@ int weft__io_uring_probe(void)
 	return r;
 }
 
+/* The opcodes weft submits (io/reactor.c, io/calls.c): all in 5.6+. */
+static const struct {
+	int op;
+	const char *name;
+} needed_ops[] = {
+	{ IORING_OP_RECV, "RECV" },	      { IORING_OP_SEND, "SEND" },
+	{ IORING_OP_READ, "READ" },	      { IORING_OP_WRITE, "WRITE" },
+	{ IORING_OP_READV, "READV" },	      { IORING_OP_WRITEV, "WRITEV" },
+	{ IORING_OP_RECVMSG, "RECVMSG" },     { IORING_OP_SENDMSG, "SENDMSG" },
+	{ IORING_OP_ACCEPT, "ACCEPT" },	      { IORING_OP_CONNECT, "CONNECT" },
+	{ IORING_OP_OPENAT, "OPENAT" },	      { IORING_OP_FSYNC, "FSYNC" },
+	{ IORING_OP_POLL_ADD, "POLL_ADD" },   { IORING_OP_ASYNC_CANCEL,
+						"ASYNC_CANCEL" },
+};
+
+const char *weft__io_uring_missing_op(void)
+{
+	/* 0: not asked yet; 1: all there; 2: no probe (before 5.6) */
+	static _Atomic int known;
+	static const char *_Atomic missing;
+	struct io_uring_probe *probe;
+	const char *m = NULL;
+	int k;
+
+	if (weft__fault(WEFT__F_URING_PROBE))
+		return "RECV"; /* as a kernel without it */
+	k = atomic_load_explicit(&known, memory_order_acquire);
+	if (k)
+		return k == 1 ? atomic_load_explicit(&missing,
+						      memory_order_relaxed) :
+				"PROBE";
+	probe = io_uring_get_probe();
+	if (!probe) {
+		/* No ring at all (disabled, no memory): the caller's own
+		 * setup reports that; not cached. */
+		if (weft__io_uring_probe() != 0)
+			return NULL;
+		m = "PROBE";
+	} else {
+		for (size_t i = 0; i < WEFT__ARRAY_SIZE(needed_ops); i++)
+			if (!io_uring_opcode_supported(probe,
+						       needed_ops[i].op)) {
+				m = needed_ops[i].name;
+				break;
+			}
+		io_uring_free_probe(probe);
+	}
+	atomic_store_explicit(&missing, m, memory_order_relaxed);
+	/* release: missing before known */
+	atomic_store_explicit(&known, m && !strcmp(m, "PROBE") ? 2 : 1,
+			      memory_order_release);
+	return m;
+}
+
 static int u_init(struct weft__worker *w, unsigned entries)
 {
 	struct uring *u = weft__alloc_aligned(WEFT__CACHELINE, sizeof(*u));

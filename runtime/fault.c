@@ -51,6 +51,7 @@ static const char *const site_names[WEFT__F_NSITES] = {
 	[WEFT__F_URING_SETUP] = "io_uring_setup",
 	[WEFT__F_URING_ENTER] = "io_uring_enter",
 	[WEFT__F_URING_REGISTER] = "io_uring_register",
+	[WEFT__F_URING_PROBE] = "io_uring_probe",
 	[WEFT__F_EVENTFD] = "eventfd",
 	[WEFT__F_EPOLL_CREATE] = "epoll_create1",
 	[WEFT__F_ACCEPT] = "accept4",

@@ -119,6 +119,7 @@ enum weft__fault_site {
 	WEFT__F_URING_SETUP,	/* a worker's ring */
 	WEFT__F_URING_ENTER,	/* submit / reap */
 	WEFT__F_URING_REGISTER, /* the provided-buffer ring */
+	WEFT__F_URING_PROBE,	/* opcode probe: any errno = an opcode missing */
 	WEFT__F_EVENTFD,	/* a worker's wake-up fd */
 	WEFT__F_EPOLL_CREATE,	/* the epoll backend's set */
 	WEFT__F_ACCEPT,		/* weft_accept */

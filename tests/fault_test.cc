@@ -464,6 +464,50 @@ TEST(Faults, ReapLimitAndShuffledCompletionsLoseNothing)
 	}
 }
 
+// D8: an io_uring without an opcode weft submits (a kernel before 5.6,
+// or the io_uring_probe fault): the runtime takes the epoll backend and
+// says so once a process; its calls give the same results. The strict
+// WEFT_IO=io_uring fails instead.
+TEST(Faults, MissingOpcodeTakesEpollSaidOnce)
+{
+	Faults f;
+	if (!uring_here())
+		GTEST_SKIP() << "io_uring unavailable here";
+	weft_test_fault("io_uring_probe", EINVAL, 0, 0);
+	EXPECT_STREQ("epoll", weft_io_backend(nullptr));
+	testing::internal::CaptureStderr();
+	for (int round = 0; round < 2; round++) {
+		weft_runtime *rt = nullptr;
+		ASSERT_EQ(0, new_rt(&rt, 2));
+		EXPECT_STREQ("epoll", weft_io_backend(rt));
+		io_test::Body b{ [] {
+			int sv[2];
+			ASSERT_EQ(0, socketpair(AF_UNIX,
+						SOCK_STREAM | SOCK_CLOEXEC, 0,
+						sv));
+			EXPECT_EQ(3, weft_send(sv[0], "abc", 3, 0));
+			char x[4];
+			EXPECT_EQ(3, weft_recv(sv[1], x, sizeof(x), 0));
+			weft_close(sv[0]);
+			weft_close(sv[1]);
+		} };
+		EXPECT_EQ(0, weft_block_on(rt, io_test::body, &b));
+		EXPECT_EQ(0, weft_runtime_free(rt));
+	}
+	std::string err = testing::internal::GetCapturedStderr();
+	size_t at = err.find("lacks IORING_OP_RECV");
+	EXPECT_NE(std::string::npos, at) << err;
+	EXPECT_EQ(std::string::npos, err.find("lacks", at + 1)) << err;
+	setenv("WEFT_IO", "io_uring", 1);
+	weft_runtime *rt = nullptr;
+	EXPECT_EQ(-EOPNOTSUPP, new_rt(&rt, 2));
+	unsetenv("WEFT_IO");
+	weft_test_faults_clear();
+	ASSERT_EQ(0, new_rt(&rt, 2));
+	EXPECT_STREQ("io_uring", weft_io_backend(rt));
+	EXPECT_EQ(0, weft_runtime_free(rt));
+}
+
 TEST(Faults, AcceptEmfileServerKeepsServing)
 {
 	Faults f;
