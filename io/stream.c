@@ -74,8 +74,9 @@
  * weft_poll (stream_poll): the socket no longer shows bytes the multishot
  * took, so POLLIN (with POLLRDHUP) waits as a reader (it arms like one,
  * and is woken by every chunk) but takes nothing. Other events besides
- * need the socket itself: the poller takes a hold (readers then neither
- * arm nor wait: they read plainly), cancels the multishot and waits for
+ * need the socket itself: the poller takes a hold (readers then do not
+ * arm; once the multishot has ended they read plainly, never before, so
+ * bytes it still takes come first), cancels the multishot and waits for
  * its last completion (wait_unarmed: closers are claimed whenever the
  * multishot ends), looks at the queue once more, then polls the socket.
  */
@@ -462,7 +463,8 @@ static int with_socket_events(int fd, short events, short ev)
  *    does) for the queue to hold something; it is not consumed.
  *  - anything else besides, or after a fallback: the socket is watched
  *    directly. A hold keeps readers from arming meanwhile (they read
- *    plainly), the multishot is cancelled and waited for, then the queue
+ *    plainly once it has ended), the multishot is cancelled and waited
+ *    for, then the queue
  *    is looked at once more, then a plain poll of the socket.
  */
 static int stream_poll(struct weft__task *t, struct weft__io_stream *s,
