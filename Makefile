@@ -11,8 +11,8 @@ CTEST_FLAGS := --output-on-failure
 FORMAT_DIRS := $(wildcard runtime io include tests perf examples)
 
 .DEFAULT_GOAL := help
-.PHONY: help deps test test-epoll stress bench asan tsan format clean \
-	build-debug build-release build-asan build-tsan
+.PHONY: help deps test test-epoll stress bench asan tsan hardened format \
+	clean build-debug build-release build-asan build-tsan build-hardened
 
 help:
 	@echo "weft make targets:"
@@ -22,6 +22,7 @@ help:
 	@echo "  make bench    release build, build/release/perf/weft-bench --quick"
 	@echo "  make asan     ASan+UBSan build, ctest without the stress label"
 	@echo "  make tsan     TSan build, all tests with WEFT_TEST_SCALE=10"
+	@echo "  make hardened Release + _FORTIFY_SOURCE/CET/stack-clash, unit suite on both backends"
 	@echo "  make format   clang-format -i over the C/C++ sources"
 	@echo "  make deps     install the Debian packages weft needs (scripts/deps.sh)"
 	@echo "  make clean    remove build/ and the compile_commands.json link"
@@ -49,6 +50,9 @@ build-asan: deps
 build-tsan: deps
 	$(call preset_build,tsan)
 
+build-hardened: deps
+	$(call preset_build,hardened)
+
 test: build-debug
 	$(CTEST) --test-dir build/debug $(CTEST_FLAGS) --no-tests=error -j2 -LE stress
 
@@ -69,6 +73,13 @@ asan: build-asan
 
 tsan: build-tsan
 	WEFT_TEST_SCALE=10 $(CTEST) --test-dir build/tsan $(CTEST_FLAGS) --no-tests=error -j2
+
+# RELIABILITY 3.7: Release with _FORTIFY_SOURCE, CET and stack-clash
+# protection; the unit suite on both backends (the overflow death tests
+# run here with weft's own SIGSEGV handler, which ASan replaces).
+hardened: build-hardened
+	$(CTEST) --test-dir build/hardened $(CTEST_FLAGS) --no-tests=error -j2 -LE stress
+	WEFT_IO=epoll $(CTEST) --test-dir build/hardened $(CTEST_FLAGS) --no-tests=error -j2 -LE stress
 
 format:
 	@command -v clang-format >/dev/null || { echo "weft: clang-format not found (apt-get install clang-format)" >&2; exit 1; }
