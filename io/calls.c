@@ -441,10 +441,15 @@ WEFT_API int weft_accept(int fd, struct sockaddr *addr, socklen_t *len)
 	err = weft__fault(WEFT__F_ACCEPT);
 	if (err)
 		return -err;
-	op_init(&op, WEFT__OP_ACCEPT, fd);
-	op.buf = addr;
-	op.addrlen = len;
-	err = (int)run(t, &op);
+	/* A WEFT_FD_MULTISHOT listener (io/acceptq.c), else the plain op. */
+	bool handled;
+	err = weft__io_acceptq_accept(t, fd, addr, len, &handled);
+	if (!handled) {
+		op_init(&op, WEFT__OP_ACCEPT, fd);
+		op.buf = addr;
+		op.addrlen = len;
+		err = (int)run(t, &op);
+	}
 	if (err >= 0)
 		weft__io_stream_forget(err);
 	return err;
@@ -569,9 +574,11 @@ WEFT_API int weft_close(int fd)
 	/* A WEFT_FD_MULTISHOT stream first: its multishot recv is cancelled
 	 * and, in a task, waited for, so the socket ends with the close(2). */
 	struct weft__runtime *armed_in = weft__io_stream_close(fd);
+	/* Likewise a listener's multishot accept (io/acceptq.c). */
+	struct weft__runtime *acc_in = weft__io_acceptq_close(fd);
 
 	weft__io_close_begin(fd);
 	r = close(fd) < 0 ? (errno == EINTR ? 0 : -errno) : 0;
-	weft__io_close_end_in(fd, armed_in);
+	weft__io_close_end_in(fd, armed_in ? armed_in : acc_in);
 	return r;
 }

@@ -532,6 +532,7 @@ void weft__io_stream_forget(int fd)
 
 	if (s)
 		drop_stale(s, fd);
+	weft__io_acceptq_forget(fd);
 }
 
 void weft__io_stream_rt_fini(struct weft__runtime *rt)
@@ -584,6 +585,9 @@ WEFT_API int weft_fd_set_flags(int fd, unsigned flags)
 		return -errno;
 	if (type != SOCK_STREAM)
 		return -EINVAL;
+	/* A listener: multishot accept (io/acceptq.c). */
+	if (weft__io_acceptq_listener(fd))
+		return weft__io_acceptq_set_flags(t, fd, flags, st.st_ino);
 	be = t->rt->io_backend;
 	/* A hint: where it cannot be served, the plain path stays. */
 	if (!flags || (unsigned)fd >= STREAM_FDS || !be->ms_ready ||
