@@ -52,6 +52,9 @@ enum weft__io_opcode {
 				  * its completions go to
 				  * weft__io_stream_cqe(), not
 				  * weft__io_complete() */
+	WEFT__OP_ACCEPT_MULTISHOT, /* io/acceptq.c: likewise, its
+				    * completions go to
+				    * weft__io_acceptq_cqe() */
 };
 
 /*
@@ -145,10 +148,14 @@ struct weft__io_backend {
 	/* Give provided buffer @bid back to w's ring. Context: any thread;
 	 * never suspends. */
 	void (*buf_put)(struct weft__worker *w, unsigned bid);
-	/* As cancel(), but never reaps (so a completion handler may call
-	 * it); NULL where there is no multishot. Return: false if the
-	 * cancellation could not be queued now. Context: w is op->owner. */
-	bool (*cancel_nowait)(struct weft__worker *w, struct weft__io_op *op);
+	/* Can arm WEFT__OP_ACCEPT_MULTISHOT (io/acceptq.c); a kernel that
+	 * turns out not to have it fails the first arm with -EINVAL. */
+	bool accept_multishot;
+	/* cancel(), but only if an SQE can be had by submitting, never by
+	 * reaping (so it may be called from a completion handler).
+	 * Return: false if nothing was prepared: try again later.
+	 * Context: w's thread; w is op->owner. */
+	bool (*cancel_try)(struct weft__worker *w, struct weft__io_op *op);
 };
 
 extern const struct weft__io_backend weft__io_uring_backend;
@@ -204,7 +211,35 @@ void weft__io_stream_forget(int fd);
 /* The runtime ends: free its streams. Context: runtime freer. */
 void weft__io_stream_rt_fini(struct weft__runtime *rt);
 
-/* io/reactor.c, for io/stream.c. */
+/*
+ * weft__io_acceptq_cqe() - A completion of the multishot accept @op
+ * (embedded in an io/acceptq.c record): @res is an accepted fd or, with
+ * !@more, the error that ended it; @more: it stays armed (else @op is
+ * retired here). Return: tasks made runnable. Context: w is op->owner;
+ * its thread, inside its reap (so it never reaps).
+ */
+unsigned weft__io_acceptq_cqe(struct weft__worker *w, struct weft__io_op *op,
+			      int res, bool more);
+
+/* io/acceptq.c, for weft_fd_set_flags/weft_accept/weft_close. */
+/* Is @fd a listening socket (SO_ACCEPTCONN)? Context: any thread. */
+bool weft__io_acceptq_listener(int fd);
+/* weft_fd_set_flags() on a listener (@ino: its inode). Context: task. */
+int weft__io_acceptq_set_flags(struct weft__task *t, int fd, unsigned flags,
+			       ino_t ino);
+/* The multishot path of weft_accept() when @fd has one; *@handled false:
+ * take the plain path. Context: task; suspension point. */
+int weft__io_acceptq_accept(struct weft__task *t, int fd, struct sockaddr *addr,
+			    socklen_t *len, bool *handled);
+/* As weft__io_stream_close(), for @fd's accept queue. */
+struct weft__runtime *weft__io_acceptq_close(int fd);
+/* As weft__io_stream_forget(), for a stale accept queue. */
+void weft__io_acceptq_forget(int fd);
+/* The runtime ends: free its accept queues, close their queued fds.
+ * Context: runtime freer, workers stopped. */
+void weft__io_acceptq_rt_fini(struct weft__runtime *rt);
+
+/* io/reactor.c, for io/stream.c and io/acceptq.c. */
 /* Arm @op on w (the body of an arm publish); the caller is counted in on
  * op->fd (weft__io_fd_enter). Context: w's scheduler stack. */
 void weft__io_arm(struct weft__worker *w, struct weft__io_op *op);
@@ -263,6 +298,15 @@ WEFT_API void weft_test_io_close_race_delay(uint64_t ns);
 /* Test hook: provided buffers of the rings started from now on (@count a
  * power of two; 0: the defaults, 1024 x 4096). io/uring.c. */
 WEFT_API void weft_test_io_pbuf(unsigned count, unsigned size);
+/* Test hook: multishot accepts armed from now on get an SQE the kernel
+ * rejects (-EINVAL), as a kernel without IORING_ACCEPT_MULTISHOT would.
+ * io/uring.c. */
+WEFT_API void weft_test_io_accept_ms_einval(bool on);
+/* Test hook: @fd's accept queue (io/acceptq.c): fds queued, whether its
+ * multishot is armed, whether it fell back to the plain path for good.
+ * Return: 0, or -ENOENT when @fd has none. */
+WEFT_API int weft_test_io_acceptq_state(int fd, unsigned *queued, bool *armed,
+					bool *plain);
 #endif
 
 /* Worker hooks (runtime/worker.c, runtime/sched.c, runtime/runtime.c). */

@@ -160,12 +160,54 @@ out:
 	return r;
 }
 
+/* Plain accepts on blocking listeners, one at a time per stripe: with two
+ * callers between the readiness check and accept4(), both could see the
+ * one queued connection and the loser would block its worker in accept4()
+ * (and a weft_close, waiting for that use of the fd to end, spin forever):
+ * the epoll backend and TSan builds. */
+static pthread_mutex_t accept_locks[16] = {
+	PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER,
+	PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER,
+	PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER,
+	PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER,
+	PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER,
+	PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER,
+	PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER,
+	PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER,
+};
+
+static ssize_t try_accept(struct weft__io_op *op)
+{
+	pthread_mutex_t *lk = NULL;
+	ssize_t r;
+	int fl = fcntl(op->fd, F_GETFL);
+
+	if (fl < 0)
+		return -errno;
+	if (!(fl & O_NONBLOCK)) {
+		/* A blocking listener: accept only when a connection is
+		 * queued (a process sharing the listener can still take it
+		 * first: API.md, use weft_offload for such fds). */
+		lk = &accept_locks[(unsigned)op->fd % 16];
+		pthread_mutex_lock(lk);
+		r = ready_now(op->fd, POLLIN);
+		if (r < 0)
+			goto out;
+	}
+	r = accept4(op->fd, op->buf, op->addrlen, SOCK_CLOEXEC);
+	if (r < 0)
+		r = errno == EWOULDBLOCK ? -EAGAIN : -errno;
+out:
+	if (lk)
+		pthread_mutex_unlock(lk);
+	return r;
+}
+
 /* The socket calls: never suspend, so they run counted in on the fd
  * (weft__io_fd_enter: wholly before or after a weft_close's close(2)). */
 static ssize_t try_socket(struct weft__io_op *op)
 {
 	ssize_t r;
-	int fl;
 
 	switch (op->opcode) {
 	case WEFT__OP_POLL:
@@ -185,18 +227,7 @@ static ssize_t try_socket(struct weft__io_op *op)
 			    op->flags | MSG_DONTWAIT | MSG_NOSIGNAL);
 		break;
 	case WEFT__OP_ACCEPT:
-		fl = fcntl(op->fd, F_GETFL);
-		if (fl < 0)
-			return -errno;
-		if (!(fl & O_NONBLOCK)) {
-			/* A blocking listener: accept only when a
-			 * connection is queued. */
-			r = ready_now(op->fd, POLLIN);
-			if (r < 0)
-				return r;
-		}
-		r = accept4(op->fd, op->buf, op->addrlen, SOCK_CLOEXEC);
-		break;
+		return try_accept(op);
 	default:
 		return -EINVAL;
 	}
@@ -478,10 +509,15 @@ WEFT_API int weft_accept(int fd, struct sockaddr *addr, socklen_t *len)
 	err = weft__fault(WEFT__F_ACCEPT);
 	if (err)
 		return -err;
-	op_init(&op, WEFT__OP_ACCEPT, fd);
-	op.buf = addr;
-	op.addrlen = len;
-	err = (int)run(t, &op);
+	/* A WEFT_FD_MULTISHOT listener (io/acceptq.c), else the plain op. */
+	bool handled;
+	err = weft__io_acceptq_accept(t, fd, addr, len, &handled);
+	if (!handled) {
+		op_init(&op, WEFT__OP_ACCEPT, fd);
+		op.buf = addr;
+		op.addrlen = len;
+		err = (int)run(t, &op);
+	}
 	if (err >= 0)
 		weft__io_stream_forget(err);
 	return err;
@@ -641,9 +677,11 @@ WEFT_API int weft_close(int fd)
 	/* A WEFT_FD_MULTISHOT stream first: its multishot recv is cancelled
 	 * and, in a task, waited for, so the socket ends with the close(2). */
 	struct weft__runtime *armed_in = weft__io_stream_close(fd);
+	/* Likewise a listener's multishot accept (io/acceptq.c). */
+	struct weft__runtime *acc_in = weft__io_acceptq_close(fd);
 
 	weft__io_close_begin(fd);
 	r = close(fd) < 0 ? (errno == EINTR ? 0 : -errno) : 0;
-	weft__io_close_end_in(fd, armed_in);
+	weft__io_close_end_in(fd, armed_in ? armed_in : acc_in);
 	return r;
 }

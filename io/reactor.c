@@ -208,6 +208,7 @@ void weft__io_rt_fini(struct weft__runtime *rt)
 	pthread_mutex_unlock(&io_rts_lock);
 	if (rt->io_backend) {
 		weft__io_stream_rt_fini(rt);
+		weft__io_acceptq_rt_fini(rt);
 		fini_workers(rt);
 	}
 }

@@ -598,7 +598,7 @@ unsigned weft__io_stream_cqe(struct weft__worker *w, struct weft__io_op *op,
 	weft__spin_unlock(&s->lock);
 	/* Still armed (more), so op stays ours. No SQE free now: try again
 	 * at the next chunk. */
-	if (throttle && !be->cancel_nowait(w, op)) {
+	if (throttle && !be->cancel_try(w, op)) {
 		weft__spin_lock(&s->lock);
 		s->throttled = false;
 		weft__spin_unlock(&s->lock);
@@ -737,6 +737,7 @@ void weft__io_stream_forget(int fd)
 
 	if (s)
 		drop_stale(s, fd);
+	weft__io_acceptq_forget(fd);
 }
 
 void weft__io_stream_rt_fini(struct weft__runtime *rt)
@@ -806,6 +807,9 @@ WEFT_API int weft_fd_set_flags(int fd, unsigned flags)
 		return -errno;
 	if (type != SOCK_STREAM)
 		return -EINVAL;
+	/* A listener: multishot accept (io/acceptq.c). */
+	if (weft__io_acceptq_listener(fd))
+		return weft__io_acceptq_set_flags(t, fd, flags, st.st_ino);
 	be = t->rt->io_backend;
 	/* A hint: where it cannot be served, the plain path stays. */
 	if (!flags || (unsigned)fd >= STREAM_FDS || !be->ms_ready ||

@@ -42,7 +42,10 @@
  * it names the old generation. User addresses fit in 47 bits (task stacks
  * come from weft's own mmap arena, never from a high-address hint). Bit 0
  * (op records are 8-aligned) marks a multishot recv (io/stream.c): its
- * completions go to weft__io_stream_cqe().
+ * completions go to weft__io_stream_cqe(); bit 1 a multishot accept
+ * (io/acceptq.c, IORING_ACCEPT_MULTISHOT, 5.19+): weft__io_acceptq_cqe().
+ * An accepted fd whose CQE is still unreaped when the ring is closed
+ * (runtime teardown) is closed by fini().
  *
  * Provided buffers (multishot recv, io/stream.c): each worker registers
  * one buffer ring (group BGID) of PBUF_COUNT buffers of PBUF_SIZE bytes at
@@ -73,6 +76,7 @@
 #define UD_GEN_SHIFT 48
 #define UD_PTR_MASK ((UINT64_C(1) << UD_GEN_SHIFT) - 1)
 #define UD_MULTISHOT 1u /* bit 0 of an op's user_data */
+#define UD_ACCEPT_MS 2u /* bit 1 of an op's user_data */
 #define BGID 1
 
 /* Provided buffers per worker: 1024 x 4 KiB (4 MiB of address space;
@@ -87,6 +91,23 @@ WEFT_API void weft_test_io_pbuf(unsigned count, unsigned size)
 			      memory_order_relaxed);
 	atomic_store_explicit(&pbuf_size, size ? size : 4096,
 			      memory_order_relaxed);
+}
+
+static _Atomic bool accept_ms_einval;
+
+WEFT_API void weft_test_io_accept_ms_einval(bool on)
+{
+	atomic_store_explicit(&accept_ms_einval, on, memory_order_relaxed);
+}
+
+static bool test_accept_ms_einval(void)
+{
+	return atomic_load_explicit(&accept_ms_einval, memory_order_relaxed);
+}
+#else
+static inline bool test_accept_ms_einval(void)
+{
+	return false;
 }
 #endif
 
@@ -353,12 +374,31 @@ static void u_buf_put(struct weft__worker *w, unsigned bid)
 	weft__spin_unlock(&u->pbuf_lock);
 }
 
+static inline bool is_accept_ms(uint64_t ud);
+
+/* Close the fds of multishot accept CQEs nobody will reap (the worker has
+ * exited): reads the CQ only, no syscall but close. Context: fini(). */
+static void close_unreaped_accepts(struct uring *u)
+{
+	struct io_uring_cqe *cqe;
+	unsigned head, n = 0;
+
+	io_uring_for_each_cqe(&u->ring, head, cqe)
+	{
+		if (is_accept_ms(cqe->user_data) && cqe->res >= 0)
+			close(cqe->res);
+		n++;
+	}
+	io_uring_cq_advance(&u->ring, n);
+}
+
 static void u_fini(struct weft__worker *w)
 {
 	struct uring *u = U(w);
 
 	/* Every op's task has finished, so nothing of ours is in flight but
-	 * the kick read; closing the ring cancels it. */
+	 * the kick read and multishots (closing the ring cancels them). */
+	close_unreaped_accepts(u);
 	io_uring_queue_exit(&u->ring);
 	pbuf_free(u);
 	close(u->efd);
@@ -368,7 +408,6 @@ static void u_fini(struct weft__worker *w)
 }
 
 static unsigned reap(struct weft__worker *w);
-
 /* Submit what is prepared; with DEFER_TASKRUN (or COOP) also run the
  * completions due. Errors leave the SQEs queued for the next round. */
 static void enter(struct uring *u)
@@ -490,6 +529,17 @@ static void u_arm(struct weft__worker *w, struct weft__io_op *op)
 		io_uring_sqe_set_data64(sqe, op->ud);
 		u->inflight++;
 		return;
+	case WEFT__OP_ACCEPT_MULTISHOT:
+		/* no addresses: one buffer cannot serve many connections */
+		io_uring_prep_multishot_accept(sqe, op->fd, NULL, NULL,
+					       SOCK_CLOEXEC);
+		if (test_accept_ms_einval())
+			sqe->len = 1; /* rejected: -EINVAL, as before 5.19 */
+		op->ud = (uint64_t)(uintptr_t)op | UD_ACCEPT_MS |
+			 ((uint64_t)++u->gen << UD_GEN_SHIFT);
+		io_uring_sqe_set_data64(sqe, op->ud);
+		u->inflight++;
+		return;
 	default:
 		WEFT__BUG_ON(1);
 	}
@@ -498,36 +548,44 @@ static void u_arm(struct weft__worker *w, struct weft__io_op *op)
 	u->inflight++;
 }
 
-/* Prepare an ASYNC_CANCEL of @op, making room by submitting only: reaping
- * here could complete (and let go of) ops our caller is still looking at,
- * and a completion handler may call this in the middle of a reap.
- * Return: false if no SQE came free (the caller tries again later). */
-static bool u_cancel_nowait(struct weft__worker *w, struct weft__io_op *op)
+/* An SQE got by submitting only (reaping here could complete, and let go
+ * of, ops our caller is still looking at), or NULL. */
+static struct io_uring_sqe *get_sqe_submitting(struct uring *u)
 {
-	struct uring *u = U(w);
 	struct io_uring_sqe *sqe;
 
 	for (int i = 0; !(sqe = io_uring_get_sqe(&u->ring)); i++) {
 		if (i == 8)
-			return false;
+			return NULL;
 		io_uring_submit(&u->ring);
 	}
+	return sqe;
+}
+
+static void prep_cancel(struct io_uring_sqe *sqe, struct weft__io_op *op)
+{
 	/* Its result (0, -ENOENT, -EALREADY) does not matter: the target's
 	 * own CQE still comes and ends the wait. */
 	io_uring_prep_cancel64(sqe, op->ud, 0);
 	io_uring_sqe_set_data64(sqe, TAG_CANCEL);
-	return true;
 }
 
 static void u_cancel(struct weft__worker *w, struct weft__io_op *op)
 {
-	struct io_uring_sqe *sqe;
+	struct io_uring_sqe *sqe = get_sqe_submitting(U(w));
 
-	if (u_cancel_nowait(w, op))
-		return;
-	sqe = get_sqe(w); /* the CQ is full too: reap after all */
-	io_uring_prep_cancel64(sqe, op->ud, 0);
-	io_uring_sqe_set_data64(sqe, TAG_CANCEL);
+	if (!sqe)
+		sqe = get_sqe(w); /* the CQ is full too: reap after all */
+	prep_cancel(sqe, op);
+}
+
+static bool u_cancel_try(struct weft__worker *w, struct weft__io_op *op)
+{
+	struct io_uring_sqe *sqe = get_sqe_submitting(U(w));
+
+	if (sqe)
+		prep_cancel(sqe, op);
+	return sqe != NULL;
 }
 
 #define REAP_BATCH 256
@@ -536,6 +594,24 @@ static inline bool is_multishot(uint64_t ud)
 {
 	return (ud & UD_MULTISHOT) && ud != TAG_KICK &&
 	       ud != LIBURING_UDATA_TIMEOUT;
+}
+
+static inline bool is_accept_ms(uint64_t ud)
+{
+	return (ud & UD_ACCEPT_MS) && ud != TAG_CANCEL &&
+	       ud != LIBURING_UDATA_TIMEOUT;
+}
+
+static unsigned accept_ms_cqe(struct weft__worker *w, struct io_uring_cqe *cqe)
+{
+	struct weft__io_op *op =
+		(struct weft__io_op *)(uintptr_t)(cqe->user_data & UD_PTR_MASK &
+						  ~(uint64_t)UD_ACCEPT_MS);
+	bool more = cqe->flags & IORING_CQE_F_MORE;
+
+	if (!more)
+		U(w)->inflight--;
+	return weft__io_acceptq_cqe(w, op, cqe->res, more);
 }
 
 static unsigned ms_cqe(struct weft__worker *w, struct io_uring_cqe *cqe)
@@ -576,6 +652,8 @@ static unsigned reap(struct weft__worker *w)
 		for (unsigned i = 0; i < n; i++)
 			if (is_multishot(cqes[i]->user_data))
 				woken += ms_cqe(w, cqes[i]);
+			else if (is_accept_ms(cqes[i]->user_data))
+				woken += accept_ms_cqe(w, cqes[i]);
 		for (unsigned i = n; seed && i > 1; i--) {
 			unsigned j = (seed = seed * 1103515245u + 12345u) % i;
 			struct io_uring_cqe *c = cqes[i - 1];
@@ -596,7 +674,7 @@ static unsigned reap(struct weft__worker *w)
 			} else if (ud == TAG_CANCEL ||
 				   ud == LIBURING_UDATA_TIMEOUT) {
 				/* nothing to do */
-			} else if (is_multishot(ud)) {
+			} else if (is_multishot(ud) || is_accept_ms(ud)) {
 				/* done by the forward pass above */
 			} else {
 				struct weft__io_op *op =
@@ -718,5 +796,6 @@ const struct weft__io_backend weft__io_uring_backend = {
 	.inflight = u_inflight,
 	.ms_ready = u_ms_ready,
 	.buf_put = u_buf_put,
-	.cancel_nowait = u_cancel_nowait,
+	.accept_multishot = true,
+	.cancel_try = u_cancel_try,
 };

@@ -233,11 +233,11 @@ WEFT_API int weft_open(const char *path, int flags, mode_t mode);
 WEFT_API int weft_close(int fd);
 
 /* weft_fd_set_flags() flags */
-#define WEFT_FD_MULTISHOT 0x1u /* weft_recv through a multishot recv */
+#define WEFT_FD_MULTISHOT 0x1u /* weft_recv/weft_accept through multishot */
 
 /**
  * weft_fd_set_flags() - Opt @fd into faster paths that need a promise.
- * @fd: a connected stream socket (TCP, AF_UNIX SOCK_STREAM).
+ * @fd: a stream socket (TCP, AF_UNIX SOCK_STREAM), connected or listening.
  * @flags: WEFT_FD_MULTISHOT, or 0 (no change).
  *
  * WEFT_FD_MULTISHOT: on the io_uring backend, weft_recv() on @fd is served
@@ -281,6 +281,19 @@ WEFT_API int weft_close(int fd);
  * on a kernel without multishot recv (before 6.0), with WEFT_IO_PBUFS=0
  * and for fds above 65535, the plain paths stay. It lasts until
  * weft_close(), and ends with the runtime.
+ *
+ * On a listening socket, WEFT_FD_MULTISHOT makes weft_accept() take from
+ * one multishot accept (io_uring, Linux 5.19+) that stays armed on one
+ * worker: each accepted connection goes to exactly one waiting
+ * weft_accept(), or is queued (up to 64; past that the multishot is
+ * stopped and the kernel's backlog holds the rest until the queue is
+ * drained). Results are those of the plain call: the fd (close-on-exec),
+ * addr/len filled with getpeername() (len 0 if the peer is already gone),
+ * the error that ended the multishot (-EMFILE, ...) once, -ECANCELED /
+ * -ETIMEDOUT taking nothing. weft_close() closes queued connections. The
+ * promise is the same; weft_poll() does not see queued connections. A
+ * hint, too: on epoll, under TSan, for fds above 65535 and on kernels
+ * without multishot accept, weft_accept() keeps its plain path.
  *
  * Context: task only; never suspends.
  * Return: 0; -ENOTSOCK, -EINVAL (not a stream socket, unknown flags),

@@ -3,6 +3,7 @@
 #ifndef WEFT_TESTS_IO_HOOKS_H
 #define WEFT_TESTS_IO_HOOKS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "weft.h"
@@ -21,6 +22,12 @@ WEFT_API void weft_test_io_close_race_delay(uint64_t ns);
 /* io/uring.c: provided buffers (count, a power of two, of size bytes) of
  * the rings started from now on; 0, 0: the defaults. */
 WEFT_API void weft_test_io_pbuf(unsigned count, unsigned size);
+/* io/uring.c: multishot accepts armed from now on fail with -EINVAL, as
+ * on a kernel without them. */
+WEFT_API void weft_test_io_accept_ms_einval(bool on);
+/* io/acceptq.c: @fd's accept queue; -ENOENT when it has none. */
+WEFT_API int weft_test_io_acceptq_state(int fd, unsigned *queued, bool *armed,
+					bool *plain);
 #endif
 
 #ifdef __cplusplus
