@@ -59,7 +59,7 @@ test: build-debug
 # RELIABILITY 3.5: the whole suite again on the epoll backend (tests of
 # io_uring-only behaviour skip themselves there).
 test-epoll: build-debug
-	WEFT_IO=epoll $(CTEST) --test-dir build/debug $(CTEST_FLAGS) --no-tests=error -j2 -LE stress
+	WEFT_IO=epoll $(CTEST) --test-dir build/debug $(CTEST_FLAGS) --no-tests=error -j2 -LE 'stress|model'
 
 stress: build-debug
 	$(CTEST) --test-dir build/debug $(CTEST_FLAGS) -L stress
@@ -79,7 +79,7 @@ tsan: build-tsan
 # run here with weft's own SIGSEGV handler, which ASan replaces).
 hardened: build-hardened
 	$(CTEST) --test-dir build/hardened $(CTEST_FLAGS) --no-tests=error -j2 -LE stress
-	WEFT_IO=epoll $(CTEST) --test-dir build/hardened $(CTEST_FLAGS) --no-tests=error -j2 -LE stress
+	WEFT_IO=epoll $(CTEST) --test-dir build/hardened $(CTEST_FLAGS) --no-tests=error -j2 -LE 'stress|model'
 
 format:
 	@command -v clang-format >/dev/null || { echo "weft: clang-format not found (apt-get install clang-format)" >&2; exit 1; }
