@@ -83,6 +83,10 @@ static int serve(void *arg)
 static int acceptor(void *arg)
 {
 	(void)arg;
+	/* One multishot accept stays armed (a hint: the plain path where it
+	 * cannot be); the listener is closed with weft_close(), as the flag
+	 * asks. */
+	weft_fd_set_flags(listen_fd, WEFT_FD_MULTISHOT);
 	for (;;) {
 		int fd = weft_accept(listen_fd, NULL, NULL);
 		if (fd == -ECANCELED)
