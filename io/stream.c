@@ -411,6 +411,12 @@ ssize_t weft__io_stream_read(struct weft__task *t, int fd,
 	s = stream_get(fd);
 	if (!s)
 		return 0;
+	if (s->rt != t->rt) {
+		/* a stream serves the runtime that made it (its workers'
+		 * buffers, its owner): another's tasks read plainly */
+		stream_put(s);
+		return 0;
+	}
 	k.discard = flags & MSG_TRUNC;
 	err = weft__pending_error(t);
 	if (err)
@@ -530,6 +536,10 @@ int weft__io_stream_poll(struct weft__task *t, int fd, short events,
 	s = stream_get(fd);
 	if (!s)
 		return 0;
+	if (s->rt != t->rt) {
+		stream_put(s); /* as in weft__io_stream_read() */
+		return 0;
+	}
 	*handled = true;
 	r = weft__pending_error(t);
 	if (!r)
@@ -705,7 +715,9 @@ struct weft__runtime *weft__io_stream_close(int fd)
 	if (!s)
 		return NULL;
 	if (stream_kill(s, -ECANCELED)) {
-		if ((t = weft__task_current()))
+		/* only a task of the stream's runtime may move to its
+		 * owner; anyone else posts the cancel as a foreign thread */
+		if ((t = weft__task_current()) && t->rt == s->rt)
 			wait_unarmed(t, s);
 		else
 			rt = s->rt; /* weft_close posts the cancel there */

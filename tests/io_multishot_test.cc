@@ -923,6 +923,44 @@ TEST(MultishotTeardown, ForeignCloseRacingRuntimeFree)
 	EXPECT_EQ(fds0, io_test::count_fds());
 }
 
+// A task of another runtime closes a stream (review finding: it used to
+// move itself onto the stream's owner, a worker of a runtime it does not
+// belong to). It posts the cancel as a foreign thread would; the socket
+// really closes.
+TEST(MultishotTeardown, CloseFromAnotherRuntimesTask)
+{
+	weft_config cfg{};
+	cfg.workers = 2;
+	weft_runtime *a = nullptr, *b = nullptr;
+	ASSERT_EQ(0, weft_runtime_new(&a, &cfg));
+	ASSERT_EQ(0, weft_runtime_new(&b, &cfg));
+	int l = -1, s = -1, c = -1;
+	io_test::Body armed{ [&] {
+		l = weft_listen_tcp(nullptr, 0, 4);
+		ASSERT_GE(l, 0);
+		tcp_pair(l, &s, &c);
+		ASSERT_EQ(0, weft_fd_set_flags(s, WEFT_FD_MULTISHOT));
+		char x;
+		ASSERT_EQ(1, weft_send(c, "<", 1, 0));
+		ASSERT_EQ(1, weft_recv(s, &x, 1, 0)); // armed in a
+	} };
+	ASSERT_EQ(0, weft_block_on(a, io_test::body, &armed));
+	io_test::Body other{ [&] {
+		char x[4];
+		weft_scope sc;
+		EXPECT_EQ(0, weft_close(s));
+		weft_scope_enter(&sc, WEFT_SEC(10));
+		ssize_t n = weft_recv(c, x, sizeof(x), 0);
+		EXPECT_TRUE(n == 0 || n == -ECONNRESET) << n;
+		EXPECT_EQ(0, weft_scope_exit(&sc)) << "never closed";
+	} };
+	ASSERT_EQ(0, weft_block_on(b, io_test::body, &other));
+	close(c);
+	close(l);
+	EXPECT_EQ(0, weft_runtime_free(b));
+	EXPECT_EQ(0, weft_runtime_free(a));
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, IoBackend,
 			 ::testing::Values("io_uring", "epoll"),
 			 io_test::backend_name);

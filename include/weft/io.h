@@ -277,7 +277,9 @@ WEFT_API int weft_close(int fd);
  * unread chunks stops taking buffers (its multishot is cancelled; TCP flow
  * control then holds the sender back) until a reader empties it. One
  * reader at a time is the sensible use (several are served, in no defined
- * order of bytes between them). The flag is a hint: on the epoll backend,
+ * order of bytes between them). A stream serves the tasks of the runtime
+ * that set the flag; another runtime's tasks read @fd plainly (do not
+ * share such an fd between runtimes). The flag is a hint: on the epoll backend,
  * on a kernel without multishot recv (before 6.0), with WEFT_IO_PBUFS=0
  * and for fds above 65535, the plain paths stay. It lasts until
  * weft_close(), and ends with the runtime.
