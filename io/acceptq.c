@@ -449,46 +449,11 @@ static bool acq_kill(struct acceptq *a, int status)
 	return armed;
 }
 
-static void closer_publish(struct weft__task *t, struct weft__wait *wt)
-{
-	struct acceptq *a = wt->obj;
-	struct weft__worker *w = weft__worker_current();
-
-	(void)t;
-	/* On the owner (moved there), armed cannot change under us: only
-	 * this thread's reap ends the multishot. */
-	WEFT__BUG_ON(w != a->op.owner);
-	w->rt->io_backend->cancel(w, &a->op);
-}
-
 /* Cancel the multishot on its owner and wait for its last completion. */
 static void wait_unarmed(struct weft__task *t, struct acceptq *a)
 {
-	struct weft__worker *pin = t->pinned_to, *owner;
-	struct weft__waiter wr;
-	struct weft__wait wt;
-
-	weft__spin_lock(&a->lock);
-	owner = a->armed ? a->op.owner : NULL;
-	weft__spin_unlock(&a->lock);
-	if (!owner)
-		return;
-	weft__io_move_to(t, owner);
-	weft__spin_lock(&a->lock);
-	if (!a->armed) {
-		weft__spin_unlock(&a->lock);
-		t->pinned_to = pin;
-		return;
-	}
-	weft__waiter_enqueue(&a->closers, &wr, t, false, false, false);
-	weft__spin_unlock(&a->lock);
-	wt.publish = closer_publish;
-	wt.obj = a;
-	wt.word = wr.word;
-	wt.deadline_ns = UINT64_MAX;
-	weft__set_wait_kind(t, WEFT__WK_IO);
-	(void)weft__wait_park(t, &wt); /* uncancellable: SOURCE */
-	t->pinned_to = pin;
+	weft__io_ms_wait_unarmed(t, &a->op, &a->lock, &a->armed,
+				 &a->closers);
 }
 
 static struct acceptq *acq_detach(int fd)

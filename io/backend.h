@@ -249,6 +249,15 @@ void weft__io_retire(struct weft__worker *w, struct weft__io_op *op);
 /* Switch out and resume on worker @to (pinned_to = @to; the caller
  * restores it). Context: task. */
 void weft__io_move_to(struct weft__task *t, struct weft__worker *to);
+/* The close step of a multishot record (io/stream.c, io/acceptq.c): move
+ * to the owner of armed @op, cancel it there and wait, uncancellably, for
+ * its last completion, whose handler claims @closers. @lock guards
+ * *@armed, op->owner and @closers. Context: a task of the record's
+ * runtime. */
+struct weft__waitq;
+void weft__io_ms_wait_unarmed(struct weft__task *t, struct weft__io_op *op,
+			      _Atomic uint32_t *lock, const bool *armed,
+			      struct weft__waitq *closers);
 /* Exclusive use of fd number @fd: waits for the uses in progress
  * (weft__io_fd_enter), holds new ones off. Never across a suspension.
  * Context: any thread. */

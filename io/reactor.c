@@ -83,6 +83,7 @@
 #include <unistd.h>
 
 #include "io/backend.h"
+#include "runtime/waitq.h"
 
 /* ------------------------------------------------------------ choosing */
 
@@ -728,6 +729,39 @@ void weft__io_move_to(struct weft__task *t, struct weft__worker *to)
 	t->switch_reason = WEFT__SW_YIELD;
 	weft__ctx_switch(&t->ctx, &w->sched_ctx);
 	WEFT__BUG_ON(weft__worker_current() != to);
+}
+
+void weft__io_ms_wait_unarmed(struct weft__task *t, struct weft__io_op *op,
+			      _Atomic uint32_t *lock, const bool *armed,
+			      struct weft__waitq *closers)
+{
+	struct weft__worker *pin = t->pinned_to, *owner;
+	struct weft__waiter wr;
+	struct weft__wait wt;
+
+	weft__spin_lock(lock);
+	owner = *armed ? op->owner : NULL;
+	weft__spin_unlock(lock);
+	if (!owner)
+		return;
+	weft__io_move_to(t, owner);
+	/* On the owner, armed cannot change under us: only this thread's
+	 * reap ends the multishot. */
+	weft__spin_lock(lock);
+	if (!*armed) {
+		weft__spin_unlock(lock);
+		t->pinned_to = pin;
+		return;
+	}
+	weft__waiter_enqueue(closers, &wr, t, false, false, false);
+	weft__spin_unlock(lock);
+	wt.publish = cancel_publish; /* on the owner: cancel it there */
+	wt.obj = op;
+	wt.word = wr.word;
+	wt.deadline_ns = UINT64_MAX;
+	weft__set_wait_kind(t, WEFT__WK_IO);
+	(void)weft__wait_park(t, &wt); /* uncancellable: SOURCE */
+	t->pinned_to = pin;
 }
 
 static bool makes_fd(int opcode)

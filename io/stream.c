@@ -650,46 +650,11 @@ static bool stream_kill(struct weft__io_stream *s, int status)
 	return armed;
 }
 
-static void closer_publish(struct weft__task *t, struct weft__wait *wt)
-{
-	struct weft__io_stream *s = wt->obj;
-	struct weft__worker *w = weft__worker_current();
-
-	(void)t;
-	/* On the owner (moved there), armed cannot change under us: only
-	 * this thread's reap ends the multishot. */
-	WEFT__BUG_ON(w != s->op.owner);
-	w->rt->io_backend->cancel(w, &s->op);
-}
-
 /* Cancel the multishot on its owner and wait for its last completion. */
 static void wait_unarmed(struct weft__task *t, struct weft__io_stream *s)
 {
-	struct weft__worker *pin = t->pinned_to, *owner;
-	struct weft__waiter wr;
-	struct weft__wait wt;
-
-	weft__spin_lock(&s->lock);
-	owner = s->armed ? s->op.owner : NULL;
-	weft__spin_unlock(&s->lock);
-	if (!owner)
-		return;
-	weft__io_move_to(t, owner);
-	weft__spin_lock(&s->lock);
-	if (!s->armed) {
-		weft__spin_unlock(&s->lock);
-		t->pinned_to = pin;
-		return;
-	}
-	weft__waiter_enqueue(&s->closers, &wr, t, false, false, false);
-	weft__spin_unlock(&s->lock);
-	wt.publish = closer_publish;
-	wt.obj = s;
-	wt.word = wr.word;
-	wt.deadline_ns = UINT64_MAX;
-	weft__set_wait_kind(t, WEFT__WK_IO);
-	(void)weft__wait_park(t, &wt); /* uncancellable: SOURCE */
-	t->pinned_to = pin;
+	weft__io_ms_wait_unarmed(t, &s->op, &s->lock, &s->armed,
+				 &s->closers);
 }
 
 static struct weft__io_stream *stream_detach(int fd)
