@@ -182,15 +182,17 @@ static int init_backend(struct weft__runtime *rt)
 			static _Atomic bool said;
 			if (p == PICK_URING)
 				return -EOPNOTSUPP;
-			if (!atomic_exchange(&said, true))
-				weft__report("this kernel's io_uring lacks %s%s: "
-					     "using the epoll backend",
-					     strcmp(miss, "PROBE") ?
-						     "IORING_OP_" :
-						     "opcode probing (before "
-						     "5.6), so maybe ",
-					     strcmp(miss, "PROBE") ? miss :
-								     "RECV");
+			if (atomic_exchange(&said, true))
+				; /* said once a process */
+			else if (!strcmp(miss, "PROBE"))
+				weft__report("this kernel's io_uring cannot "
+					     "list its opcodes (before 5.6): "
+					     "using the epoll backend");
+			else
+				weft__report("this kernel's io_uring lacks "
+					     "IORING_OP_%s: using the epoll "
+					     "backend",
+					     miss);
 		} else {
 			rt->io_backend = &weft__io_uring_backend;
 			err = init_workers(rt, entries);

@@ -207,20 +207,16 @@ static const struct {
 
 const char *weft__io_uring_missing_op(void)
 {
-	/* 0: not asked yet; 1: all there; 2: no probe (before 5.6) */
-	static _Atomic int known;
+	static _Atomic bool known;
 	static const char *_Atomic missing;
 	struct io_uring_probe *probe;
 	const char *m = NULL;
-	int k;
 
 	if (weft__fault(WEFT__F_URING_PROBE))
 		return "RECV"; /* as a kernel without it */
-	k = atomic_load_explicit(&known, memory_order_acquire);
-	if (k)
-		return k == 1 ? atomic_load_explicit(&missing,
-						      memory_order_relaxed) :
-				"PROBE";
+	/* acquire: pairs with the release below (missing before known) */
+	if (atomic_load_explicit(&known, memory_order_acquire))
+		return atomic_load_explicit(&missing, memory_order_relaxed);
 	probe = io_uring_get_probe();
 	if (!probe) {
 		/* No ring at all (disabled, no memory): the caller's own
@@ -238,9 +234,7 @@ const char *weft__io_uring_missing_op(void)
 		io_uring_free_probe(probe);
 	}
 	atomic_store_explicit(&missing, m, memory_order_relaxed);
-	/* release: missing before known */
-	atomic_store_explicit(&known, m && !strcmp(m, "PROBE") ? 2 : 1,
-			      memory_order_release);
+	atomic_store_explicit(&known, true, memory_order_release);
 	return m;
 }
 

@@ -761,7 +761,14 @@ static __thread const struct weft__overflow_info *cur_info
 static struct sigaction old_action[2];
 static pthread_mutex_t install_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* weft__copy_out(): set while the thread copies into [lo, hi). */
+/* weft__copy_out(): set while the thread copies into [lo, hi). Orders:
+ * copy_guarded is relaxed (set once under install_lock, before any task
+ * runs; a copy that reads it stale just does a plain memcpy). The
+ * thread-locals are written and read by one thread, its handler included
+ * (a fault is delivered to the faulting thread; the copy never suspends,
+ * so it never changes threads), hence compiler-only signal fences: the
+ * range before copy_env, copy_env before the memcpy, the memcpy before
+ * clearing copy_env. */
 static _Atomic bool copy_guarded; /* our handler owns both signals */
 static __thread sigjmp_buf *copy_env;
 static __thread uintptr_t copy_lo, copy_hi;

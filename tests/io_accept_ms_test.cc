@@ -778,19 +778,7 @@ TEST(AcceptMsTeardown, ForeignCloseRacingRuntimeFree)
 			weft_sleep(WEFT_MSEC(1));
 		} };
 		ASSERT_EQ(0, weft_block_on(rt, io_test::body, &b));
-		std::atomic<int> go_{ 0 };
-		int rc = 7;
-		std::thread closer([&] {
-			while (!go_.load())
-				;
-			for (int k = 0; k < (i & 63); k++)
-				asm volatile("" ::: "memory");
-			rc = weft_close(l);
-		});
-		go_ = 1;
-		EXPECT_EQ(0, weft_runtime_free(rt));
-		closer.join();
-		EXPECT_EQ(0, rc);
+		EXPECT_EQ(0, io_test::close_racing_free(rt, l, i & 63));
 		for (int c : cl)
 			close(c);
 	}

@@ -13,10 +13,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <functional>
 #include <string>
+#include <thread>
 
 #include "tests/harness.h"
 #include "tests/support/io_hooks.h"
@@ -107,6 +109,26 @@ inline int count_fds()
 			n++;
 	}
 	return n;
+}
+
+// weft_close(@fd) on a thread outside the runtime, racing
+// weft_runtime_free(@rt) (which must return 0); the close starts @spin
+// turns after the free. Return: the close's result.
+inline int close_racing_free(weft_runtime *rt, int fd, int spin)
+{
+	std::atomic<int> go{ 0 };
+	int rc = 7;
+	std::thread closer([&] {
+		while (!go.load())
+			;
+		for (int k = 0; k < spin; k++)
+			asm volatile("" ::: "memory");
+		rc = weft_close(fd);
+	});
+	go = 1;
+	EXPECT_EQ(0, weft_runtime_free(rt));
+	closer.join();
+	return rc;
 }
 
 } // namespace io_test
