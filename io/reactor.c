@@ -729,7 +729,7 @@ void weft__io_move_to(struct weft__task *t, struct weft__worker *to)
 		return;
 	t->pinned_to = to;
 	t->switch_reason = WEFT__SW_YIELD;
-	weft__ctx_switch(&t->ctx, &w->sched_ctx);
+	weft__task_switch_out(t);
 	WEFT__BUG_ON(weft__worker_current() != to);
 }
 

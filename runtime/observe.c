@@ -124,6 +124,8 @@ WEFT_API void weft_stats_get(const weft_runtime *h, weft_stats *out)
 						    memory_order_relaxed);
 		out->parks += atomic_load_explicit(&k->parks,
 						   memory_order_relaxed);
+		out->handoffs += atomic_load_explicit(&k->handoffs,
+						      memory_order_relaxed);
 		out->offload_calls += atomic_load_explicit(
 			&k->offload_calls, memory_order_relaxed);
 		out->io_submitted += atomic_load_explicit(

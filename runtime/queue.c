@@ -71,7 +71,16 @@ WEFT_API weft_queue *weft_queue_new(size_t capacity)
 		errno = ENOMEM;
 		return NULL;
 	}
-	q = weft__alloc(bytes);
+	/* Whole cache lines of its own: a queue's lock line moves between
+	 * the two workers of a pair, and must not drag a neighbour's (the
+	 * other queue of the pair, another pair's) along. */
+	if (__builtin_add_overflow(bytes, (size_t)WEFT__CACHELINE - 1,
+				   &bytes)) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	bytes &= ~((size_t)WEFT__CACHELINE - 1);
+	q = weft__alloc_aligned(WEFT__CACHELINE, bytes);
 	if (!q) {
 		errno = ENOMEM;
 		return NULL;

@@ -219,6 +219,8 @@ WEFT_API int weft_runtime_new(weft_runtime **out, const weft_config *in)
 	{
 		const char *e = getenv("WEFT_INLINE_JOIN");
 		rt->inline_join = !(e && strcmp(e, "0") == 0);
+		e = getenv("WEFT_HANDOFF");
+		rt->handoff = !(e && strcmp(e, "0") == 0);
 	}
 	pthread_mutex_init(&rt->inject_lock, NULL);
 	pthread_mutex_init(&rt->idle_lock, NULL);

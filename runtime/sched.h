@@ -294,7 +294,7 @@ static inline uint64_t weft__clock_coarse(void)
 /* ---------------------------------------------------------------- workers */
 
 struct weft__stats_ctr {
-	_Atomic uint64_t spawned, completed, steals, parks;
+	_Atomic uint64_t spawned, completed, steals, parks, handoffs;
 	/* offload.c: weft_offload() calls made from this worker */
 	_Atomic uint64_t offload_calls;
 	_Atomic uint64_t io_submitted, io_completed; /* io/: owner worker */
@@ -316,6 +316,12 @@ struct weft__worker {
 	bool searching;			/* counted in rt->nsearching */
 	struct weft__ctx sched_ctx;	/* the worker thread's own stack */
 	struct weft__task *current;	/* task running now, or NULL */
+	/* a task that parked by switching straight to another (worker.c,
+	 * weft__task_switch_out()): its publish is still to be done, by the
+	 * task it switched to. Owner only. */
+	struct weft__task *handoff;
+	/* what the overflow handler names while a task runs (stack.h) */
+	struct weft__overflow_info oi;
 	uint64_t rng;
 
 	/* pinned tasks: owner-only FIFO, and an inbox other threads fill */
@@ -451,6 +457,7 @@ struct weft__runtime {
 
 	struct weft__stack_pool stacks;
 	bool inline_join;		/* env WEFT_INLINE_JOIN=0 turns it off */
+	bool handoff;			/* env WEFT_HANDOFF=0 turns it off */
 
 	struct weft__offload_pool *offload;	/* offload.c */
 	struct weft__observer *observer;	/* observe.c: watchdog, SIGQUIT */
@@ -531,6 +538,7 @@ int weft__wait_error(struct weft__task *t, int reason);
 
 /* worker.c */
 void *weft__worker_main(void *arg);
+void weft__task_switch_out(struct weft__task *t);
 void weft__timer_arm(struct weft__worker *w, struct weft__task *t,
 		     uint64_t deadline_ns);
 void weft__timer_disarm(struct weft__task *t);

@@ -14,8 +14,12 @@
  *     struct weft__wait on its own stack (what it waits on, the deadline).
  *     If a cancellation is already visible it claims the wait itself and
  *     does not switch (a shortcut; step 4 is what guarantees it).
- *  2. It switches to its worker's scheduler context with reason PARK.
- *  3. On the scheduler stack (the task's registers are saved now), the
+ *  2. It switches to its worker's scheduler context with reason PARK -
+ *     or, when its worker's LIFO slot holds the task the scheduler would
+ *     run next, straight to that task (a hand-off, worker.c
+ *     weft__task_switch_out()), leaving itself in w->handoff.
+ *  3. After the switch (the task's registers are saved now), on the
+ *     scheduler stack or first thing in the task handed to, the
  *     worker runs wt->publish, which links the task into the primitive's
  *     waiter list - or, when the condition already holds, claims the wait
  *     itself - and arms the deadline timer on this worker.
@@ -142,9 +146,7 @@ int weft__wait_park(struct weft__task *t, struct weft__wait *wt)
 	if ((cur & WEFT__W_STATE_MASK) != WEFT__W_CLAIMED) {
 		t->cur_wait = wt;
 		t->switch_reason = WEFT__SW_PARK;
-		/* After this switch we may be on another worker: re-read. */
-		struct weft__worker *w = weft__worker_current();
-		weft__ctx_switch(&t->ctx, &w->sched_ctx);
+		weft__task_switch_out(t);
 		cur = atomic_load_explicit(&t->wait_word,
 					   memory_order_acquire);
 	}
@@ -237,8 +239,7 @@ WEFT_API int weft_yield(void)
 	if (err)
 		return err;
 	t->switch_reason = WEFT__SW_YIELD;
-	struct weft__worker *w = weft__worker_current();
-	weft__ctx_switch(&t->ctx, &w->sched_ctx);
+	weft__task_switch_out(t);
 	return 0;
 }
 

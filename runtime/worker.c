@@ -773,14 +773,17 @@ static void run_task(struct weft__worker *w, void *item)
 	/* w->clock_ns: read as the previous task switched back or the
 	 * worker woke up, microseconds ago at most. */
 	weft__task_set_state_at(t, WEFT__TASK_RUNNING, w->clock_ns);
-	struct weft__overflow_info oi = { t->stack, t->name };
-	weft__overflow_set_current(&oi);
+	w->oi.stack = t->stack;
+	w->oi.task_name = t->name;
+	weft__overflow_set_current(&w->oi);
 	weft__wd_slice_begin(w, t); /* watchdog (observe.c): no clock read */
 	weft__ctx_switch_from_thread(&w->sched_ctx, &t->ctx);
 	weft__wd_slice_end(w);
 	weft__overflow_set_current(NULL);
 	/* The task that switched back may not be t: a child t was running
-	 * inline on its stack (task.c) switches out as itself. */
+	 * inline on its stack (task.c) switches out as itself, and t may
+	 * have handed the worker to another task (weft__task_switch_out()),
+	 * which switched back in its turn. */
 	t = w->current;
 	w->current = NULL;
 	w->clock_ns = weft__clock_coarse();
@@ -818,6 +821,113 @@ static void run_task(struct weft__worker *w, void *item)
 	default:
 		WEFT__BUG_ON(1);
 	}
+}
+
+/* ------------------------------------------------------------ hand-off */
+
+/*
+ * Direct hand-off, the fast path of a park: a task that parks while its
+ * worker's LIFO slot holds the task the scheduler would run next anyway
+ * switches straight to that task instead of going through the scheduler's
+ * stack (one switch instead of two, and none of run_task()'s bookkeeping):
+ * a message passed between two tasks costs one switch.
+ *
+ * The park protocol still holds (wait.c): the parked task's publish must
+ * run only once its registers are saved, i.e. after the switch. So the
+ * parking task leaves itself in w->handoff and the task it switched to
+ * publishes it, first thing after its own switch returns
+ * (handoff_finish(), called at every resume point of a started task: they
+ * all go through weft__task_switch_out()). Until then the parked task is in
+ * no queue, exactly as while the scheduler would be publishing it.
+ *
+ * The pick is next_task()'s, limited to its common case: nothing due
+ * (every 4th tick with timers armed, every 61st), no pinned work, no
+ * yielder pending, the LIFO streak below its cap, and the slot's task
+ * started (a woken task always is). Anything else goes through the
+ * scheduler, which then makes the same choice the long way.
+ */
+static struct weft__task *handoff_pick(struct weft__worker *w)
+{
+	uint64_t tick = w->tick + 1;
+	struct weft__task *n;
+
+	if (!w->rt->handoff || w->lifo_streak >= 3 || w->after_yield ||
+	    w->pin_head ||
+	    atomic_load_explicit(&w->inbox_len, memory_order_relaxed) ||
+	    tick % 61 == 0 ||
+	    ((tick & 3) == 0 &&
+	     atomic_load_explicit(&w->next_deadline, memory_order_relaxed) !=
+		     UINT64_MAX) ||
+	    !atomic_load_explicit(&w->lifo, memory_order_relaxed))
+		return NULL;
+	/* acq_rel as in next_task(): a thief may empty the slot first. */
+	n = atomic_exchange_explicit(&w->lifo, NULL, memory_order_acq_rel);
+	if (!n)
+		return NULL;
+	if (WEFT__UNLIKELY(!n->stack)) {
+		/* never seen: woken tasks have started. Let the scheduler
+		 * start it. */
+		weft__deque_push_or_spill(w, n);
+		return NULL;
+	}
+	w->tick = tick;
+	w->lifo_streak++;
+	return n;
+}
+
+/* On the task switched to: publish the task that handed over (step 3 of
+ * wait.c's protocol, as run_task() does after a park). */
+static void handoff_finish(struct weft__worker *w)
+{
+	struct weft__task *p = w->handoff;
+
+	w->handoff = NULL;
+#ifndef NDEBUG
+	/* release: before anyone can queue it again (publish) */
+	atomic_store_explicit(&p->dbg_running_on, 0, memory_order_release);
+#endif
+	weft__note_switch(w, p); /* for dumps: waiting since */
+	weft__wait_publish(w, p);
+}
+
+/*
+ * weft__task_switch_out() - Switch @t out for its t->switch_reason, and
+ * return when it runs again (maybe on another worker). A park hands the
+ * worker straight to the next task when it can (above); anything else
+ * switches to the scheduler.
+ * Context: @t, the running task.
+ */
+void weft__task_switch_out(struct weft__task *t)
+{
+	/* Reached through the accessor, before and after the switch: t may
+	 * come back on another worker. */
+	struct weft__worker *w = weft__worker_current();
+	struct weft__task *n = NULL;
+
+	if (t->switch_reason == WEFT__SW_PARK)
+		n = handoff_pick(w);
+	if (n) {
+#ifndef NDEBUG
+		unsigned other = atomic_exchange_explicit(
+			&n->dbg_running_on, w->index + 1,
+			memory_order_acq_rel);
+		if (WEFT__UNLIKELY(other))
+			weft__task_bug_twice(n, other - 1, w->index);
+#endif
+		stat_inc(&w->stats.handoffs);
+		w->handoff = t;
+		w->current = n;
+		weft__task_set_state_at(n, WEFT__TASK_RUNNING, w->clock_ns);
+		w->oi.stack = n->stack;
+		w->oi.task_name = n->name;
+		weft__wd_slice_begin(w, n);
+		weft__ctx_switch(&t->ctx, &n->ctx);
+	} else {
+		weft__ctx_switch(&t->ctx, &w->sched_ctx);
+	}
+	w = weft__worker_current();
+	if (w->handoff)
+		handoff_finish(w);
 }
 
 void *weft__worker_main(void *arg)

@@ -24,6 +24,9 @@ WEFT_EXTERN_C_BEGIN
  *	runs, or the pool could not start a thread).
  * @offload_threads: offload pool threads alive now (a gauge).
  * @live_tasks: @spawned - @completed at the time of the snapshot.
+ * @handoffs: parks that switched straight to the next task (its worker's
+ *	just-woken one) instead of through the scheduler: how often a message
+ *	between two tasks cost one switch instead of two.
  * @reserved: zero; new counters take this space.
  *
  * Counters are kept per worker and summed on read: a snapshot, not atomic
@@ -32,7 +35,8 @@ WEFT_EXTERN_C_BEGIN
 typedef struct weft_stats {
 	uint64_t spawned, completed, steals, parks, io_submitted, io_completed,
 		offload_calls, offload_threads, live_tasks;
-	uint64_t reserved[16];
+	uint64_t handoffs;
+	uint64_t reserved[15];
 } weft_stats;
 
 /**

@@ -1,0 +1,323 @@
+// SPDX-License-Identifier: MIT
+// tests/handoff_test.cc - the park's direct hand-off (runtime/worker.c,
+// weft__task_switch_out()): a task that parks while its worker's LIFO slot
+// holds a woken task switches straight to it, and that task publishes the
+// parked one's wait (wait.c step 3) after the switch.
+//
+// What could go wrong, one test each: the hand-off never happens (the
+// counter), a wake from another worker that lands while the parked task is
+// not yet published (PREP: the publisher must queue it, exactly once), a
+// cancellation or a deadline in that window, and a pinned or yielding task
+// being run out of turn.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "tests/harness.h"
+#include "weft/observe.h"
+#include "weft/queue.h"
+#include "weft/scope.h"
+
+using weft_test::go;
+using weft_test::scaled;
+
+namespace
+{
+
+void *P(uintptr_t v)
+{
+	return reinterpret_cast<void *>(v);
+}
+
+uintptr_t V(void *p)
+{
+	return reinterpret_cast<uintptr_t>(p);
+}
+
+struct QueueDeleter {
+	void operator()(weft_queue *q) const
+	{
+		weft_queue_free(q);
+	}
+};
+using QueuePtr = std::unique_ptr<weft_queue, QueueDeleter>;
+
+uint64_t handoffs()
+{
+	weft_stats s{};
+	weft_stats_get(nullptr, &s);
+	return s.handoffs;
+}
+
+// One pair on one worker: each message wakes the peer into the LIFO slot
+// and parks, so nearly every park is a hand-off (the LIFO streak cap sends
+// every 4th through the scheduler).
+TEST(Handoff, MessagePassingSwitchesStraightToThePeer)
+{
+	const uint64_t n = scaled(20000);
+	uint64_t before = 0, after = 0;
+
+	WEFT_TEST_RUN(1, [&] {
+		QueuePtr a(weft_queue_new(1)), b(weft_queue_new(1));
+		ASSERT_TRUE(a && b);
+		before = handoffs();
+		weft_task *pong = go([&] {
+			for (uint64_t i = 0; i < n; i++) {
+				void *v;
+				int r = weft_queue_get(a.get(), &v);
+				if (r)
+					return r;
+				r = weft_queue_put(b.get(), v);
+				if (r)
+					return r;
+			}
+			return 0;
+		});
+		weft_task *ping = go([&] {
+			for (uint64_t i = 0; i < n; i++) {
+				void *v;
+				int r = weft_queue_put(a.get(), P(i));
+				if (r)
+					return r;
+				r = weft_queue_get(b.get(), &v);
+				if (r)
+					return r;
+				if (V(v) != i)
+					return -EBADMSG;
+			}
+			return 0;
+		});
+		ASSERT_TRUE(pong && ping);
+		EXPECT_EQ(0, weft_join(ping));
+		EXPECT_EQ(0, weft_join(pong));
+		after = handoffs();
+	});
+	// 2n parks, at most one in four through the scheduler.
+	EXPECT_GE(after - before, n) << "parks did not hand off";
+}
+
+// Consumers park on their own queues while producers on both workers put
+// into random queues: a put from the other worker often claims a consumer
+// whose hand-off is still in flight (its wait PREP, not yet published), so
+// the task it switched to must queue it. Every item must arrive exactly
+// once (count and sum per queue), and a debug build aborts on a double run
+// (RELIABILITY C10).
+TEST(Handoff, WakesRacingTheHandoffLoseNothing)
+{
+	const unsigned nq = 16, nprod = 16;
+	const uint64_t per_prod = scaled(40000);
+	struct Cons {
+		QueuePtr q;
+		std::atomic<uint64_t> got{ 0 }, sum{ 0 };
+	};
+	std::vector<std::unique_ptr<Cons>> cons;
+	std::atomic<uint64_t> sent_sum[16];
+	std::atomic<uint64_t> sent_n[16];
+	uint64_t used = 0;
+
+	for (unsigned i = 0; i < nq; i++) {
+		cons.emplace_back(new Cons);
+		cons.back()->q.reset(weft_queue_new(1));
+		ASSERT_TRUE(cons.back()->q);
+		sent_sum[i] = 0;
+		sent_n[i] = 0;
+	}
+	WEFT_TEST_RUN(2, [&] {
+		uint64_t before = handoffs();
+		std::vector<weft_task *> ct, pt;
+		for (unsigned i = 0; i < nq; i++) {
+			Cons *c = cons[i].get();
+			ct.push_back(go([c] {
+				void *v;
+				int r;
+				while ((r = weft_queue_get(c->q.get(), &v)) ==
+				       0) {
+					c->got.fetch_add(1);
+					c->sum.fetch_add(V(v));
+				}
+				return r == -EPIPE ? 0 : r;
+			}));
+			ASSERT_NE(nullptr, ct.back());
+		}
+		for (unsigned p = 0; p < nprod; p++) {
+			pt.push_back(go([&, p] {
+				std::mt19937_64 rng(p * 7919 + 1);
+				for (uint64_t k = 0; k < per_prod; k++) {
+					unsigned i = rng() % nq;
+					uintptr_t v = (rng() & 0xffff) + 1;
+					int r = weft_queue_put(cons[i]->q.get(),
+							       P(v));
+					if (r)
+						return r;
+					sent_sum[i].fetch_add(v);
+					sent_n[i].fetch_add(1);
+				}
+				return 0;
+			}));
+			ASSERT_NE(nullptr, pt.back());
+		}
+		for (weft_task *t : pt)
+			EXPECT_EQ(0, weft_join(t));
+		for (auto &c : cons)
+			weft_queue_close(c->q.get());
+		for (weft_task *t : ct)
+			EXPECT_EQ(0, weft_join(t));
+		used = handoffs() - before;
+	});
+	for (unsigned i = 0; i < nq; i++) {
+		EXPECT_EQ(sent_n[i].load(), cons[i]->got.load()) << "queue " << i;
+		EXPECT_EQ(sent_sum[i].load(), cons[i]->sum.load())
+			<< "queue " << i;
+	}
+	EXPECT_GT(used, 0u) << "the race was never set up";
+}
+
+// Ping-pong pairs on two workers, cancelled at random moments by a foreign
+// thread: a cancellation that lands while a parked task is handed off (PREP
+// or just ARMED) must still end its wait; every task returns -ECANCELED
+// (or 0 if it finished first) and nothing hangs.
+TEST(Handoff, CancelDuringHandoffEndsTheWait)
+{
+	const unsigned npairs = 32;
+	const unsigned rounds = (unsigned)scaled(10);
+
+	for (unsigned round = 0; round < rounds; round++) {
+		std::vector<weft_task *> tasks(2 * npairs);
+		std::atomic<bool> spawned{ false };
+		std::atomic<uint64_t> msgs{ 0 };
+		std::thread canceller;
+
+		WEFT_TEST_RUN(2, [&] {
+			std::vector<QueuePtr> qs;
+			for (unsigned i = 0; i < 2 * npairs; i++) {
+				qs.emplace_back(weft_queue_new(1));
+				ASSERT_TRUE(qs.back());
+			}
+			for (unsigned i = 0; i < npairs; i++) {
+				weft_queue *a = qs[2 * i].get();
+				weft_queue *b = qs[2 * i + 1].get();
+				tasks[2 * i] = go([a, b, &msgs] {
+					void *v;
+					int r;
+					for (;;) {
+						if ((r = weft_queue_get(a, &v)))
+							return r;
+						msgs.fetch_add(1, std::memory_order_relaxed);
+						if ((r = weft_queue_put(b, v)))
+							return r;
+					}
+				});
+				tasks[2 * i + 1] = go([a, b, &msgs] {
+					void *v;
+					int r;
+					for (uintptr_t k = 1;; k++) {
+						if ((r = weft_queue_put(a, P(k))))
+							return r;
+						if ((r = weft_queue_get(b, &v)))
+							return r;
+						msgs.fetch_add(1, std::memory_order_relaxed);
+						if (V(v) != k)
+							return -EBADMSG;
+					}
+				});
+				ASSERT_TRUE(tasks[2 * i] && tasks[2 * i + 1]);
+			}
+			spawned.store(true);
+			canceller = std::thread([&, round] {
+				std::mt19937 rng(round + 1);
+				std::vector<unsigned> order(tasks.size());
+				for (unsigned i = 0; i < order.size(); i++)
+					order[i] = i;
+				std::shuffle(order.begin(), order.end(), rng);
+				// let the pairs get going, then cancel one by one
+				while (msgs.load() < 2000)
+					std::this_thread::yield();
+				for (unsigned i : order) {
+					EXPECT_EQ(1, weft_cancel(tasks[i]));
+					for (unsigned s = rng() % 200; s; s--)
+						std::this_thread::yield();
+				}
+			});
+			for (weft_task *t : tasks) {
+				int r = weft_join(t);
+				EXPECT_TRUE(r == -ECANCELED) << r;
+			}
+			canceller.join();
+		});
+	}
+}
+
+// A deadline on every get, short enough to fire while pairs are running:
+// the timer (armed by the publisher, on the worker the hand-off happened on)
+// and the peer's put race for the same wait. Each get returns the item or
+// -ETIMEDOUT, never both, never neither: the pinger counts what it got.
+TEST(Handoff, DeadlinesRacingHandoffs)
+{
+	const unsigned npairs = 16;
+	const uint64_t n = scaled(4000);
+	std::atomic<uint64_t> timeouts{ 0 }, bad{ 0 };
+
+	WEFT_TEST_RUN(2, [&] {
+		std::vector<QueuePtr> qs;
+		std::vector<weft_task *> tasks;
+		for (unsigned i = 0; i < 2 * npairs; i++) {
+			qs.emplace_back(weft_queue_new(1));
+			ASSERT_TRUE(qs.back());
+		}
+		for (unsigned i = 0; i < npairs; i++) {
+			weft_queue *a = qs[2 * i].get();
+			weft_queue *b = qs[2 * i + 1].get();
+			// echo: whatever comes on a goes back on b, until closed
+			tasks.push_back(go([a, b] {
+				void *v;
+				while (weft_queue_get(a, &v) == 0)
+					if (weft_queue_put(b, v))
+						return -EIO;
+				weft_queue_close(b);
+				return 0;
+			}));
+			tasks.push_back(go([a, b, n, &timeouts, &bad] {
+				uint64_t expect = 1, sent = 0;
+				while (sent < n) {
+					if (weft_queue_put(a, P(++sent)))
+						return -EIO;
+					for (;;) {
+						weft_scope s;
+						void *v;
+						weft_scope_enter(&s, WEFT_USEC(5));
+						int r = weft_queue_get(b, &v);
+						int e = weft_scope_exit(&s);
+						if (r == 0) {
+							// replies come in order, each once
+							if (V(v) != expect)
+								bad.fetch_add(1);
+							expect++;
+							break;
+						}
+						if (r != -ETIMEDOUT || e != -ETIMEDOUT)
+							return r ? r : -EIO;
+						timeouts.fetch_add(1);
+					}
+				}
+				weft_queue_close(a);
+				void *v;
+				// nothing extra may be left behind
+				if (weft_queue_get(b, &v) != -EPIPE)
+					bad.fetch_add(1);
+				return 0;
+			}));
+		}
+		for (weft_task *t : tasks)
+			EXPECT_EQ(0, weft_join(t));
+	});
+	EXPECT_EQ(0u, bad.load());
+	fprintf(stderr, "deadlines that fired: %llu\n",
+		(unsigned long long)timeouts.load());
+}
+
+} // namespace
