@@ -66,8 +66,14 @@
  *     comes first and the close protocol (reactor.c), posted to the
  *     record's runtime (weft__io_close_end_in()), cancels the multishot;
  *     its last completion frees the record.
- * References: the fd table, an armed multishot, each caller in step 1, a
- * closer. The record is freed when the last goes (acq_put).
+ *  5. weft_poll for POLLIN: a queued fd or a stored error is readable
+ *     (the socket no longer shows them); else wait as a poller, which
+ *     takes nothing: the publish arms the multishot as for a waiter, and
+ *     every fd that goes to the queue, a stored error, the end of the
+ *     record, or the baton with no waiter left wake the pollers to look
+ *     again.
+ * References: the fd table, an armed multishot, each caller in step 1 or 5,
+ * a closer. The record is freed when the last goes (acq_put).
  *
  * Lock order: fd use (weft__io_fd_enter) before the record's spinlock;
  * nothing is armed, submitted or closed under the spinlock.
@@ -78,6 +84,7 @@
  * without multishot accept (the -EINVAL probe above).
  */
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -107,6 +114,7 @@ struct acceptq {
 	int *q; /* FIFO ring of fds: qhead, qlen of qcap */
 	unsigned qcap, qhead, qlen;
 	struct weft__waitq waiters, closers;
+	struct weft__waitq pollers; /* weft_poll for POLLIN (step 5) */
 	struct weft__list all; /* all_queues, under all_lock */
 };
 
@@ -189,20 +197,6 @@ static bool hand(struct acceptq *a, int status, struct weft__wakeups *wk)
 	return false;
 }
 
-/* Wake one waiter to arm the multishot again (the baton). Context: under
- * a->lock. */
-static void pass_baton(struct acceptq *a, struct weft__wakeups *wk)
-{
-	struct weft__waiter *r;
-
-	while ((r = weft__waitq_pop(&a->waiters))) {
-		r->status = 0;
-		r->granted = false;
-		if (weft__waiter_claim(r, wk))
-			return;
-	}
-}
-
 /* Claim every waiter of @q with @status (@granted false: go round
  * again). Context: under a->lock. */
 static void claim_all(struct weft__waitq *q, int status, bool granted,
@@ -215,6 +209,21 @@ static void claim_all(struct weft__waitq *q, int status, bool granted,
 		r->granted = granted;
 		weft__waiter_claim(r, wk);
 	}
+}
+
+/* Wake one waiter to arm the multishot again (the baton); with no waiter
+ * left, the pollers (step 5), who arm it as well. Context: under a->lock. */
+static void pass_baton(struct acceptq *a, struct weft__wakeups *wk)
+{
+	struct weft__waiter *r;
+
+	while ((r = weft__waitq_pop(&a->waiters))) {
+		r->status = 0;
+		r->granted = false;
+		if (weft__waiter_claim(r, wk))
+			return;
+	}
+	claim_all(&a->pollers, 0, false, wk);
 }
 
 /* ------------------------------------------------------------ callers */
@@ -231,7 +240,8 @@ static void waiter_publish(struct weft__task *t, struct weft__wait *wt)
 	weft__io_fd_enter(a->fd);
 	weft__spin_lock(&a->lock);
 	if (!a->armed && !a->dead && !a->plain && !a->qlen && !a->has_err &&
-	    !weft__waitq_empty(&a->waiters)) {
+	    (!weft__waitq_empty(&a->waiters) ||
+	     !weft__waitq_empty(&a->pollers))) {
 		arm = true;
 		a->armed = true;
 		a->cancel_sent = false;
@@ -335,6 +345,98 @@ int weft__io_acceptq_accept(struct weft__task *t, int fd, struct sockaddr *addr,
 	return r;
 }
 
+/* Step 5: POLLIN's share of @events (the caller's), when a connection or
+ * an error is queued; else wait as a poller. 1 with *plain: the plain
+ * path decides (the record died, or has no multishot). */
+static int poll_wait(struct weft__task *t, struct acceptq *a, short in,
+		     bool *plain)
+{
+	struct weft__wakeups wk;
+	struct weft__waiter wr;
+	struct weft__wait wt;
+	int reason, err;
+
+	for (;;) {
+		weft__spin_lock(&a->lock);
+		if (a->qlen || a->has_err) {
+			weft__spin_unlock(&a->lock);
+			return in;
+		}
+		if (a->dead || a->plain) {
+			weft__spin_unlock(&a->lock);
+			*plain = true;
+			return 1;
+		}
+		weft__waiter_enqueue(&a->pollers, &wr, t, true, false, false);
+		weft__spin_unlock(&a->lock);
+		wt.publish = waiter_publish;
+		wt.obj = a;
+		wt.word = wr.word;
+		wt.deadline_ns = weft__wait_deadline(t);
+		weft__set_wait_kind(t, WEFT__WK_IO); /* for dumps */
+		reason = weft__wait_park(t, &wt);
+		if (reason != WEFT__WAKE_SOURCE) {
+			wk.n = 0;
+			weft__spin_lock(&a->lock);
+			if (wr.linked)
+				weft__waitq_remove(&a->pollers, &wr);
+			if (!a->armed && !a->dead)
+				pass_baton(a, &wk);
+			weft__spin_unlock(&a->lock);
+			weft__wakeups_flush(&wk);
+			err = weft__wait_error(t, reason);
+			if (err)
+				return err;
+		}
+		/* look again */
+	}
+}
+
+int weft__io_acceptq_poll(struct weft__task *t, int fd, short events,
+			  bool *handled)
+{
+	const short in = events & (POLLIN | POLLRDNORM);
+	struct acceptq *a;
+	bool plain = false;
+	int r;
+
+	*handled = false;
+	if (!in || (unsigned)fd >= ACCEPTQ_FDS ||
+	    !atomic_load_explicit(&table[fd], memory_order_relaxed))
+		return 0;
+	a = acq_get(fd);
+	if (!a)
+		return 0;
+	if (a->rt != t->rt) {
+		/* another runtime's record: its fds are not ours to see */
+		acq_put(a);
+		return 0;
+	}
+	/* What the socket itself shows (an error, a hang-up, other events
+	 * asked for) counts too, at the start: a listener has little else. */
+	struct pollfd p = { .fd = fd, .events = events & ~in };
+	short now = 0;
+	if (poll(&p, 1, 0) == 1)
+		now = p.revents;
+	if (now & POLLNVAL) {
+		acq_put(a);
+		return 0;
+	}
+	r = weft__pending_error(t);
+	if (!r && !now)
+		r = poll_wait(t, a, in, &plain);
+	else if (!r) {
+		weft__spin_lock(&a->lock);
+		r = now | ((a->qlen || a->has_err) ? in : 0);
+		weft__spin_unlock(&a->lock);
+	}
+	acq_put(a);
+	if (plain)
+		return 0;
+	*handled = true;
+	return r;
+}
+
 /* ------------------------------------------------------------ completions */
 
 unsigned weft__io_acceptq_cqe(struct weft__worker *w, struct weft__io_op *op,
@@ -360,6 +462,7 @@ unsigned weft__io_acceptq_cqe(struct weft__worker *w, struct weft__io_op *op,
 				a->has_err = true;
 				a->err = -ENOMEM;
 			}
+			claim_all(&a->pollers, 0, false, &wk);
 		}
 	}
 	if (!more) {
@@ -377,6 +480,7 @@ unsigned weft__io_acceptq_cqe(struct weft__worker *w, struct weft__io_op *op,
 				if (!hand(a, res, &wk)) {
 					a->has_err = true;
 					a->err = res;
+					claim_all(&a->pollers, 0, false, &wk);
 				}
 			}
 			if (!a->plain)
@@ -440,6 +544,7 @@ static bool acq_kill(struct acceptq *a, int status)
 	a->q = NULL;
 	a->qcap = a->qhead = a->qlen = 0;
 	claim_all(&a->waiters, status, true, &wk);
+	claim_all(&a->pollers, 0, false, &wk);
 	armed = a->armed;
 	weft__spin_unlock(&a->lock);
 	weft__wakeups_flush(&wk);

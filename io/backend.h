@@ -231,6 +231,11 @@ int weft__io_acceptq_set_flags(struct weft__task *t, int fd, unsigned flags,
  * take the plain path. Context: task; suspension point. */
 int weft__io_acceptq_accept(struct weft__task *t, int fd, struct sockaddr *addr,
 			    socklen_t *len, bool *handled);
+/* weft_poll() on a listener marked WEFT_FD_MULTISHOT: queued connections
+ * are readable; *@handled false: take the plain path. Context: task;
+ * suspension point. */
+int weft__io_acceptq_poll(struct weft__task *t, int fd, short events,
+			  bool *handled);
 /* As weft__io_stream_close(), for @fd's accept queue. */
 struct weft__runtime *weft__io_acceptq_close(int fd);
 /* As weft__io_stream_forget(), for a stale accept queue. */

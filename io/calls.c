@@ -658,6 +658,10 @@ WEFT_API int weft_poll(int fd, short events)
 	err = weft__io_stream_poll(t, fd, events, &handled);
 	if (handled)
 		return err;
+	/* Likewise a multishot listener's queued connections (acceptq.c). */
+	err = weft__io_acceptq_poll(t, fd, events, &handled);
+	if (handled)
+		return err;
 	err = weft__pending_error(t);
 	if (err)
 		return err;

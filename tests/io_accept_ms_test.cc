@@ -10,6 +10,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -237,6 +238,114 @@ TEST_P(IoBackend, AcceptMsQueuesWhatNobodyWaitsFor)
 		close(c0);
 		EXPECT_EQ(0, weft_close(s0));
 		EXPECT_EQ(0, weft_close(l));
+	});
+}
+
+// weft_poll(POLLIN) on a multishot listener: connections the multishot
+// already took (queued, no longer in the kernel's backlog) are readable,
+// a poll that waits is woken by the next one (and arms the multishot
+// itself when nothing is armed), and a poll that times out takes nothing.
+// The plain path must give the same answers.
+TEST_P(IoBackend, AcceptMsPollSeesQueuedConnections)
+{
+	std::string be = GetParam();
+	Run(2, [be] {
+		int l = weft_listen_tcp(nullptr, 0, 64);
+		ASSERT_GE(l, 0);
+		uint16_t port = io_test::local_port(l);
+		ASSERT_EQ(0, weft_fd_set_flags(l, WEFT_FD_MULTISHOT));
+		weft_scope sc;
+		// Nothing pending: a poll with a deadline times out.
+		weft_scope_enter(&sc, WEFT_MSEC(20));
+		EXPECT_EQ(-ETIMEDOUT, weft_poll(l, POLLIN));
+		EXPECT_EQ(-ETIMEDOUT, weft_scope_exit(&sc));
+		// A connection while a poll waits (nothing armed before it:
+		// the poll's own wait arms the multishot).
+		std::atomic<int> polled{ 0 };
+		weft_task *p = go([&] {
+			polled = weft_poll(l, POLLIN);
+			return 0;
+		});
+		weft_sleep(WEFT_MSEC(10));
+		int c0 = client(port);
+		send_token(c0, 100);
+		EXPECT_EQ(0, weft_join(p));
+		EXPECT_EQ(POLLIN, polled.load());
+		int s0 = weft_accept(l, nullptr, nullptr);
+		ASSERT_GE(s0, 0);
+		uint32_t tok = 0;
+		EXPECT_EQ(0, read_token(s0, &tok));
+		EXPECT_EQ(100u, tok);
+		// Two more while nobody waits: the armed multishot queues
+		// them, and a poll must see them at once.
+		int c1 = client(port), c2 = client(port);
+		send_token(c1, 101);
+		send_token(c2, 102);
+		if (served(be)) {
+			EXPECT_TRUE(wait_state(l, [](const State &s) {
+				return s.queued == 2;
+			}));
+		}
+		weft_scope_enter(&sc, WEFT_SEC(5));
+		EXPECT_EQ(POLLIN, weft_poll(l, POLLIN));
+		EXPECT_EQ(POLLRDNORM, weft_poll(l, POLLRDNORM));
+		EXPECT_EQ(0, weft_scope_exit(&sc));
+		for (int i = 0; i < 2; i++) {
+			int s = weft_accept(l, nullptr, nullptr);
+			ASSERT_GE(s, 0);
+			EXPECT_EQ(0, read_token(s, &tok));
+			EXPECT_TRUE(tok == 101 || tok == 102) << tok;
+			EXPECT_EQ(0, weft_close(s));
+		}
+		// Drained, multishot still armed: the next connection goes to
+		// the queue, and a waiting poll is woken for it.
+		polled = 0;
+		p = go([&] {
+			weft_scope s2;
+			weft_scope_enter(&s2, WEFT_SEC(5));
+			polled = weft_poll(l, POLLIN);
+			weft_scope_exit(&s2);
+			return 0;
+		});
+		weft_sleep(WEFT_MSEC(10));
+		int c3 = client(port);
+		send_token(c3, 103);
+		EXPECT_EQ(0, weft_join(p));
+		EXPECT_EQ(POLLIN, polled.load());
+		int s3 = weft_accept(l, nullptr, nullptr);
+		ASSERT_GE(s3, 0);
+		EXPECT_EQ(0, read_token(s3, &tok));
+		EXPECT_EQ(103u, tok);
+		// A cancelled poll takes nothing: the next accept gets it.
+		p = go([&] { return weft_poll(l, POLLIN); });
+		weft_sleep(WEFT_MSEC(10));
+		weft_cancel(p);
+		EXPECT_EQ(-ECANCELED, weft_join(p));
+		int c4 = client(port);
+		send_token(c4, 104);
+		weft_scope_enter(&sc, WEFT_SEC(5));
+		int s4 = weft_accept(l, nullptr, nullptr);
+		weft_scope_exit(&sc);
+		ASSERT_GE(s4, 0);
+		EXPECT_EQ(0, read_token(s4, &tok));
+		EXPECT_EQ(104u, tok);
+		// weft_close ends a waiting poll (the fd is gone: -EBADF or
+		// POLLNVAL, as for any fd closed under a poll).
+		std::atomic<int> last{ 1 };
+		p = go([&] {
+			last = weft_poll(l, POLLIN);
+			return 0;
+		});
+		weft_sleep(WEFT_MSEC(10));
+		for (int s : { s0, s3, s4 })
+			EXPECT_EQ(0, weft_close(s));
+		for (int c : { c0, c1, c2, c3, c4 })
+			close(c);
+		EXPECT_EQ(0, weft_close(l));
+		EXPECT_EQ(0, weft_join(p));
+		EXPECT_TRUE(last.load() == -EBADF || last.load() == POLLNVAL ||
+			    last.load() == -ECANCELED)
+			<< last.load();
 	});
 }
 

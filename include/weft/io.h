@@ -293,7 +293,9 @@ WEFT_API int weft_close(int fd);
  * addr/len filled with getpeername() (len 0 if the peer is already gone),
  * the error that ended the multishot (-EMFILE, ...) once, -ECANCELED /
  * -ETIMEDOUT taking nothing. weft_close() closes queued connections. The
- * promise is the same; weft_poll() does not see queued connections. A
+ * promise is the same. weft_poll() for POLLIN sees queued connections (and
+ * a stored error) as readable, and waits for the next connection without
+ * taking it; other events are looked at as the call starts. A
  * hint, too: on epoll, under TSan, for fds above 65535 and on kernels
  * without multishot accept, weft_accept() keeps its plain path.
  *
