@@ -127,7 +127,18 @@ struct uring {
 	char *bufs; /* pbuf_n buffers of pbuf_sz bytes */
 	unsigned pbuf_n, pbuf_sz;
 	_Atomic uint32_t pbuf_lock; /* over br->tail; any thread */
+	/* Test builds' "cqe_delay:D" (RELIABILITY 3.5): completions of
+	 * single-shot ops held back for D reaps, oldest first. */
+	struct delayed_cqe *delayed;
+	unsigned ndelayed, reaps;
 };
+
+struct delayed_cqe {
+	uint64_t ud;
+	int res;
+	unsigned due; /* u->reaps at which it is handled */
+};
+#define DELAY_MAX 1024u
 
 static inline struct uring *U(struct weft__worker *w)
 {
@@ -394,6 +405,7 @@ static void u_fini(struct weft__worker *w)
 	 * the kick read and multishots (closing the ring cancels them). */
 	close_unreaped_accepts(u);
 	io_uring_queue_exit(&u->ring);
+	weft__free(u->delayed); /* empty: every op's task has finished */
 	pbuf_free(u);
 	close(u->efd);
 	weft__io_worker_fini(&u->common);
@@ -628,6 +640,58 @@ static unsigned ms_cqe(struct weft__worker *w, struct io_uring_cqe *cqe)
 }
 
 /* Reap every CQE there is. Return: tasks made runnable. */
+/* The completion of a single-shot op. */
+static unsigned op_cqe(struct weft__worker *w, struct uring *u, uint64_t ud,
+		       int res)
+{
+	struct weft__io_op *op =
+		(struct weft__io_op *)(uintptr_t)(ud & UD_PTR_MASK);
+
+	/* write(2) on a socket or pipe whose reader is gone raised SIGPIPE
+	 * in this thread. */
+	if (res == -EPIPE &&
+	    (op->opcode == WEFT__OP_WRITE || op->opcode == WEFT__OP_WRITEV))
+		weft__io_drain_sigpipe();
+	u->inflight--;
+	return weft__io_complete(w, op, res);
+}
+
+/*
+ * "cqe_delay:D" (test builds): hold an op's completion back for D reaps.
+ * Return: whether it was held (a full buffer or no memory: handled now).
+ * The op stays in flight meanwhile, so its task waits as for a slow
+ * kernel, and a cancel's own completion overtakes its target's.
+ */
+static bool delay_cqe(struct uring *u, unsigned d, uint64_t ud, int res)
+{
+	if (!u->delayed) {
+		u->delayed = weft__alloc(DELAY_MAX * sizeof(*u->delayed));
+		if (!u->delayed)
+			return false;
+	}
+	if (u->ndelayed == DELAY_MAX)
+		return false;
+	u->delayed[u->ndelayed++] =
+		(struct delayed_cqe){ .ud = ud, .res = res, .due = u->reaps + d };
+	return true;
+}
+
+/* Handle the held completions that are due (all when @all), in order. */
+static unsigned undelay(struct weft__worker *w, struct uring *u, bool all)
+{
+	unsigned woken = 0, i = 0, kept = 0;
+
+	for (; i < u->ndelayed; i++) {
+		struct delayed_cqe c = u->delayed[i];
+		if (all || (int)(u->reaps - c.due) >= 0)
+			woken += op_cqe(w, u, c.ud, c.res);
+		else
+			u->delayed[kept++] = c;
+	}
+	u->ndelayed = kept;
+	return woken;
+}
+
 static unsigned reap(struct weft__worker *w)
 {
 	struct uring *u = U(w);
@@ -637,7 +701,12 @@ static unsigned reap(struct weft__worker *w)
 	/* Test builds: ring faults (runtime/fault.c). */
 	unsigned k = (unsigned)weft__fault(WEFT__F_REAP_K);
 	unsigned seed = (unsigned)weft__fault(WEFT__F_CQE_SHUFFLE);
+	unsigned delay = (unsigned)weft__fault(WEFT__F_CQE_DELAY);
 
+	if (WEFT__UNLIKELY(u->ndelayed || delay)) {
+		u->reaps++;
+		woken += undelay(w, u, !delay);
+	}
 	for (;;) {
 		n = io_uring_peek_batch_cqe(&u->ring, cqes,
 					    k && k < REAP_BATCH ? k : REAP_BATCH);
@@ -670,19 +739,8 @@ static unsigned reap(struct weft__worker *w)
 				/* nothing to do */
 			} else if (is_multishot(ud) || is_accept_ms(ud)) {
 				/* done by the forward pass above */
-			} else {
-				struct weft__io_op *op =
-					(struct weft__io_op
-						 *)(uintptr_t)(ud &
-							       UD_PTR_MASK);
-				/* write(2) on a socket or pipe whose reader is
-				 * gone raised SIGPIPE in this thread. */
-				if (res == -EPIPE &&
-				    (op->opcode == WEFT__OP_WRITE ||
-				     op->opcode == WEFT__OP_WRITEV))
-					weft__io_drain_sigpipe();
-				u->inflight--;
-				woken += weft__io_complete(w, op, res);
+			} else if (!delay || !delay_cqe(u, delay, ud, res)) {
+				woken += op_cqe(w, u, ud, res);
 			}
 		}
 		io_uring_cq_advance(&u->ring, n);
@@ -745,6 +803,12 @@ static void u_sleep(struct weft__worker *w, uint64_t deadline_ns)
 
 	if (!u->kick_armed)
 		arm_kick(w);
+	if (WEFT__UNLIKELY(u->ndelayed)) {
+		/* held completions (cqe_delay): come back for them soon */
+		uint64_t soon = weft__clock_now() + 1000000u;
+		if (soon < deadline_ns)
+			deadline_ns = soon;
+	}
 	if (deadline_ns != UINT64_MAX) {
 		uint64_t now = weft__clock_now();
 		uint64_t d = deadline_ns > now ? deadline_ns - now : 0;

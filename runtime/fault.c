@@ -27,7 +27,9 @@
  * "reap_k:K" reaps at most K completions per scheduler tick (the rest
  * wait in the CQ, which then overflows sooner), and "cqe_shuffle:SEED"
  * handles each reaped batch in a shuffled order (multishot completions
- * excepted: the kernel orders a stream's bytes, and so do we).
+ * excepted: the kernel orders a stream's bytes, and so do we), and
+ * "cqe_delay:D" holds each single-shot op's completion back for D reaps
+ * (a slow kernel; a cancel's completion then comes before its target's).
  *
  * Cost when nothing is armed: one relaxed load of a flag per site call.
  * The sites are the calls named below; each returns its usual failure
@@ -61,6 +63,7 @@ static const char *const site_names[WEFT__F_NSITES] = {
 	[WEFT__F_SHORT_IO] = "short_io",
 	[WEFT__F_REAP_K] = "reap_k",
 	[WEFT__F_CQE_SHUFFLE] = "cqe_shuffle",
+	[WEFT__F_CQE_DELAY] = "cqe_delay",
 };
 
 static const struct {
@@ -174,7 +177,7 @@ static int apply_spec(const char *spec)
 		while ((*end >= 'A' && *end <= 'Z') || (*end >= '0' && *end <= '9'))
 			end++;
 		if (site == WEFT__F_SHORT_IO || site == WEFT__F_REAP_K ||
-		    site == WEFT__F_CQE_SHUFFLE) {
+		    site == WEFT__F_CQE_SHUFFLE || site == WEFT__F_CQE_DELAY) {
 			/* a number, not an errno: "short_io:1" */
 			unsigned k;
 			if (!parse_uint(&p, &k))

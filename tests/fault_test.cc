@@ -75,6 +75,7 @@ TEST(Faults, SpecSyntax)
 	EXPECT_EQ(0, weft_test_faults_parse(""));
 	EXPECT_EQ(0, weft_test_faults_parse("short_io:1;short_io:7%2"));
 	EXPECT_EQ(0, weft_test_faults_parse("reap_k:1;cqe_shuffle:99"));
+	EXPECT_EQ(0, weft_test_faults_parse("cqe_delay:4"));
 	for (const char *bad :
 	     { "nosuchsite:EPERM", "socket:ENOTANERRNO", "socket", "socket:",
 	       "socket:EMFILE@", "socket:EMFILE@0", "socket:EMFILE%x",
@@ -338,7 +339,9 @@ TEST(Faults, ShortIoCapsEveryTransfer)
 }
 
 // B8 with ring faults: a tiny ring (CQ overflows), one completion reaped
-// per tick, each batch handled in a shuffled order. Every op still
+// per tick, each batch handled in a shuffled order, completions held back
+// for a few reaps (so a cancel's completion comes before its target's,
+// as a slow kernel would order them). Every op still
 // completes exactly once (the harness checks submitted == completed):
 // echoes over plain and multishot sockets checksum, timed-out recvs
 // return -ETIMEDOUT, timers fire.
@@ -347,8 +350,9 @@ TEST(Faults, ReapLimitAndShuffledCompletionsLoseNothing)
 	Faults f;
 	if (!uring_here())
 		GTEST_SKIP() << "ring faults are io_uring's";
-	for (const char *spec : { "reap_k:1", "cqe_shuffle:12345",
-				  "reap_k:3;cqe_shuffle:7" }) {
+	for (const char *spec :
+	     { "reap_k:1", "cqe_shuffle:12345", "reap_k:3;cqe_shuffle:7",
+	       "cqe_delay:3", "cqe_delay:2;cqe_shuffle:5;reap_k:4" }) {
 		SCOPED_TRACE(spec);
 		io_test::run(
 			"io_uring", 2,
