@@ -254,13 +254,52 @@ static void waiter_publish(struct weft__task *t, struct weft__wait *wt)
 	weft__io_fd_exit(a->fd);
 }
 
-/* An fd, an error, or 1 with *plain: take the plain path. */
-static int take(struct weft__task *t, struct acceptq *a, bool *plain)
+/*
+ * Called under a->lock: link @t on @list (the waiters or the pollers),
+ * drop the lock and park (steps 1 and 5). Return: 0 woken by a source
+ * (@granted and @status as it left them); else the wait ended by a
+ * cancellation or deadline, unlinked, the baton passed on if nothing is
+ * armed (step 3): its error, or 0 if the caller should look again.
+ */
+static int wait_turn(struct weft__task *t, struct acceptq *a,
+		     struct weft__waitq *list, bool *granted, int *status)
 {
 	struct weft__wakeups wk;
 	struct weft__waiter wr;
 	struct weft__wait wt;
-	int reason, err, r;
+	int reason;
+
+	weft__waiter_enqueue(list, &wr, t, true, false, false);
+	weft__spin_unlock(&a->lock);
+	wt.publish = waiter_publish;
+	wt.obj = a;
+	wt.word = wr.word;
+	wt.deadline_ns = weft__wait_deadline(t);
+	weft__set_wait_kind(t, WEFT__WK_IO); /* for dumps */
+	reason = weft__wait_park(t, &wt);
+	if (reason == WEFT__WAKE_SOURCE) {
+		*granted = wr.granted;
+		*status = wr.status;
+		return 0;
+	}
+	/* whoever unlinked us took back what it gave */
+	wk.n = 0;
+	weft__spin_lock(&a->lock);
+	if (wr.linked)
+		weft__waitq_remove(list, &wr);
+	if (!a->armed && !a->dead)
+		pass_baton(a, &wk);
+	weft__spin_unlock(&a->lock);
+	weft__wakeups_flush(&wk);
+	*granted = false;
+	return weft__wait_error(t, reason);
+}
+
+/* An fd, an error, or 1 with *plain: take the plain path. */
+static int take(struct weft__task *t, struct acceptq *a, bool *plain)
+{
+	bool granted;
+	int r;
 
 	for (;;) {
 		weft__spin_lock(&a->lock);
@@ -284,32 +323,12 @@ static int take(struct weft__task *t, struct acceptq *a, bool *plain)
 			*plain = true;
 			return 1;
 		}
-		weft__waiter_enqueue(&a->waiters, &wr, t, true, false, false);
-		weft__spin_unlock(&a->lock);
-		wt.publish = waiter_publish;
-		wt.obj = a;
-		wt.word = wr.word;
-		wt.deadline_ns = weft__wait_deadline(t);
-		weft__set_wait_kind(t, WEFT__WK_IO); /* for dumps */
-		reason = weft__wait_park(t, &wt);
-		if (reason != WEFT__WAKE_SOURCE) {
-			/* Step 3: whoever unlinked us took its fd back. */
-			wk.n = 0;
-			weft__spin_lock(&a->lock);
-			if (wr.linked)
-				weft__waitq_remove(&a->waiters, &wr);
-			if (!a->armed && !a->dead)
-				pass_baton(a, &wk);
-			weft__spin_unlock(&a->lock);
-			weft__wakeups_flush(&wk);
-			err = weft__wait_error(t, reason);
-			if (err)
-				return err;
-			continue;
-		}
-		if (wr.granted)
-			return wr.status;
-		/* the baton: go round and arm */
+		int err = wait_turn(t, a, &a->waiters, &granted, &r);
+		if (err)
+			return err;
+		if (granted)
+			return r;
+		/* the baton, or a wait that ended early: go round */
 	}
 }
 
@@ -351,10 +370,8 @@ int weft__io_acceptq_accept(struct weft__task *t, int fd, struct sockaddr *addr,
 static int poll_wait(struct weft__task *t, struct acceptq *a, short in,
 		     bool *plain)
 {
-	struct weft__wakeups wk;
-	struct weft__waiter wr;
-	struct weft__wait wt;
-	int reason, err;
+	bool granted;
+	int status;
 
 	for (;;) {
 		weft__spin_lock(&a->lock);
@@ -367,27 +384,9 @@ static int poll_wait(struct weft__task *t, struct acceptq *a, short in,
 			*plain = true;
 			return 1;
 		}
-		weft__waiter_enqueue(&a->pollers, &wr, t, true, false, false);
-		weft__spin_unlock(&a->lock);
-		wt.publish = waiter_publish;
-		wt.obj = a;
-		wt.word = wr.word;
-		wt.deadline_ns = weft__wait_deadline(t);
-		weft__set_wait_kind(t, WEFT__WK_IO); /* for dumps */
-		reason = weft__wait_park(t, &wt);
-		if (reason != WEFT__WAKE_SOURCE) {
-			wk.n = 0;
-			weft__spin_lock(&a->lock);
-			if (wr.linked)
-				weft__waitq_remove(&a->pollers, &wr);
-			if (!a->armed && !a->dead)
-				pass_baton(a, &wk);
-			weft__spin_unlock(&a->lock);
-			weft__wakeups_flush(&wk);
-			err = weft__wait_error(t, reason);
-			if (err)
-				return err;
-		}
+		int err = wait_turn(t, a, &a->pollers, &granted, &status);
+		if (err)
+			return err;
 		/* look again */
 	}
 }

@@ -25,27 +25,22 @@
 
 using weft_test::go;
 using weft_test::scaled;
+using weft_test::P;
+using weft_test::QueuePtr;
+using weft_test::V;
 
 namespace
 {
 
-void *P(uintptr_t v)
+std::vector<QueuePtr> queues(unsigned n)
 {
-	return reinterpret_cast<void *>(v);
-}
-
-uintptr_t V(void *p)
-{
-	return reinterpret_cast<uintptr_t>(p);
-}
-
-struct QueueDeleter {
-	void operator()(weft_queue *q) const
-	{
-		weft_queue_free(q);
+	std::vector<QueuePtr> qs;
+	for (unsigned i = 0; i < n; i++) {
+		qs.emplace_back(weft_queue_new(1));
+		EXPECT_TRUE(qs.back());
 	}
-};
-using QueuePtr = std::unique_ptr<weft_queue, QueueDeleter>;
+	return qs;
+}
 
 uint64_t handoffs()
 {
@@ -193,11 +188,7 @@ TEST(Handoff, CancelDuringHandoffEndsTheWait)
 		std::thread canceller;
 
 		WEFT_TEST_RUN(2, [&] {
-			std::vector<QueuePtr> qs;
-			for (unsigned i = 0; i < 2 * npairs; i++) {
-				qs.emplace_back(weft_queue_new(1));
-				ASSERT_TRUE(qs.back());
-			}
+			std::vector<QueuePtr> qs = queues(2 * npairs);
 			for (unsigned i = 0; i < npairs; i++) {
 				weft_queue *a = qs[2 * i].get();
 				weft_queue *b = qs[2 * i + 1].get();
@@ -263,12 +254,8 @@ TEST(Handoff, DeadlinesRacingHandoffs)
 	std::atomic<uint64_t> timeouts{ 0 }, bad{ 0 };
 
 	WEFT_TEST_RUN(2, [&] {
-		std::vector<QueuePtr> qs;
+		std::vector<QueuePtr> qs = queues(2 * npairs);
 		std::vector<weft_task *> tasks;
-		for (unsigned i = 0; i < 2 * npairs; i++) {
-			qs.emplace_back(weft_queue_new(1));
-			ASSERT_TRUE(qs.back());
-		}
 		for (unsigned i = 0; i < npairs; i++) {
 			weft_queue *a = qs[2 * i].get();
 			weft_queue *b = qs[2 * i + 1].get();

@@ -189,6 +189,27 @@ inline void race(std::function<void()> a, std::function<void()> b, int offset)
 	weft_join(h);
 }
 
+// ------------------------------------------------------------ queue helpers
+
+// A queue item from a number and back.
+inline void *P(uintptr_t v)
+{
+	return reinterpret_cast<void *>(v);
+}
+
+inline uintptr_t V(void *p)
+{
+	return reinterpret_cast<uintptr_t>(p);
+}
+
+struct QueueDeleter {
+	void operator()(weft_queue *q) const
+	{
+		weft_queue_free(q);
+	}
+};
+using QueuePtr = std::unique_ptr<weft_queue, QueueDeleter>;
+
 // ------------------------------------------------------------ stress helpers
 
 using Clock = std::chrono::steady_clock;

@@ -113,6 +113,18 @@ void send_token(int fd, uint32_t tok)
 	ASSERT_EQ((ssize_t)sizeof(tok), send(fd, &tok, sizeof(tok), 0));
 }
 
+// A task that polls @l for POLLIN (for 5 s at most) into *@out.
+weft_task *poll_task(int l, std::atomic<int> *out)
+{
+	return go([l, out] {
+		weft_scope sc;
+		weft_scope_enter(&sc, WEFT_SEC(5));
+		*out = weft_poll(l, POLLIN);
+		weft_scope_exit(&sc);
+		return 0;
+	});
+}
+
 // Let a multishot cancelled through the close protocol (a foreign closer)
 // land before the harness compares submitted and completed ops.
 void settle_io()
@@ -262,10 +274,7 @@ TEST_P(IoBackend, AcceptMsPollSeesQueuedConnections)
 		// A connection while a poll waits (nothing armed before it:
 		// the poll's own wait arms the multishot).
 		std::atomic<int> polled{ 0 };
-		weft_task *p = go([&] {
-			polled = weft_poll(l, POLLIN);
-			return 0;
-		});
+		weft_task *p = poll_task(l, &polled);
 		weft_sleep(WEFT_MSEC(10));
 		int c0 = client(port);
 		send_token(c0, 100);
@@ -300,13 +309,7 @@ TEST_P(IoBackend, AcceptMsPollSeesQueuedConnections)
 		// Drained, multishot still armed: the next connection goes to
 		// the queue, and a waiting poll is woken for it.
 		polled = 0;
-		p = go([&] {
-			weft_scope s2;
-			weft_scope_enter(&s2, WEFT_SEC(5));
-			polled = weft_poll(l, POLLIN);
-			weft_scope_exit(&s2);
-			return 0;
-		});
+		p = poll_task(l, &polled);
 		weft_sleep(WEFT_MSEC(10));
 		int c3 = client(port);
 		send_token(c3, 103);
@@ -332,10 +335,7 @@ TEST_P(IoBackend, AcceptMsPollSeesQueuedConnections)
 		// weft_close ends a waiting poll (the fd is gone: -EBADF or
 		// POLLNVAL, as for any fd closed under a poll).
 		std::atomic<int> last{ 1 };
-		p = go([&] {
-			last = weft_poll(l, POLLIN);
-			return 0;
-		});
+		p = poll_task(l, &last);
 		weft_sleep(WEFT_MSEC(10));
 		for (int s : { s0, s3, s4 })
 			EXPECT_EQ(0, weft_close(s));

@@ -39,24 +39,9 @@ enum {
 using weft_test::go;
 using weft_test::let_others_run;
 using weft_test::wait_until;
-
-void *P(uintptr_t v)
-{
-	return reinterpret_cast<void *>(v);
-}
-
-uintptr_t V(void *p)
-{
-	return reinterpret_cast<uintptr_t>(p);
-}
-
-struct QueueDeleter {
-	void operator()(weft_queue *q) const
-	{
-		weft_queue_free(q);
-	}
-};
-using QueuePtr = std::unique_ptr<weft_queue, QueueDeleter>;
+using weft_test::P;
+using weft_test::QueuePtr;
+using weft_test::V;
 
 } // namespace
 
