@@ -64,17 +64,17 @@ static _Noreturn void fail(const char *what, long long v, size_t step)
 }
 
 /* the rule: >= 0 or a negative errno */
-#define CHECK_RET(call, step)                                            \
-	do {                                                             \
-		long long r_ = (long long)(call);                        \
-		if (r_ < -4095)                                          \
-			fail(#call " returned no -errno", r_, (step));   \
+#define CHECK_RET(call, step)                                          \
+	do {                                                           \
+		long long r_ = (long long)(call);                      \
+		if (r_ < -4095)                                        \
+			fail(#call " returned no -errno", r_, (step)); \
 	} while (0)
 
-#define CHECK(cond, step)                                                \
-	do {                                                             \
-		if (!(cond))                                             \
-			fail(#cond, 0, (step));                          \
+#define CHECK(cond, step)                       \
+	do {                                    \
+		if (!(cond))                    \
+			fail(#cond, 0, (step)); \
 	} while (0)
 
 /* Odd sizes: small, page-ish, and ones whose byte counts overflow (never
@@ -109,8 +109,15 @@ static size_t odd_size(struct reader *r)
 static uint64_t odd_timeout(struct reader *r)
 {
 	static const uint64_t table[] = {
-		0, 1, 1000, 100000, UINT64_MAX, UINT64_MAX - 1,
-		(uint64_t)INT64_MAX, (uint64_t)INT64_MAX + 1, (uint64_t)-5,
+		0,
+		1,
+		1000,
+		100000,
+		UINT64_MAX,
+		UINT64_MAX - 1,
+		(uint64_t)INT64_MAX,
+		(uint64_t)INT64_MAX + 1,
+		(uint64_t)-5,
 	};
 	uint8_t b = u8(r);
 
@@ -157,13 +164,13 @@ static int pick_fd(struct ctx *c)
 }
 
 /* Every call that can wait runs inside a 1 ms scope. */
-#define BOUNDED(c, call)                                                 \
-	do {                                                             \
-		weft_scope s_;                                           \
-		memset(&s_, 0, sizeof(s_));                              \
-		weft_scope_enter(&s_, 1000000);                          \
-		CHECK_RET(call, (c)->step);                              \
-		CHECK_RET(weft_scope_exit(&s_), (c)->step);              \
+#define BOUNDED(c, call)                                    \
+	do {                                                \
+		weft_scope s_;                              \
+		memset(&s_, 0, sizeof(s_));                 \
+		weft_scope_enter(&s_, 1000000);             \
+		CHECK_RET(call, (c)->step);                 \
+		CHECK_RET(weft_scope_exit(&s_), (c)->step); \
 	} while (0)
 
 static void op_queue_new(struct ctx *c)
@@ -311,7 +318,8 @@ static void op_scope_exit(struct ctx *c)
 		/* not the innermost: -EINVAL, and it closed every scope
 		 * entered inside it too */
 		if (k < c->nopen - 1 && r != -EINVAL)
-			fail("exit of an outer scope is not -EINVAL", r, c->step);
+			fail("exit of an outer scope is not -EINVAL", r,
+			     c->step);
 		if (k == c->nopen - 1 && r != 0 && r != -ETIMEDOUT)
 			fail("scope exit", r, c->step);
 		c->nopen = k;

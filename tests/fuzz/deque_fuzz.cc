@@ -36,10 +36,10 @@ namespace
 	abort();
 }
 
-#define CHECK(cond, step)                       \
-	do {                                    \
-		if (!(cond))                    \
-			fail(#cond, (step));    \
+#define CHECK(cond, step)                    \
+	do {                                 \
+		if (!(cond))                 \
+			fail(#cond, (step)); \
 	} while (0)
 
 void *P(uintptr_t id)
@@ -165,8 +165,8 @@ void run(const uint8_t *data, size_t size)
 			steal_half(s, o, step);
 			break;
 		case 6: {
-			size_t max = (i < size ? data[i++] : arg) %
-				     (Q::kCap + 2);
+			size_t max =
+				(i < size ? data[i++] : arg) % (Q::kCap + 2);
 			std::vector<void *> out(max + 1, P(0));
 			size_t n = Q::take_top(s.d, out.data(), max);
 			size_t want = s.m.size() < max ? s.m.size() : max;

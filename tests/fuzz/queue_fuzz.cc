@@ -46,15 +46,19 @@ namespace
 	abort();
 }
 
-#define CHECK(cond, step)                       \
-	do {                                    \
-		if (!(cond))                    \
-			fail(#cond, (step));    \
+#define CHECK(cond, step)                    \
+	do {                                 \
+		if (!(cond))                 \
+			fail(#cond, (step)); \
 	} while (0)
 
 constexpr size_t kMaxTasks = 48;
 
-enum Kind { PUT, GET, JOIN };
+enum Kind {
+	PUT,
+	GET,
+	JOIN
+};
 
 // One spawned blocking call. The task writes result/got then done.
 struct Op {
@@ -277,7 +281,8 @@ struct Driver {
 			o->checked = true;
 			CHECK(o->result == o->expect_result, step);
 			if (o->kind == GET && o->result == 0) {
-				CHECK((uintptr_t)o->got == o->expect_item, step);
+				CHECK((uintptr_t)o->got == o->expect_item,
+				      step);
 				came_out(o->expect_item);
 			}
 		}
@@ -381,7 +386,8 @@ struct Driver {
 		CHECK(weft_queue_len(q) == 0, step);
 		// items in = items out: each put item came out exactly once
 		for (uintptr_t id = 1; id < next_item; id++)
-			CHECK(in_count[id] <= 1 && out_count[id] == in_count[id],
+			CHECK(in_count[id] <= 1 &&
+				      out_count[id] == in_count[id],
 			      step);
 		for (Op *o : ops) {
 			CHECK(weft_join(o->t) == 0, step);

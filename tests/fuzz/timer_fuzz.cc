@@ -39,10 +39,10 @@ constexpr size_t kTimers = 64;
 	abort();
 }
 
-#define CHECK(cond, step)                       \
-	do {                                    \
-		if (!(cond))                    \
-			fail(#cond, (step));    \
+#define CHECK(cond, step)                    \
+	do {                                 \
+		if (!(cond))                 \
+			fail(#cond, (step)); \
 	} while (0)
 
 struct Reader {
@@ -158,7 +158,7 @@ struct Model {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	Reader r{data, size};
+	Reader r{ data, size };
 	Model m;
 	size_t step = 0;
 
@@ -220,7 +220,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				CHECK(p == nullptr, step);
 			} else {
 				CHECK(p != nullptr, step);
-				CHECK(m.index(p, step) == m.order.begin()->second,
+				CHECK(m.index(p, step) ==
+					      m.order.begin()->second,
 				      step);
 			}
 			uint64_t nd = weft__timer_next_deadline(&m.h);
