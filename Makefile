@@ -8,11 +8,13 @@ NPROC := $(shell nproc 2>/dev/null || echo 2)
 CMAKE ?= cmake
 CTEST ?= ctest
 CTEST_FLAGS := --output-on-failure
+FUZZ_SECONDS ?= 20
 FORMAT_DIRS := $(wildcard runtime io include tests perf examples)
 
 .DEFAULT_GOAL := help
-.PHONY: help deps test test-epoll stress bench asan tsan hardened format \
-	clean build-debug build-release build-asan build-tsan build-hardened
+.PHONY: help deps test test-epoll stress bench asan tsan hardened fuzz format \
+	clean build-debug build-release build-asan build-tsan build-hardened \
+	build-fuzz
 
 help:
 	@echo "weft make targets:"
@@ -23,6 +25,7 @@ help:
 	@echo "  make asan     ASan+UBSan build, ctest without the stress label"
 	@echo "  make tsan     TSan build, all tests with WEFT_TEST_SCALE=10"
 	@echo "  make hardened Release + _FORTIFY_SOURCE/CET/stack-clash, unit suite on both backends"
+	@echo "  make fuzz     clang-14 libFuzzer targets (tests/fuzz), FUZZ_SECONDS=$(FUZZ_SECONDS) s each over their corpus"
 	@echo "  make format   clang-format -i over the C/C++ sources"
 	@echo "  make deps     install the Debian packages weft needs (scripts/deps.sh)"
 	@echo "  make clean    remove build/ and the compile_commands.json link"
@@ -53,6 +56,11 @@ build-tsan: deps
 build-hardened: deps
 	$(call preset_build,hardened)
 
+# clang-14 and libFuzzer are needed here only, not by `make test`.
+build-fuzz:
+	@bash scripts/deps.sh --fuzz
+	$(call preset_build,fuzz)
+
 test: build-debug
 	$(CTEST) --test-dir build/debug $(CTEST_FLAGS) --no-tests=error -j2 -LE stress
 
@@ -80,6 +88,12 @@ tsan: build-tsan
 hardened: build-hardened
 	$(CTEST) --test-dir build/hardened $(CTEST_FLAGS) --no-tests=error -j2 -LE stress
 	WEFT_IO=epoll $(CTEST) --test-dir build/hardened $(CTEST_FLAGS) --no-tests=error -j2 -LE 'stress|model'
+
+# RELIABILITY 3.6: each libFuzzer target replays its seed corpus
+# (tests/fuzz/corpus/<name>, never modified) and fuzzes for FUZZ_SECONDS
+# more; a crash, a model mismatch or a hang fails the target.
+fuzz: build-fuzz
+	bash scripts/fuzz.sh build/fuzz $(FUZZ_SECONDS)
 
 format:
 	@command -v clang-format >/dev/null || { echo "weft: clang-format not found (apt-get install clang-format)" >&2; exit 1; }

@@ -104,6 +104,9 @@ struct weft__waiter {
 	int status; /* payload: 0, -EPIPE, ... */
 	bool granted; /* payload: lock / unit handed over */
 	bool linked; /* on the list; under the lock */
+	/* enqueued cancellable: the wait arms the scope deadline (also in
+	 * a shield, where word lacks WEFT__W_CANCELLABLE) */
+	bool cancellable;
 };
 
 /*
@@ -201,6 +204,7 @@ static inline void weft__waiter_enqueue(struct weft__waitq *q,
 {
 	w->task = t;
 	w->word = weft__wait_prepare(t, cancellable);
+	w->cancellable = cancellable;
 	w->granted = false;
 	w->status = 0;
 	if (requeue) {
@@ -237,9 +241,12 @@ static inline int weft__waiter_sleep(_Atomic uint32_t *lock,
 		.publish = NULL,
 		.obj = obj,
 		.word = w->word,
-		.deadline_ns = (w->word & WEFT__W_CANCELLABLE) ?
-				       weft__wait_deadline(t) :
-				       UINT64_MAX,
+		/* Not the word's WEFT__W_CANCELLABLE bit: a shield clears
+		 * it, but the shielded scope's own deadline and the scopes
+		 * entered inside it still apply (weft/scope.h), as for
+		 * sleeps and I/O. */
+		.deadline_ns = w->cancellable ? weft__wait_deadline(t) :
+						UINT64_MAX,
 	};
 	int reason = weft__wait_park(t, &wt);
 

@@ -4,9 +4,15 @@
 # Silent and exit 0 when everything is there. Otherwise, as root: apt-get
 # install the missing ones (from the configured Debian archive, nothing
 # else); not root: say what to run and exit 1.
+#
+# --fuzz: also clang 14 and its runtimes (libFuzzer, ASan, UBSan), which only
+# `make fuzz` needs.
 set -euo pipefail
 
 pkgs=(liburing-dev libjemalloc-dev libgtest-dev cmake g++ pkg-config make spin)
+if [[ ${1:-} == --fuzz ]]; then
+	pkgs+=(clang-14 libclang-rt-14-dev)
+fi
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
 	echo "weft: not a Debian system (no dpkg-query); make sure these are installed: ${pkgs[*]}" >&2

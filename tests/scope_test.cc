@@ -376,6 +376,58 @@ TEST(Shield, ShieldedScopeOwnDeadlineAndInnerScopesApply)
 	}, false);
 }
 
+// Found by tests/fuzz/api_fuzz: waits on the waiter-list primitives
+// (semaphore, event, queue) armed no deadline timer inside a shield, so a
+// scope's deadline there never ended them: the task hung until the
+// resource came. A helper provides each resource after 2 s, so without the
+// fix the waits return 0 late instead of hanging the test.
+TEST(Shield, ScopeDeadlinesEndPrimitiveWaitsInsideAShield)
+{
+	WEFT_TEST_RUN(2, [] {
+		static weft_sem sem;
+		static weft_event ev;
+		static weft_queue *q;
+		ASSERT_EQ(0, weft_sem_init(&sem, 0));
+		ASSERT_EQ(0, weft_event_init(&ev));
+		q = weft_queue_new(1);
+		ASSERT_NE(nullptr, q);
+		weft_task *helper = go([] {
+			weft_shield(
+				[](void *) {
+					weft_sleep(WEFT_SEC(2));
+					weft_sem_release(&sem);
+					weft_sem_release(&sem);
+					weft_event_set(&ev);
+					weft_queue_try_put(q, (void *)1);
+					return 0;
+				},
+				nullptr);
+			return 0;
+		});
+		void *x = nullptr;
+		weft_scope sh, in;
+		weft_scope_enter_shielded(&sh, WEFT_SEC(60));
+		weft_scope_enter(&in, WEFT_MSEC(5));
+		EXPECT_EQ(-ETIMEDOUT, weft_sem_acquire(&sem));
+		EXPECT_EQ(-ETIMEDOUT, weft_scope_exit(&in));
+		weft_scope_enter(&in, WEFT_MSEC(5));
+		EXPECT_EQ(-ETIMEDOUT, weft_event_wait(&ev));
+		EXPECT_EQ(-ETIMEDOUT, weft_scope_exit(&in));
+		weft_scope_enter(&in, WEFT_MSEC(5));
+		EXPECT_EQ(-ETIMEDOUT, weft_queue_get(q, &x));
+		EXPECT_EQ(-ETIMEDOUT, weft_scope_exit(&in));
+		EXPECT_EQ(0, weft_scope_exit(&sh));
+		// the shielded scope's own deadline, too
+		weft_scope_enter_shielded(&sh, WEFT_MSEC(5));
+		EXPECT_EQ(-ETIMEDOUT, weft_sem_acquire(&sem));
+		EXPECT_EQ(-ETIMEDOUT, weft_scope_exit(&sh));
+		EXPECT_EQ(0, weft_join(helper));
+		weft_queue_free(q);
+		weft_event_destroy(&ev);
+		weft_sem_destroy(&sem);
+	}, false);
+}
+
 TEST(Shield, JoinInsideAShieldDoesNotCancelTheChild)
 {
 	WEFT_TEST_RUN(2, [] {
