@@ -74,7 +74,7 @@ TEST_P(IoBackend, SuspendingCallsOutsideATaskArePerm)
 TEST_P(IoBackend, BadArgumentsSameOnBothBackends)
 {
 	Run(1, [] {
-		char b[8];
+		char b[8] = {}; // sent below (to a closed fd): initialised
 		int sv[2];
 		pair(sv);
 		int closed = dup(sv[0]);
