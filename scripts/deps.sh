@@ -4,9 +4,13 @@
 # Silent and exit 0 when everything is there. Otherwise, as root: apt-get
 # install the missing ones (from the configured Debian archive, nothing
 # else); not root: say what to run and exit 1.
+#
+# Usage: scripts/deps.sh [EXTRA_PACKAGE...]: the extras are what one make
+# target needs on top of the build (`make valgrind`: valgrind, which also
+# ships valgrind/valgrind.h), so the other targets do not install them.
 set -euo pipefail
 
-pkgs=(liburing-dev libjemalloc-dev libgtest-dev cmake g++ pkg-config make spin)
+pkgs=(liburing-dev libjemalloc-dev libgtest-dev cmake g++ pkg-config make spin "$@")
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
 	echo "weft: not a Debian system (no dpkg-query); make sure these are installed: ${pkgs[*]}" >&2
