@@ -11,8 +11,9 @@ CTEST_FLAGS := --output-on-failure
 FORMAT_DIRS := $(wildcard runtime io include tests perf examples)
 
 .DEFAULT_GOAL := help
-.PHONY: help deps test test-epoll stress bench asan tsan hardened format \
-	clean build-debug build-release build-asan build-tsan build-hardened
+.PHONY: help deps test test-epoll stress bench asan tsan hardened valgrind \
+	format clean build-debug build-release build-asan build-tsan \
+	build-hardened build-valgrind
 
 help:
 	@echo "weft make targets:"
@@ -23,6 +24,7 @@ help:
 	@echo "  make asan     ASan+UBSan build, ctest without the stress label"
 	@echo "  make tsan     TSan build, all tests with WEFT_TEST_SCALE=10"
 	@echo "  make hardened Release + _FORTIFY_SOURCE/CET/stack-clash, unit suite on both backends"
+	@echo "  make valgrind -O1 build, a subset of the unit tests under valgrind memcheck (epoll)"
 	@echo "  make format   clang-format -i over the C/C++ sources"
 	@echo "  make deps     install the Debian packages weft needs (scripts/deps.sh)"
 	@echo "  make clean    remove build/ and the compile_commands.json link"
@@ -53,6 +55,14 @@ build-tsan: deps
 build-hardened: deps
 	$(call preset_build,hardened)
 
+# Only the test binaries scripts/valgrind.sh runs (examples and perf are
+# not needed); deps.sh installs valgrind for this target alone.
+VALGRIND_TESTS = $(shell bash scripts/valgrind.sh --list)
+build-valgrind:
+	@bash scripts/deps.sh valgrind
+	$(CMAKE) --preset valgrind
+	$(CMAKE) --build --preset valgrind -j$(NPROC) --target $(VALGRIND_TESTS)
+
 test: build-debug
 	$(CTEST) --test-dir build/debug $(CTEST_FLAGS) --no-tests=error -j2 -LE stress
 
@@ -80,6 +90,11 @@ tsan: build-tsan
 hardened: build-hardened
 	$(CTEST) --test-dir build/hardened $(CTEST_FLAGS) --no-tests=error -j2 -LE stress
 	WEFT_IO=epoll $(CTEST) --test-dir build/hardened $(CTEST_FLAGS) --no-tests=error -j2 -LE 'stress|model'
+
+# RELIABILITY 3.7: memcheck over a subset of the unit tests, on epoll and
+# one worker (scripts/valgrind.sh says why, and which tests it skips).
+valgrind: build-valgrind
+	bash scripts/valgrind.sh build/valgrind
 
 format:
 	@command -v clang-format >/dev/null || { echo "weft: clang-format not found (apt-get install clang-format)" >&2; exit 1; }
