@@ -62,7 +62,12 @@ declare -A skip=(
 	#   threads, above valgrind's --max-threads (500); the clamp itself is
 	#   arithmetic, checked by every other build.
 	[task_test]="Run.ConfigExtremesAreClamped"
-	[sync_test]=""
+	# Sem.PermitsConservedUnderRandomCancellation: timing-bound, not
+	#   memory-bound: 8 tasks loop on acquire/release while one task
+	#   cancels them 10^4 times; valgrind runs one thread at a time and
+	#   the cancelling task is starved (2.5 min in one run, over 5 in the
+	#   next). Its ledger is checked by every other build.
+	[sync_test]="Sem.PermitsConservedUnderRandomCancellation"
 	[queue_test]=""
 	[scope_test]=""
 	[group_test]=""
