@@ -12,9 +12,9 @@ FUZZ_SECONDS ?= 20
 FORMAT_DIRS := $(wildcard runtime io include tests perf examples)
 
 .DEFAULT_GOAL := help
-.PHONY: help deps test test-epoll stress bench asan tsan hardened fuzz format \
-	clean build-debug build-release build-asan build-tsan build-hardened \
-	build-fuzz
+.PHONY: help deps test test-epoll stress bench asan tsan hardened valgrind \
+	fuzz format clean build-debug build-release build-asan build-tsan \
+	build-hardened build-valgrind build-fuzz
 
 help:
 	@echo "weft make targets:"
@@ -25,6 +25,7 @@ help:
 	@echo "  make asan     ASan+UBSan build, ctest without the stress label"
 	@echo "  make tsan     TSan build, all tests with WEFT_TEST_SCALE=10"
 	@echo "  make hardened Release + _FORTIFY_SOURCE/CET/stack-clash, unit suite on both backends"
+	@echo "  make valgrind -O1 build, a subset of the unit tests under valgrind memcheck (epoll)"
 	@echo "  make fuzz     clang-14 libFuzzer targets (tests/fuzz), FUZZ_SECONDS=$(FUZZ_SECONDS) s each over their corpus"
 	@echo "  make format   clang-format -i over the C/C++ sources"
 	@echo "  make deps     install the Debian packages weft needs (scripts/deps.sh)"
@@ -56,9 +57,17 @@ build-tsan: deps
 build-hardened: deps
 	$(call preset_build,hardened)
 
+# Only the test binaries scripts/valgrind.sh runs (examples and perf are
+# not needed); deps.sh installs valgrind for this target alone.
+VALGRIND_TESTS = $(shell bash scripts/valgrind.sh --list)
+build-valgrind:
+	@bash scripts/deps.sh valgrind
+	$(CMAKE) --preset valgrind
+	$(CMAKE) --build --preset valgrind -j$(NPROC) --target $(VALGRIND_TESTS)
+
 # clang-14 and libFuzzer are needed here only, not by `make test`.
 build-fuzz:
-	@bash scripts/deps.sh --fuzz
+	@bash scripts/deps.sh clang-14 libclang-rt-14-dev
 	$(call preset_build,fuzz)
 
 test: build-debug
@@ -88,6 +97,11 @@ tsan: build-tsan
 hardened: build-hardened
 	$(CTEST) --test-dir build/hardened $(CTEST_FLAGS) --no-tests=error -j2 -LE stress
 	WEFT_IO=epoll $(CTEST) --test-dir build/hardened $(CTEST_FLAGS) --no-tests=error -j2 -LE 'stress|model'
+
+# RELIABILITY 3.7: memcheck over a subset of the unit tests, on epoll and
+# one worker (scripts/valgrind.sh says why, and which tests it skips).
+valgrind: build-valgrind
+	bash scripts/valgrind.sh build/valgrind
 
 # RELIABILITY 3.6: each libFuzzer target replays its seed corpus
 # (tests/fuzz/corpus/<name>, never modified) and fuzzes for FUZZ_SECONDS

@@ -5,14 +5,14 @@
 # install the missing ones (from the configured Debian archive, nothing
 # else); not root: say what to run and exit 1.
 #
-# --fuzz: also clang 14 and its runtimes (libFuzzer, ASan, UBSan), which only
-# `make fuzz` needs.
+# Usage: scripts/deps.sh [EXTRA_PACKAGE...]: the extras are what one make
+# target needs on top of the build (`make valgrind`: valgrind, which also
+# ships valgrind/valgrind.h; `make fuzz`: clang-14 and libclang-rt-14-dev
+# with libFuzzer and the sanitizer runtimes), so the other targets do not
+# install them.
 set -euo pipefail
 
-pkgs=(liburing-dev libjemalloc-dev libgtest-dev cmake g++ pkg-config make spin)
-if [[ ${1:-} == --fuzz ]]; then
-	pkgs+=(clang-14 libclang-rt-14-dev)
-fi
+pkgs=(liburing-dev libjemalloc-dev libgtest-dev cmake g++ pkg-config make spin "$@")
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
 	echo "weft: not a Debian system (no dpkg-query); make sure these are installed: ${pkgs[*]}" >&2

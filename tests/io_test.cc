@@ -74,7 +74,7 @@ TEST_P(IoBackend, SuspendingCallsOutsideATaskArePerm)
 TEST_P(IoBackend, BadArgumentsSameOnBothBackends)
 {
 	Run(1, [] {
-		char b[8];
+		char b[8] = {}; // sent below (to a closed fd): initialised
 		int sv[2];
 		pair(sv);
 		int closed = dup(sv[0]);
@@ -1141,6 +1141,10 @@ INSTANTIATE_TEST_SUITE_P(Errno, IoFallback, ::testing::Values(EPERM, ENOSYS));
 
 TEST(IoConfig, EnvSelectsEpollAndBogusIsIgnored)
 {
+	// Restores the caller's WEFT_IO: a whole-binary run (valgrind.sh
+	// runs io_test under WEFT_IO=epoll) must keep it for later tests.
+	const char *prev = getenv("WEFT_IO");
+	std::string saved = prev ? prev : "";
 	setenv("WEFT_IO", "epoll", 1);
 	EXPECT_STREQ("epoll", weft_io_backend(NULL));
 	weft_runtime *rt;
@@ -1152,7 +1156,10 @@ TEST(IoConfig, EnvSelectsEpollAndBogusIsIgnored)
 	ASSERT_EQ(0, weft_runtime_new(&rt, nullptr));
 	EXPECT_NE(nullptr, weft_io_backend(rt));
 	weft_runtime_free(rt);
-	unsetenv("WEFT_IO");
+	if (prev)
+		setenv("WEFT_IO", saved.c_str(), 1);
+	else
+		unsetenv("WEFT_IO");
 }
 
 TEST(IoConfig, ExtremeRingSizesAreClamped)
