@@ -389,10 +389,9 @@ static void u_buf_put(struct weft__worker *w, unsigned bid)
 
 static inline bool is_accept_ms(uint64_t ud);
 
-/* Close the fds of multishot accept CQEs nobody will reap (the worker has
- * exited): reads the CQ only, no syscall but close. Context: fini(). */
-/* Close the fds of the accept completions in the CQ; return how many
- * completions were seen. */
+/* Close the fds of the multishot accept completions in the CQ (nobody
+ * will reap them: the workers have exited); consume every completion.
+ * Return: how many there were. Context: fini(). */
 static unsigned close_cq_accepts(struct uring *u)
 {
 	struct io_uring_cqe *cqe;
@@ -453,7 +452,8 @@ static void u_fini(struct weft__worker *w)
 	struct uring *u = U(w);
 
 	/* Every op's task has finished, so nothing of ours is in flight but
-	 * the kick read and multishots (closing the ring cancels them). */
+	 * the kick read and multishots: close_unreaped_accepts() cancels
+	 * them where it may, closing the ring cancels the rest. */
 	close_unreaped_accepts(u);
 	io_uring_queue_exit(&u->ring);
 	weft__free(u->delayed); /* empty: every op's task has finished */
@@ -690,7 +690,6 @@ static unsigned ms_cqe(struct weft__worker *w, struct io_uring_cqe *cqe)
 	return weft__io_stream_cqe(w, op, cqe->res, more, buf, bid);
 }
 
-/* Reap every CQE there is. Return: tasks made runnable. */
 /* The completion of a single-shot op. */
 static unsigned op_cqe(struct weft__worker *w, struct uring *u, uint64_t ud,
 		       int res)
@@ -743,6 +742,7 @@ static unsigned undelay(struct weft__worker *w, struct uring *u, bool all)
 	return woken;
 }
 
+/* Reap every CQE there is. Return: tasks made runnable. */
 static unsigned reap(struct weft__worker *w)
 {
 	struct uring *u = U(w);
