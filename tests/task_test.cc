@@ -634,6 +634,8 @@ TEST(Cancel, AfterFinishReturnsZero)
 {
 	WEFT_TEST_RUN(2, [] {
 		std::atomic<bool> done{ false };
+		weft_stats before{};
+		weft_stats_get(nullptr, &before);
 		weft_task *t = weft_spawn(
 			[](void *p) -> int {
 				static_cast<std::atomic<bool> *>(p)->store(
@@ -643,7 +645,16 @@ TEST(Cancel, AfterFinishReturnsZero)
 			&done);
 		while (!done)
 			weft_sleep(WEFT_MSEC(1));
-		weft_sleep(WEFT_MSEC(5)); // let it complete
+		// Until the runtime has counted it complete (it is marked done
+		// first): a fixed sleep here failed under TSan on a busy
+		// machine.
+		for (;;) {
+			weft_stats st{};
+			weft_stats_get(nullptr, &st);
+			if (st.completed > before.completed)
+				break;
+			weft_sleep(WEFT_MSEC(1));
+		}
 		EXPECT_EQ(0, weft_cancel(t));
 		EXPECT_EQ(4, weft_join(t)); // work done is not undone
 	});
