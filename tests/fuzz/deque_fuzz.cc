@@ -27,20 +27,11 @@
 // After the standard headers: see tests/support/deque_small.h.
 #include "tests/support/deque_adapters.h"
 
+#define FUZZ_NAME "deque_fuzz"
+#include "tests/fuzz/fuzz_check.h"
+
 namespace
 {
-
-[[noreturn]] void fail(const char *what, size_t step)
-{
-	fprintf(stderr, "deque_fuzz: %s (at op %zu)\n", what, step);
-	abort();
-}
-
-#define CHECK(cond, step)                    \
-	do {                                 \
-		if (!(cond))                 \
-			fail(#cond, (step)); \
-	} while (0)
 
 void *P(uintptr_t id)
 {

@@ -37,20 +37,11 @@
 
 extern "C" size_t weft__queue_nwaiters(weft_queue *q, int which);
 
+#define FUZZ_NAME "queue_fuzz"
+#include "tests/fuzz/fuzz_check.h"
+
 namespace
 {
-
-[[noreturn]] void fail(const char *what, size_t step)
-{
-	fprintf(stderr, "queue_fuzz: %s (at op %zu)\n", what, step);
-	abort();
-}
-
-#define CHECK(cond, step)                    \
-	do {                                 \
-		if (!(cond))                 \
-			fail(#cond, (step)); \
-	} while (0)
 
 constexpr size_t kMaxTasks = 48;
 

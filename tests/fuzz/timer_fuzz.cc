@@ -28,22 +28,13 @@ extern "C" {
 #include "runtime/timer.h"
 }
 
+#define FUZZ_NAME "timer_fuzz"
+#include "tests/fuzz/fuzz_check.h"
+
 namespace
 {
 
 constexpr size_t kTimers = 64;
-
-[[noreturn]] void fail(const char *what, size_t step)
-{
-	fprintf(stderr, "timer_fuzz: %s (at op %zu)\n", what, step);
-	abort();
-}
-
-#define CHECK(cond, step)                    \
-	do {                                 \
-		if (!(cond))                 \
-			fail(#cond, (step)); \
-	} while (0)
 
 struct Reader {
 	const uint8_t *p;
