@@ -29,18 +29,8 @@
 namespace
 {
 
-int count_dir(const char *path)
-{
-	DIR *d = opendir(path);
-	int n = 0;
-	if (!d)
-		return -1;
-	while (struct dirent *e = readdir(d))
-		if (e->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n - (strcmp(path, "/proc/self/fd") == 0); // opendir's own
-}
+using weft_test::live_threads;
+using weft_test::proc_entries;
 
 // Disarms every site when a test ends, whatever happened.
 struct Faults {
@@ -128,8 +118,8 @@ TEST(Faults, RingSetupRefusedFallsBackShortageIsAnError)
 		EXPECT_STREQ("epoll", weft_io_backend(rt));
 		EXPECT_EQ(0, weft_runtime_free(rt));
 	}
-	int fds = count_dir("/proc/self/fd");
-	int threads = count_dir("/proc/self/task");
+	unsigned fds = proc_entries("/proc/self/fd");
+	unsigned threads = live_threads();
 	for (int err : { ENOMEM, EMFILE }) {
 		// Fail the second worker's ring: the first one must be undone.
 		weft_test_fault("io_uring_setup", err, 2, 0);
@@ -137,14 +127,14 @@ TEST(Faults, RingSetupRefusedFallsBackShortageIsAnError)
 		EXPECT_EQ(-err, new_rt(&rt, 2)) << err;
 	}
 	weft_test_faults_clear();
-	EXPECT_EQ(fds, count_dir("/proc/self/fd"));
-	EXPECT_EQ(threads, count_dir("/proc/self/task"));
+	EXPECT_EQ(fds, proc_entries("/proc/self/fd"));
+	EXPECT_EQ(threads, live_threads(threads));
 }
 
 TEST(Faults, EventfdAndEpollShortageAreErrors)
 {
 	Faults f;
-	int fds = count_dir("/proc/self/fd");
+	unsigned fds = proc_entries("/proc/self/fd");
 	for (unsigned flags : { 0u, (unsigned)WEFT_IO_EPOLL }) {
 		weft_runtime *rt = nullptr;
 		weft_test_fault("eventfd", EMFILE, 2, 0);
@@ -155,7 +145,7 @@ TEST(Faults, EventfdAndEpollShortageAreErrors)
 	weft_test_fault("epoll_create1", ENFILE, 0, 0);
 	EXPECT_EQ(-ENFILE, new_rt(&rt, 2, WEFT_IO_EPOLL));
 	weft_test_faults_clear();
-	EXPECT_EQ(fds, count_dir("/proc/self/fd"));
+	EXPECT_EQ(fds, proc_entries("/proc/self/fd"));
 	ASSERT_EQ(0, new_rt(&rt, 2, WEFT_IO_EPOLL)); // and it works again
 	EXPECT_EQ(0, weft_runtime_free(rt));
 }
@@ -166,14 +156,14 @@ TEST(Faults, WorkerThreadCreationFailureUndoesTheRuntime)
 	// TSan starts a helper thread of its own at the first thread
 	// creation: let that happen before counting.
 	std::thread([] {}).join();
-	int fds = count_dir("/proc/self/fd");
-	int threads = count_dir("/proc/self/task");
+	unsigned fds = proc_entries("/proc/self/fd");
+	unsigned threads = live_threads();
 	weft_runtime *rt = nullptr;
 	weft_test_fault("pthread_create", EAGAIN, 3, 0);
 	EXPECT_EQ(-EAGAIN, new_rt(&rt, 4));
 	weft_test_faults_clear();
-	EXPECT_EQ(fds, count_dir("/proc/self/fd"));
-	EXPECT_EQ(threads, count_dir("/proc/self/task"));
+	EXPECT_EQ(fds, proc_entries("/proc/self/fd"));
+	EXPECT_EQ(threads, live_threads(threads));
 }
 
 // B2: stacks are taken when a task first runs, not at spawn (a task not

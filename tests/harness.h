@@ -17,6 +17,7 @@
 
 #include <gtest/gtest.h>
 
+#include <dirent.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
@@ -227,6 +228,45 @@ inline uint64_t splitmix64(uint64_t *s)
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
 	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
 	return z ^ (z >> 31);
+}
+
+// Entries in a /proc directory (fds, threads), not counting "." and "..",
+// nor the fd opendir itself holds while it reads /proc/self/fd.
+inline unsigned proc_entries(const char *path)
+{
+	DIR *d = opendir(path);
+	unsigned n = 0;
+
+	if (!d)
+		return 0;
+	while (struct dirent *e = readdir(d))
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n - (strcmp(path, "/proc/self/fd") == 0);
+}
+
+// The process's threads, once the ones that are exiting are gone.
+// pthread_join() returns as soon as the kernel clears the thread's tid
+// (CLONE_CHILD_CLEARTID), which is before the thread is reaped, so a
+// thread just joined may still be listed in /proc/self/task for a moment:
+// a count taken right after a join can be one too high. This waits (up
+// to 2 s) until the count is at most `at_most`, or until it has not
+// changed for 20 ms when no bound is given, and returns it.
+inline unsigned live_threads(unsigned at_most = ~0u)
+{
+	unsigned n = proc_entries("/proc/self/task");
+	unsigned same = 0;
+
+	for (int i = 0; i < 2000; i++) {
+		if (at_most != ~0u ? n <= at_most : same >= 20)
+			break;
+		usleep(1000);
+		unsigned m = proc_entries("/proc/self/task");
+		same = m == n ? same + 1 : 0;
+		n = m;
+	}
+	return n;
 }
 
 // Print every thread's stack with gdb (installed on CI), to stderr.

@@ -48,6 +48,8 @@ using namespace std::chrono_literals;
 
 using weft_test::Deadline;
 using weft_test::kBudget;
+using weft_test::live_threads;
+using weft_test::proc_entries;
 using weft_test::splitmix64;
 using weft_test::Watchdog;
 using weft_test::worker_name;
@@ -808,20 +810,6 @@ INSTANTIATE_TEST_SUITE_P(Workers, MigrationTest, ::testing::Values(2u, 4u),
 namespace
 {
 
-unsigned count_dir(const char *path)
-{
-	DIR *d = opendir(path);
-	unsigned n = 0;
-
-	if (!d)
-		return 0;
-	while (struct dirent *e = readdir(d))
-		if (e->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n - (strcmp(path, "/proc/self/fd") == 0); // opendir's own fd
-}
-
 // Memory regions in /proc/self/maps, counting a run of adjacent
 // anonymous mappings with the same protection as one: the kernel splits
 // such a run when part of it is madvise()d (TSan does that to its shadow
@@ -890,9 +878,10 @@ struct Counts {
 	unsigned fds, threads, maps;
 };
 
-Counts counts()
+// threads_at_most: see live_threads().
+Counts counts(unsigned threads_at_most = ~0u)
 {
-	return { count_dir("/proc/self/fd"), count_dir("/proc/self/task"),
+	return { proc_entries("/proc/self/fd"), live_threads(threads_at_most),
 		 count_regions("/proc/self/maps") };
 }
 
@@ -961,7 +950,7 @@ TEST(Runtime, CreateFreeLeavesNothing)
 		one(1 + (unsigned)(i % 4));
 		done.fetch_add(1);
 	}
-	Counts end = counts();
+	Counts end = counts(base.threads);
 	EXPECT_EQ(base.fds, end.fds) << "fds leaked";
 	EXPECT_EQ(base.threads, end.threads) << "threads left behind";
 #if !defined(WEFT_TSAN) && !defined(__SANITIZE_ADDRESS__)
