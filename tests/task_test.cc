@@ -1493,6 +1493,88 @@ TEST(InlineJoin, CancelTheInlineChildByItsHandle)
 	});
 }
 
+// The joiner's scope deadline reaches a child running inline on its
+// stack: the child's wait ends at that deadline with -ECANCELED (the join
+// cancelled it), the join returns the child's status, and the joiner
+// sees its own -ETIMEDOUT at its next suspension point (API.md, "Waiting
+// never abandons").
+TEST(InlineJoin, JoinersDeadlineCancelsTheInlineChild)
+{
+	WEFT_TEST_RUN(1, [] {
+		volatile char mine = 0;
+		struct A {
+			uintptr_t addr = 0;
+			int r = 1;
+		} a;
+		weft_scope s;
+		weft_scope_enter(&s, WEFT_MSEC(20));
+		uint64_t t0 = weft_now();
+		weft_task *c = weft_spawn(
+			[](void *p) -> int {
+				auto *ax = static_cast<A *>(p);
+				volatile char here = 0;
+				ax->addr = (uintptr_t)&here;
+				ax->r = weft_sleep(WEFT_SEC(10));
+				return 7;
+			},
+			&a);
+		EXPECT_EQ(7, weft_join(c));
+		uint64_t took = weft_now() - t0;
+		EXPECT_EQ(-ECANCELED, a.r);
+		EXPECT_GE(took, WEFT_MSEC(19));
+		EXPECT_LT(took, WEFT_SEC(5));
+		EXPECT_LT((uintptr_t)&mine - a.addr, (uintptr_t)64 << 10)
+			<< "the child did not run inline";
+		EXPECT_EQ(-ETIMEDOUT, weft_checkpoint());
+		EXPECT_EQ(-ETIMEDOUT, weft_scope_exit(&s));
+		EXPECT_EQ(0, weft_checkpoint());
+	});
+}
+
+// A shield inside the inline child hides the joiner's deadline as it
+// would the child's own: the shielded sleep runs its full length (no
+// early wake, no spinning on the passed deadline: the child uses little
+// CPU), and the cancellation shows after the shield.
+TEST(InlineJoin, ShieldInTheInlineChildHidesTheJoinersDeadline)
+{
+	WEFT_TEST_RUN(1, [] {
+		struct A {
+			int in_shield = 1, after = 1;
+			uint64_t slept = 0, cpu_ns = 0;
+		} a;
+		weft_scope s;
+		weft_scope_enter(&s, WEFT_MSEC(5));
+		weft_task *c = weft_spawn(
+			[](void *p) -> int {
+				auto *ax = static_cast<A *>(p);
+				timespec c0;
+				timespec c1;
+				clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
+				uint64_t t0 = weft_now();
+				weft_scope sh;
+				weft_scope_enter_shielded(&sh, WEFT_FOREVER);
+				ax->in_shield = weft_sleep(WEFT_MSEC(60));
+				ax->slept = weft_now() - t0;
+				weft_scope_exit(&sh);
+				clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
+				ax->cpu_ns = (uint64_t)(c1.tv_sec - c0.tv_sec) *
+						     1000000000u +
+					     (uint64_t)(c1.tv_nsec - c0.tv_nsec);
+				ax->after = weft_checkpoint();
+				return 0;
+			},
+			&a);
+		EXPECT_EQ(0, weft_join(c));
+		EXPECT_EQ(0, a.in_shield);
+		EXPECT_GE(a.slept, WEFT_MSEC(59));
+		// One worker: a spin on the passed deadline would burn most of
+		// the 55 ms on this thread.
+		EXPECT_LT(a.cpu_ns, WEFT_MSEC(25)) << "woken over and over";
+		EXPECT_EQ(-ECANCELED, a.after);
+		EXPECT_EQ(-ETIMEDOUT, weft_scope_exit(&s));
+	});
+}
+
 static int fib_task(void *p)
 {
 	intptr_t n = (intptr_t)p;
