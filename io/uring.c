@@ -611,6 +611,8 @@ static struct io_uring_sqe *get_sqe_submitting(struct uring *u)
 {
 	struct io_uring_sqe *sqe;
 
+	if (weft__fault(WEFT__F_SQ_FULL))
+		return NULL; /* tests: as a full SQ that submitting cannot drain */
 	for (int i = 0; !(sqe = io_uring_get_sqe(&u->ring)); i++) {
 		if (i == 8)
 			return NULL;

@@ -30,6 +30,9 @@
  * excepted: the kernel orders a stream's bytes, and so do we), and
  * "cqe_delay:D" holds each single-shot op's completion back for D reaps
  * (a slow kernel; a cancel's completion then comes before its target's).
+ * And "sq_full:E" makes the io_uring backend find its SQ full when it
+ * looks for an SQE without reaping (a cancel asked for from a completion
+ * handler is then put off; weft's own cancel reaps to make room).
  *
  * Cost when nothing is armed: one relaxed load of a flag per site call.
  * The sites are the calls named below; each returns its usual failure
@@ -64,6 +67,7 @@ static const char *const site_names[WEFT__F_NSITES] = {
 	[WEFT__F_REAP_K] = "reap_k",
 	[WEFT__F_CQE_SHUFFLE] = "cqe_shuffle",
 	[WEFT__F_CQE_DELAY] = "cqe_delay",
+	[WEFT__F_SQ_FULL] = "sq_full",
 };
 
 static const struct {

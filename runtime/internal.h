@@ -130,6 +130,7 @@ enum weft__fault_site {
 	WEFT__F_REAP_K,		/* not a failure: CQEs reaped per tick */
 	WEFT__F_CQE_SHUFFLE,	/* not a failure: a seed; CQE order per batch */
 	WEFT__F_CQE_DELAY,	/* not a failure: reaps an op's CQE is held */
+	WEFT__F_SQ_FULL,	/* no SQE for a cancel without reaping */
 	WEFT__F_NSITES
 };
 

@@ -66,6 +66,7 @@ TEST(Faults, SpecSyntax)
 	EXPECT_EQ(0, weft_test_faults_parse("short_io:1;short_io:7%2"));
 	EXPECT_EQ(0, weft_test_faults_parse("reap_k:1;cqe_shuffle:99"));
 	EXPECT_EQ(0, weft_test_faults_parse("cqe_delay:4"));
+	EXPECT_EQ(0, weft_test_faults_parse("sq_full:EBUSY%2"));
 	for (const char *bad :
 	     { "nosuchsite:EPERM", "socket:ENOTANERRNO", "socket", "socket:",
 	       "socket:EMFILE@", "socket:EMFILE@0", "socket:EMFILE%x",

@@ -427,6 +427,181 @@ TEST_P(IoBackend, AcceptMsQueueIsBounded)
 	});
 }
 
+#ifdef WEFT_TEST_HOOKS
+// Disarms what the two tests below arm, however they end.
+struct FaultsOff {
+	~FaultsOff()
+	{
+		weft_test_fail_alloc_after(-1);
+		weft_test_faults_clear();
+	}
+};
+
+// weft_accept within 5 s (-ETIMEDOUT after: a test that fails, not hangs).
+int accept_5s(int l)
+{
+	weft_scope sc;
+	weft_scope_enter(&sc, WEFT_SEC(5));
+	int s = weft_accept(l, nullptr, nullptr);
+	weft_scope_exit(&sc);
+	return s;
+}
+
+// Accept @n queued connections; each must carry a distinct token < @n.
+void accept_tokens(int l, uint32_t n)
+{
+	std::vector<int> seen(n);
+	for (uint32_t i = 0; i < n; i++) {
+		int s = accept_5s(l);
+		ASSERT_GE(s, 0) << "accept " << i;
+		uint32_t tok = ~0u;
+		EXPECT_EQ(0, read_token(s, &tok));
+		ASSERT_LT(tok, n);
+		seen[tok]++;
+		EXPECT_EQ(0, weft_close(s));
+	}
+	for (uint32_t i = 0; i < n; i++)
+		EXPECT_EQ(1, seen[i]) << i;
+}
+
+// The cancel at the bound is asked for from the completion handler, which
+// may not reap to make room for it (RELIABILITY B: the SQ filling up).
+// With "sq_full" every such attempt finds no SQE: the multishot stays
+// armed, the queue grows past its bound and loses nothing, and the first
+// completion after the SQ has room again sends the cancel.
+TEST_P(IoBackend, AcceptMsBoundCancelWithTheSqFullIsPutOff)
+{
+	if (!served(GetParam()))
+		GTEST_SKIP() << "the multishot accept runs on io_uring only";
+	Run(1, [] {
+		FaultsOff off;
+		// Past ACCEPTQ_MAX (64): the queue must grow.
+		const uint32_t n = 100;
+		int l = weft_listen_tcp(nullptr, 0, 512);
+		ASSERT_GE(l, 0);
+		uint16_t port = io_test::local_port(l);
+		int fds0 = io_test::count_fds();
+		ASSERT_EQ(0, weft_fd_set_flags(l, WEFT_FD_MULTISHOT));
+		int c0 = client(port);
+		int s0 = weft_accept(l, nullptr, nullptr); // armed now
+		ASSERT_GE(s0, 0);
+		ASSERT_EQ(0, weft_test_fault("sq_full", EBUSY, 0, 0));
+		std::vector<int> cl;
+		for (uint32_t i = 0; i < n; i++) {
+			cl.push_back(client(port));
+			ASSERT_GE(cl.back(), 0);
+			send_token(cl.back(), i);
+		}
+		EXPECT_TRUE(wait_state(l,
+				       [n](const State &s) {
+					       return s.queued == n;
+				       }))
+			<< "queued " << state(l).queued;
+		EXPECT_TRUE(state(l).armed) << "cancelled with no SQE to do it";
+		weft_test_faults_clear();
+		// One more completion: it asks again, and now gets the SQE.
+		cl.push_back(client(port));
+		ASSERT_GE(cl.back(), 0);
+		send_token(cl.back(), n);
+		EXPECT_TRUE(wait_state(l, [](const State &s) {
+			return !s.armed;
+		})) << "the put-off cancel was never sent";
+		accept_tokens(l, n + 1);
+		for (int c : cl)
+			close(c);
+		close(c0);
+		EXPECT_EQ(0, weft_close(s0));
+		EXPECT_EQ(0, weft_close(l));
+		EXPECT_EQ(fds0 - 1, io_test::count_fds()) << "fd leak";
+	});
+}
+
+// No memory to grow the queue (RELIABILITY: allocation failure): the
+// connection that does not fit is closed by the runtime, never leaked;
+// the queued ones are still handed out, then the next weft_accept returns
+// -ENOMEM once, and the listener serves again after that.
+TEST_P(IoBackend, AcceptMsNoMemoryToQueueDropsOneAndRecovers)
+{
+	if (!served(GetParam()))
+		GTEST_SKIP() << "the multishot accept runs on io_uring only";
+	Run(1, [] {
+		FaultsOff off;
+		const uint32_t n = 64; // ACCEPTQ_MAX: the next one must grow it
+		int l = weft_listen_tcp(nullptr, 0, 512);
+		ASSERT_GE(l, 0);
+		uint16_t port = io_test::local_port(l);
+		int fds0 = io_test::count_fds();
+		ASSERT_EQ(0, weft_fd_set_flags(l, WEFT_FD_MULTISHOT));
+		int c0 = client(port);
+		int s0 = weft_accept(l, nullptr, nullptr); // armed now
+		ASSERT_GE(s0, 0);
+		// No SQE for the cancel at the bound, so the queue must grow.
+		ASSERT_EQ(0, weft_test_fault("sq_full", EBUSY, 0, 0));
+		std::vector<int> cl;
+		for (uint32_t i = 0; i < n; i++) {
+			cl.push_back(client(port));
+			ASSERT_GE(cl.back(), 0);
+			send_token(cl.back(), i);
+		}
+		ASSERT_TRUE(wait_state(l,
+				       [n](const State &s) {
+					       return s.queued == n;
+				       }))
+			<< "queued " << state(l).queued;
+		// From here until the drop is seen, the task only yields: no
+		// call of its may need memory.
+		weft_test_fail_alloc_after(0);
+		int dropped = client(port);
+		ASSERT_GE(dropped, 0);
+		ssize_t r = -1;
+		int err = 0;
+		char byte;
+		for (uint64_t end = weft_now() + WEFT_SEC(5);
+		     weft_now() < end;) {
+			r = recv(dropped, &byte, 1, MSG_DONTWAIT);
+			err = errno;
+			if (r >= 0 || err != EAGAIN)
+				break;
+			weft_yield();
+		}
+		weft_test_fail_alloc_after(-1);
+		EXPECT_TRUE(r == 0 || (r < 0 && err == ECONNRESET))
+			<< "the connection that did not fit was not closed: "
+			<< r << " " << strerror(err);
+		EXPECT_EQ(n, state(l).queued);
+		weft_test_faults_clear();
+		accept_tokens(l, n);
+		int a1 = accept_5s(l);
+		EXPECT_EQ(-ENOMEM, a1)
+			<< "the dropped connection went unreported";
+		if (a1 >= 0)
+			weft_close(a1);
+		// Once: the listener serves again.
+		weft_task *a = go([l] {
+			int s = weft_accept(l, nullptr, nullptr);
+			if (s < 0)
+				return s;
+			uint32_t tok = 0;
+			int rc = read_token(s, &tok);
+			weft_close(s);
+			return rc ? rc : (int)tok;
+		});
+		int c2 = client(port);
+		ASSERT_GE(c2, 0);
+		send_token(c2, 7777);
+		EXPECT_EQ(7777, weft_join(a));
+		close(c2);
+		close(dropped);
+		for (int c : cl)
+			close(c);
+		close(c0);
+		EXPECT_EQ(0, weft_close(s0));
+		EXPECT_EQ(0, weft_close(l));
+		EXPECT_EQ(fds0 - 1, io_test::count_fds()) << "fd leak";
+	});
+}
+#endif // WEFT_TEST_HOOKS
+
 // A cancelled or timed-out weft_accept takes nothing; a connection that
 // comes later waits for the next caller. Then many callers with random
 // deadlines racing arrivals: each connection accepted exactly once, no fd
