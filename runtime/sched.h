@@ -347,9 +347,13 @@ struct weft__worker {
 	_Atomic bool idle;		/* on rt's idle list; written under
 				 * idle_lock, read as a hint */
 
-	/* record and stack caches: owner only */
-	struct weft__task *free_tasks;
+	/* record and stack caches: owner only (a line of their own: wakers
+	 * write park_word above). Records freed past the cache's bound
+	 * gather in spill and go to the runtime's list in one splice. */
+	WEFT__ALIGNED_CL struct weft__task *free_tasks;
 	size_t nfree_tasks;
+	struct weft__task *spill, *spill_tail;
+	unsigned nspill;
 	struct weft__stack_cache stacks;
 	uint64_t next_id;
 

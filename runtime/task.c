@@ -36,6 +36,10 @@
 #include "runtime/sched.h"
 
 #define SLAB_RECORDS 64
+/* A worker's cache of free records, and the batch it trades with the
+ * runtime's free list (one reg_lock per REC_BATCH records either way). */
+#define REC_CACHE_MAX 4096u
+#define REC_BATCH 64u
 #define HANDLE_GEN_SHIFT 48
 #define HANDLE_PTR_MASK ((UINT64_C(1) << HANDLE_GEN_SHIFT) - 1)
 
@@ -119,12 +123,19 @@ struct weft__task *weft__task_alloc(struct weft__runtime *rt,
 		w->nfree_tasks--;
 		return t;
 	}
+	if (w && w->spill) {
+		t = w->spill;
+		w->spill = t->free_next;
+		w->nspill--;
+		return t;
+	}
 	pthread_mutex_lock(&rt->reg_lock);
 	t = rt->free_tasks;
 	if (t) {
 		rt->free_tasks = t->free_next;
 		/* Take a batch into the worker's cache. */
-		for (int i = 0; w && i < 32 && rt->free_tasks; i++) {
+		for (unsigned i = 0; w && i < REC_BATCH && rt->free_tasks;
+		     i++) {
 			struct weft__task *x = rt->free_tasks;
 			rt->free_tasks = x->free_next;
 			x->free_next = w->free_tasks;
@@ -156,10 +167,27 @@ static void task_recycle(struct weft__task *t)
 	atomic_store_explicit(&t->run_claim, WEFT__RC_RUN,
 			      memory_order_relaxed);
 	atomic_store_explicit(&t->state, WEFT__TASK_FREE, memory_order_release);
-	if (w && w->rt == rt && w->nfree_tasks < 4096) {
-		t->free_next = w->free_tasks;
-		w->free_tasks = t;
-		w->nfree_tasks++;
+	if (w && w->rt == rt) {
+		if (w->nfree_tasks < REC_CACHE_MAX) {
+			t->free_next = w->free_tasks;
+			w->free_tasks = t;
+			w->nfree_tasks++;
+			return;
+		}
+		/* Past the bound (a join loop releasing a big batch): gather
+		 * REC_BATCH, then one locked splice, not a lock per record. */
+		t->free_next = w->spill;
+		if (!w->spill)
+			w->spill_tail = t;
+		w->spill = t;
+		if (++w->nspill < REC_BATCH)
+			return;
+		pthread_mutex_lock(&rt->reg_lock);
+		w->spill_tail->free_next = rt->free_tasks;
+		rt->free_tasks = w->spill;
+		pthread_mutex_unlock(&rt->reg_lock);
+		w->spill = NULL;
+		w->nspill = 0;
 		return;
 	}
 	pthread_mutex_lock(&rt->reg_lock);
@@ -189,6 +217,8 @@ void weft__registry_free_all(struct weft__runtime *rt)
 	for (unsigned i = 0; i < rt->nworkers; i++) {
 		rt->workers[i]->free_tasks = NULL;
 		rt->workers[i]->nfree_tasks = 0;
+		rt->workers[i]->spill = NULL;
+		rt->workers[i]->nspill = 0;
 	}
 }
 

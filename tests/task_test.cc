@@ -1322,6 +1322,64 @@ TEST(InlineJoin, UnstartedChildRunsOnTheJoinersStack)
 	});
 }
 
+// More records released at once than a worker caches (4,096): the rest go
+// to the runtime's list in batches and come back intact: every task of
+// every round runs once, a named round's names do not leak into the next
+// round's unnamed tasks, and after the first two rounds no new slab is
+// made (a batch lost on the way would show as new allocations).
+TEST(Task, RecordsPastTheWorkerCacheAreReusedIntact)
+{
+	WEFT_TEST_RUN(2, [] {
+		const int n = 12000;
+		std::vector<weft_task *> h(n);
+		std::vector<std::atomic<int>> runs(n);
+		struct Arg {
+			std::atomic<int> *runs;
+			int i;
+		};
+		std::vector<Arg> args(n);
+		unsigned long allocs_after_first = 0;
+		for (int round = 0; round < 6; round++) {
+			bool named = round % 2 == 1;
+			for (int i = 0; i < n; i++) {
+				args[i] = Arg{ runs.data(), i };
+				auto fn = [](void *p) -> int {
+					auto *a = static_cast<Arg *>(p);
+					a->runs[a->i]++;
+					return a->i & 0x7f;
+				};
+				h[i] = named ? weft_spawn_named("bulk", fn,
+								&args[i]) :
+					       weft_spawn(fn, &args[i]);
+				ASSERT_NE(nullptr, h[i]);
+			}
+			for (int i = 0; i < n; i++) {
+				if (!named && i % 997 == 0) {
+					char buf[32] = "x";
+					ASSERT_GE(weft_task_name(h[i], buf,
+								 sizeof(buf)),
+						  0);
+					EXPECT_NE(0, strcmp(buf, "bulk"))
+						<< "a recycled name";
+				}
+				ASSERT_EQ(i & 0x7f, weft_join(h[i]));
+			}
+#ifdef WEFT_TEST_HOOKS
+			if (round == 1)
+				allocs_after_first = weft_test_alloc_count();
+#endif
+		}
+		for (int i = 0; i < n; i++)
+			EXPECT_EQ(6, runs[i].load()) << i;
+#ifdef WEFT_TEST_HOOKS
+		EXPECT_LE(weft_test_alloc_count() - allocs_after_first, 64u)
+			<< "records were lost, new slabs made";
+#else
+		(void)allocs_after_first;
+#endif
+	});
+}
+
 // A joiner that runs thousands of spilled tasks inline never lets its
 // worker pop their queue entries: those tombstones hold no reference, so
 // the records are recycled at once and the next batch reuses them (no new
