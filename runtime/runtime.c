@@ -559,4 +559,15 @@ WEFT_API void weft_test_stack_counts(struct weft_runtime *h,
 	*nr_released = rt->stacks.nr_released;
 	pthread_mutex_unlock(&rt->stacks.lock);
 }
+
+WEFT_API unsigned long weft_test_task_records(struct weft_runtime *h)
+{
+	struct weft__runtime *rt = (struct weft__runtime *)h;
+	unsigned long n;
+
+	pthread_mutex_lock(&rt->reg_lock);
+	n = rt->nrecords;
+	pthread_mutex_unlock(&rt->reg_lock);
+	return n;
+}
 #endif

@@ -349,10 +349,10 @@ struct weft__worker {
 
 	/* record and stack caches: owner only (a line of their own: wakers
 	 * write park_word above). Records freed past the cache's bound
-	 * gather in spill and go to the runtime's list in one splice. */
+	 * gather in spill and go to the runtime's batch list whole. */
 	WEFT__ALIGNED_CL struct weft__task *free_tasks;
 	size_t nfree_tasks;
-	struct weft__task *spill, *spill_tail;
+	struct weft__task *spill;
 	unsigned nspill;
 	struct weft__stack_cache stacks;
 	uint64_t next_id;
@@ -454,6 +454,10 @@ struct weft__runtime {
 	pthread_mutex_t reg_lock;
 	struct weft__task *registry;
 	struct weft__task *free_tasks;
+	/* full batches of free records (task.c: chained through free_next,
+	 * the batches through their first record's arg) */
+	struct weft__task *free_batches;
+	unsigned long nrecords;		/* ever made (slabs x 64) */
 	struct weft__stats_ctr foreign_stats; /* spawns/completions off-worker */
 	_Atomic uint64_t foreign_next_id;
 	_Atomic unsigned blockers;	/* weft_block_on calls in flight */

@@ -105,6 +105,7 @@ static struct weft__task *slab_new(struct weft__runtime *rt)
 	}
 	s->next = (struct slab *)rt->registry;
 	rt->registry = (struct weft__task *)(void *)s;
+	rt->nrecords += SLAB_RECORDS;
 	for (int i = SLAB_RECORDS - 1; i >= 1; i--) {
 		s->rec[i].free_next = rt->free_tasks;
 		rt->free_tasks = &s->rec[i];
@@ -130,8 +131,27 @@ struct weft__task *weft__task_alloc(struct weft__runtime *rt,
 		return t;
 	}
 	pthread_mutex_lock(&rt->reg_lock);
+	if (w && rt->free_batches) {
+		/* A whole batch: this one and REC_BATCH - 1 for the cache. */
+		t = rt->free_batches;
+		rt->free_batches = t->arg;
+		pthread_mutex_unlock(&rt->reg_lock);
+		w->free_tasks = t->free_next;
+		w->nfree_tasks = REC_BATCH - 1;
+		return t;
+	}
 	t = rt->free_tasks;
-	if (t) {
+	if (!t && rt->free_batches) {
+		/* A thread that is not a worker (rare): one record of a
+		 * batch, the others to the single list. */
+		t = rt->free_batches;
+		rt->free_batches = t->arg;
+		for (struct weft__task *x = t->free_next, *nx; x; x = nx) {
+			nx = x->free_next;
+			x->free_next = rt->free_tasks;
+			rt->free_tasks = x;
+		}
+	} else if (t) {
 		rt->free_tasks = t->free_next;
 		/* Take a batch into the worker's cache. */
 		for (unsigned i = 0; w && i < REC_BATCH && rt->free_tasks;
@@ -175,16 +195,15 @@ static void task_recycle(struct weft__task *t)
 			return;
 		}
 		/* Past the bound (a join loop releasing a big batch): gather
-		 * REC_BATCH, then one locked splice, not a lock per record. */
+		 * REC_BATCH, then hand the chain over whole: one lock per
+		 * batch, and no walk over cold records under it. */
 		t->free_next = w->spill;
-		if (!w->spill)
-			w->spill_tail = t;
 		w->spill = t;
 		if (++w->nspill < REC_BATCH)
 			return;
 		pthread_mutex_lock(&rt->reg_lock);
-		w->spill_tail->free_next = rt->free_tasks;
-		rt->free_tasks = w->spill;
+		w->spill->arg = rt->free_batches;
+		rt->free_batches = w->spill;
 		pthread_mutex_unlock(&rt->reg_lock);
 		w->spill = NULL;
 		w->nspill = 0;
@@ -214,6 +233,7 @@ void weft__registry_free_all(struct weft__runtime *rt)
 	}
 	rt->registry = NULL;
 	rt->free_tasks = NULL;
+	rt->free_batches = NULL;
 	for (unsigned i = 0; i < rt->nworkers; i++) {
 		rt->workers[i]->free_tasks = NULL;
 		rt->workers[i]->nfree_tasks = 0;
