@@ -465,7 +465,7 @@ void accept_tokens(int l, uint32_t n)
 }
 
 // The cancel at the bound is asked for from the completion handler, which
-// may not reap to make room for it (RELIABILITY B: the SQ filling up).
+// may not reap to make room for it (RELIABILITY B7, the SQ full).
 // With "sq_full" every such attempt finds no SQE: the multishot stays
 // armed, the queue grows past its bound and loses nothing, and the first
 // completion after the SQ has room again sends the cancel.
