@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "weft.h"
+#include "http_parse.h"
 
 struct conn {
 	int fd;
@@ -56,115 +57,6 @@ static weft_event drained; /* set when stopping and conns is empty */
 static unsigned long served;
 
 static int listen_fd = -1;
-
-#define HEAD_MAX 8192
-#define BODY_MAX (1 << 20)
-
-static const char OK[] = "HTTP/1.1 200 OK\r\n"
-			 "Content-Type: text/plain\r\n"
-			 "Content-Length: 14\r\n"
-			 "\r\n"
-			 "Hello, World!\n";
-static const char NOTFOUND[] = "HTTP/1.1 404 Not Found\r\n"
-			       "Content-Type: text/plain\r\n"
-			       "Content-Length: 10\r\n"
-			       "\r\n"
-			       "Not Found\n";
-
-/* Case-insensitive "name:" at the start of a header line, or NULL. */
-static const char *header_value(const char *line, const char *end,
-				const char *name)
-{
-	size_t n = strlen(name);
-
-	if ((size_t)(end - line) <= n || strncasecmp(line, name, n) != 0 ||
-	    line[n] != ':')
-		return NULL;
-	line += n + 1;
-	while (line < end && (*line == ' ' || *line == '\t'))
-		line++;
-	return line;
-}
-
-enum {
-	KEEP,
-	CLOSE
-};
-
-/*
- * Parse one request at @p (@len bytes buffered). Return: bytes the request
- * takes (head + body) once complete, 0 if more is needed, -1 on a request
- * we refuse (*resp then holds the error answer). *resp gets the answer,
- * *close whether to close after it.
- */
-static long parse(const char *p, size_t len, const char **resp, int *close)
-{
-	const char *end = memmem(p, len, "\r\n\r\n", 4);
-	const char *line, *eol, *sp1, *sp2;
-	long body = 0;
-	bool http10, keep10 = false;
-
-	*close = KEEP;
-	if (!end) {
-		if (len >= HEAD_MAX) {
-			*resp = "HTTP/1.1 431 Request Header Fields Too Large\r\n"
-				"Content-Length: 0\r\nConnection: close\r\n\r\n";
-			*close = CLOSE;
-			return -1;
-		}
-		return 0;
-	}
-	eol = memmem(p, (size_t)(end + 2 - p), "\r\n", 2);
-	sp1 = memchr(p, ' ', (size_t)(eol - p));
-	sp2 = sp1 ? memchr(sp1 + 1, ' ', (size_t)(eol - sp1 - 1)) : NULL;
-	if (!sp1 || !sp2 || eol - sp2 - 1 != 8 ||
-	    strncmp(sp2 + 1, "HTTP/1.", 7) != 0) {
-		*resp = "HTTP/1.1 400 Bad Request\r\n"
-			"Content-Length: 0\r\nConnection: close\r\n\r\n";
-		*close = CLOSE;
-		return -1;
-	}
-	http10 = sp2[8] == '0';
-	for (line = eol + 2; line < end + 2; line = eol + 2) {
-		const char *v;
-		eol = memmem(line, (size_t)(end + 2 - line), "\r\n", 2);
-		if ((v = header_value(line, eol, "Content-Length"))) {
-			char *e;
-			errno = 0;
-			body = strtol(v, &e, 10);
-			if (errno || body < 0 || e == v) {
-				*resp = "HTTP/1.1 400 Bad Request\r\n"
-					"Content-Length: 0\r\n"
-					"Connection: close\r\n\r\n";
-				*close = CLOSE;
-				return -1;
-			}
-			if (body > BODY_MAX) {
-				*resp = "HTTP/1.1 413 Content Too Large\r\n"
-					"Content-Length: 0\r\n"
-					"Connection: close\r\n\r\n";
-				*close = CLOSE;
-				return -1;
-			}
-		} else if ((v = header_value(line, eol, "Transfer-Encoding"))) {
-			*resp = "HTTP/1.1 501 Not Implemented\r\n"
-				"Content-Length: 0\r\nConnection: close\r\n\r\n";
-			*close = CLOSE;
-			return -1;
-		} else if ((v = header_value(line, eol, "Connection"))) {
-			if (strncasecmp(v, "close", 5) == 0)
-				*close = CLOSE;
-			else if (strncasecmp(v, "keep-alive", 10) == 0)
-				keep10 = true;
-		}
-	}
-	if (http10 && !keep10)
-		*close = CLOSE;
-	if ((size_t)(end + 4 - p) + (size_t)body > len)
-		return 0; /* the body is not all here yet */
-	*resp = (sp2 - sp1 - 1 == 1 && sp1[1] == '/') ? OK : NOTFOUND;
-	return (long)(end + 4 - p) + body;
-}
 
 static int serve(void *arg)
 {
