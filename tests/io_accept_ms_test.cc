@@ -464,6 +464,43 @@ void accept_tokens(int l, uint32_t n)
 		EXPECT_EQ(1, seen[i]) << i;
 }
 
+// The two tests below: an armed multishot listener whose cancel at the
+// bound can get no SQE ("sq_full" armed), and @n clients connected to it,
+// client i having sent token i.
+struct SqFullListener {
+	int l = -1, fds0 = 0, c0 = -1, s0 = -1;
+	uint16_t port = 0;
+	std::vector<int> cl;
+
+	void open(uint32_t n)
+	{
+		l = weft_listen_tcp(nullptr, 0, 512);
+		ASSERT_GE(l, 0);
+		port = io_test::local_port(l);
+		fds0 = io_test::count_fds();
+		ASSERT_EQ(0, weft_fd_set_flags(l, WEFT_FD_MULTISHOT));
+		c0 = client(port);
+		s0 = weft_accept(l, nullptr, nullptr); // armed now
+		ASSERT_GE(s0, 0);
+		ASSERT_EQ(0, weft_test_fault("sq_full", EBUSY, 0, 0));
+		for (uint32_t i = 0; i < n; i++) {
+			cl.push_back(client(port));
+			ASSERT_GE(cl.back(), 0);
+			send_token(cl.back(), i);
+		}
+	}
+	// Close everything; the listener's fd table must be as it was.
+	void close_all()
+	{
+		for (int c : cl)
+			close(c);
+		close(c0);
+		EXPECT_EQ(0, weft_close(s0));
+		EXPECT_EQ(0, weft_close(l));
+		EXPECT_EQ(fds0 - 1, io_test::count_fds()) << "fd leak";
+	}
+};
+
 // The cancel at the bound is asked for from the completion handler, which
 // may not reap to make room for it (RELIABILITY B7, the SQ full).
 // With "sq_full" every such attempt finds no SQE: the multishot stays
@@ -477,21 +514,13 @@ TEST_P(IoBackend, AcceptMsBoundCancelWithTheSqFullIsPutOff)
 		FaultsOff off;
 		// Past ACCEPTQ_MAX (64): the queue must grow.
 		const uint32_t n = 100;
-		int l = weft_listen_tcp(nullptr, 0, 512);
-		ASSERT_GE(l, 0);
-		uint16_t port = io_test::local_port(l);
-		int fds0 = io_test::count_fds();
-		ASSERT_EQ(0, weft_fd_set_flags(l, WEFT_FD_MULTISHOT));
-		int c0 = client(port);
-		int s0 = weft_accept(l, nullptr, nullptr); // armed now
-		ASSERT_GE(s0, 0);
-		ASSERT_EQ(0, weft_test_fault("sq_full", EBUSY, 0, 0));
-		std::vector<int> cl;
-		for (uint32_t i = 0; i < n; i++) {
-			cl.push_back(client(port));
-			ASSERT_GE(cl.back(), 0);
-			send_token(cl.back(), i);
-		}
+		SqFullListener f;
+		f.open(n);
+		if (::testing::Test::HasFatalFailure())
+			return;
+		int l = f.l;
+		uint16_t port = f.port;
+		std::vector<int> &cl = f.cl;
 		EXPECT_TRUE(wait_state(l,
 				       [n](const State &s) {
 					       return s.queued == n;
@@ -507,12 +536,7 @@ TEST_P(IoBackend, AcceptMsBoundCancelWithTheSqFullIsPutOff)
 			return !s.armed;
 		})) << "the put-off cancel was never sent";
 		accept_tokens(l, n + 1);
-		for (int c : cl)
-			close(c);
-		close(c0);
-		EXPECT_EQ(0, weft_close(s0));
-		EXPECT_EQ(0, weft_close(l));
-		EXPECT_EQ(fds0 - 1, io_test::count_fds()) << "fd leak";
+		f.close_all();
 	});
 }
 
@@ -527,22 +551,13 @@ TEST_P(IoBackend, AcceptMsNoMemoryToQueueDropsOneAndRecovers)
 	Run(1, [] {
 		FaultsOff off;
 		const uint32_t n = 64; // ACCEPTQ_MAX: the next one must grow it
-		int l = weft_listen_tcp(nullptr, 0, 512);
-		ASSERT_GE(l, 0);
-		uint16_t port = io_test::local_port(l);
-		int fds0 = io_test::count_fds();
-		ASSERT_EQ(0, weft_fd_set_flags(l, WEFT_FD_MULTISHOT));
-		int c0 = client(port);
-		int s0 = weft_accept(l, nullptr, nullptr); // armed now
-		ASSERT_GE(s0, 0);
-		// No SQE for the cancel at the bound, so the queue must grow.
-		ASSERT_EQ(0, weft_test_fault("sq_full", EBUSY, 0, 0));
-		std::vector<int> cl;
-		for (uint32_t i = 0; i < n; i++) {
-			cl.push_back(client(port));
-			ASSERT_GE(cl.back(), 0);
-			send_token(cl.back(), i);
-		}
+		// (No SQE for the cancel at the bound, so the queue must grow.)
+		SqFullListener f;
+		f.open(n);
+		if (::testing::Test::HasFatalFailure())
+			return;
+		int l = f.l;
+		uint16_t port = f.port;
 		ASSERT_TRUE(wait_state(l,
 				       [n](const State &s) {
 					       return s.queued == n;
@@ -592,12 +607,7 @@ TEST_P(IoBackend, AcceptMsNoMemoryToQueueDropsOneAndRecovers)
 		EXPECT_EQ(7777, weft_join(a));
 		close(c2);
 		close(dropped);
-		for (int c : cl)
-			close(c);
-		close(c0);
-		EXPECT_EQ(0, weft_close(s0));
-		EXPECT_EQ(0, weft_close(l));
-		EXPECT_EQ(fds0 - 1, io_test::count_fds()) << "fd leak";
+		f.close_all();
 	});
 }
 #endif // WEFT_TEST_HOOKS

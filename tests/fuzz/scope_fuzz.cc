@@ -227,13 +227,7 @@ weft_runtime *rt;
 
 extern "C" int LLVMFuzzerInitialize(int *, char ***)
 {
-	weft_config cfg = {};
-
-	cfg.workers = 1;
-	if (weft_runtime_new(&rt, &cfg) != 0) {
-		fprintf(stderr, "scope_fuzz: weft_runtime_new failed\n");
-		abort();
-	}
+	rt = fuzz_one_worker_runtime();
 	return 0;
 }
 
