@@ -31,7 +31,8 @@
  *
  * Guards. madvise(MADV_GUARD_INSTALL) (Linux 6.13+) marks the guard in
  * the page tables without splitting the VMA, so guards do not count
- * against vm.max_map_count. On older kernels it fails with EINVAL (and
+ * against vm.max_map_count. Once it is known to work, a new chunk gets
+ * all its slots' guards in one process_madvise() (guard_batch()). On older kernels it fails with EINVAL (and
  * under qemu-user it "succeeds" doing nothing: the first guard is probed),
  * and from then on every guard is mprotect(PROT_NONE): each stack then costs
  * two VMAs and vm.max_map_count (65530 by default) caps live stacks near
@@ -256,9 +257,11 @@ static void *map_stack_memory(size_t len)
  * use as before if the kernel refuses (process_madvise() with
  * MADV_POPULATE_WRITE needs Linux 6.x, the madvise 5.14; a seccomp filter
  * may deny either). Only the header page: the rest of a slot stays
- * uncommitted until used. Context: any thread; may sleep (syscalls).
+ * uncommitted until used. @pidfd: self_pidfd()'s. Context: any thread;
+ * may sleep (syscalls).
  */
-static void prefault_headers(char *base, size_t slot_size, unsigned n)
+static void prefault_headers(int pidfd, char *base, size_t slot_size,
+			     unsigned n)
 {
 	/* Relaxed, as weft__populate()'s flag: a hint only. */
 	static _Atomic int batch_ok = 1;
@@ -275,18 +278,13 @@ static void prefault_headers(char *base, size_t slot_size, unsigned n)
 	int saved = errno; /* a spawn that succeeds leaves errno alone */
 
 	if (atomic_load_explicit(&batch_ok, memory_order_relaxed)) {
-		/* A pidfd of our own process, opened each time: a cached one
-		 * would name the parent after a fork (it is close-on-exec,
-		 * and held only for this call). */
-		int pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
 		long r = -1;
-		int e = errno;
+		int e = pidfd < 0 ? -pidfd : 0;
 
 		if (pidfd >= 0) {
 			r = syscall(SYS_process_madvise, pidfd, iov, (size_t)n,
 				    MADV_POPULATE_WRITE, 0u);
 			e = errno;
-			close(pidfd);
 			if (r < 0 && e != ENOMEM && e != EAGAIN)
 				atomic_store_explicit(&batch_ok, 0,
 						      memory_order_relaxed);
@@ -302,6 +300,58 @@ static void prefault_headers(char *base, size_t slot_size, unsigned n)
 	for (i = 0; i < n; i++)
 		weft__populate(iov[i].iov_base, page);
 	errno = saved;
+}
+
+/*
+ * A pidfd of our own process for process_madvise(), or -errno. Opened per
+ * new chunk and closed at once: a cached one would name the parent after
+ * a fork (it is close-on-exec, and held only for the chunk's calls).
+ */
+static int self_pidfd(void)
+{
+	int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+
+	return fd >= 0 ? fd : -errno;
+}
+
+/*
+ * Install the guard of each of the @n slots of a new chunk in one
+ * process_madvise(MADV_GUARD_INSTALL) instead of one madvise() per slot
+ * as each is carved: a million sleepers carve a million stacks, and the
+ * per-slot syscall was ~10% of that workload's CPU. Only once
+ * MADV_GUARD_INSTALL is known to work (install_guard() probes it on the
+ * first stack) and only if every guard went in: otherwise each slot
+ * installs its own as before (installing a guard twice is harmless).
+ * process_madvise() accepts any advice for the caller's own process from
+ * Linux 6.13, the same release as MADV_GUARD_INSTALL. Return: true if all
+ * @n guards are in. Context: any thread; may sleep (a syscall).
+ */
+static bool guard_batch(int pidfd, char *base, size_t slot_size, unsigned n)
+{
+	/* Relaxed, as prefault_headers()'s flag: a hint only. */
+	static _Atomic int batch_ok = 1;
+	struct iovec iov[WEFT__STACK_CHUNK_SLOTS];
+	size_t guard = weft__stack_guard_size();
+	int saved = errno;
+	long r;
+
+	if (pidfd < 0 || n > WEFT__STACK_CHUNK_SLOTS ||
+	    __atomic_load_n(&guard_mode, __ATOMIC_RELAXED) != GUARD_MADVISE ||
+	    !atomic_load_explicit(&batch_ok, memory_order_relaxed))
+		return false;
+	/* An injected guard failure must reach install_guard(). */
+	if (weft__fault(WEFT__F_MADVISE_GUARD))
+		return false;
+	for (unsigned i = 0; i < n; i++) {
+		iov[i].iov_base = base + (size_t)i * slot_size;
+		iov[i].iov_len = guard;
+	}
+	r = syscall(SYS_process_madvise, pidfd, iov, (size_t)n,
+		    MADV_GUARD_INSTALL, 0u);
+	if (r < 0 && errno != ENOMEM && errno != EAGAIN)
+		atomic_store_explicit(&batch_ok, 0, memory_order_relaxed);
+	errno = saved;
+	return r == (long)(n * guard);
 }
 
 /*
@@ -333,16 +383,17 @@ static int size_slot(size_t size, size_t *usable, size_t *slot)
 
 /*
  * Write the header of the stack occupying [slot, slot + slot_size) after
- * installing its guard. Touches the slot's top page only.
+ * installing its guard (unless @guarded: guard_batch() did). Touches the
+ * slot's top page only.
  */
 static struct weft__stack *init_slot(char *slot, size_t slot_size,
 				     void *map_base, size_t map_size,
-				     unsigned flags, int *err)
+				     unsigned flags, bool guarded, int *err)
 {
 	size_t guard = weft__stack_guard_size();
 	struct weft__stack *s;
 
-	*err = install_guard(slot, guard);
+	*err = guarded ? 0 : install_guard(slot, guard);
 	if (*err < 0)
 		return NULL;
 	s = (struct weft__stack *)(void *)(slot + slot_size - HDR_BYTES);
@@ -406,16 +457,21 @@ void weft__stack_pool_destroy(struct weft__stack_pool *p)
  * a hypervisor, and other workers would queue on the lock meanwhile.
  */
 static struct weft__stack *carve_locked(struct weft__stack_pool *p,
-					char **chunk, char **slot, int *err)
+					char **chunk, char **slot,
+					bool *guarded, int *err)
 {
 	size_t map_size = p->slot_size * p->chunk_slots; /* < 64 MiB + slot */
 	struct weft__stack *s;
+	unsigned flags = WEFT__STACK_CHUNK;
+	bool batched;
 	char *base;
+	int pidfd;
 
 	*slot = NULL;
 	if (p->carve && p->carve_next < p->chunk_slots) {
 		*chunk = (char *)p->carve->map_base;
 		*slot = *chunk + (size_t)p->carve_next * p->slot_size;
+		*guarded = p->carve->flags & WEFT__STACK_GUARDED;
 		p->carve_next++;
 		p->nr_carved++;
 		return NULL;
@@ -425,8 +481,14 @@ static struct weft__stack *carve_locked(struct weft__stack_pool *p,
 		*err = -ENOMEM;
 		return NULL;
 	}
-	prefault_headers(base, p->slot_size, p->chunk_slots);
-	s = init_slot(base, p->slot_size, base, map_size, WEFT__STACK_CHUNK,
+	pidfd = self_pidfd();
+	prefault_headers(pidfd, base, p->slot_size, p->chunk_slots);
+	batched = guard_batch(pidfd, base, p->slot_size, p->chunk_slots);
+	if (pidfd >= 0)
+		close(pidfd);
+	if (batched)
+		flags |= WEFT__STACK_GUARDED;
+	s = init_slot(base, p->slot_size, base, map_size, flags, batched,
 		      err);
 	if (!s) {
 		munmap(base, map_size);
@@ -445,11 +507,12 @@ static struct weft__stack *carve_locked(struct weft__stack_pool *p,
  * On failure the slot's address range stays unused until the pool is
  * destroyed, and it is no longer counted as carved. */
 static struct weft__stack *carve_finish(struct weft__stack_pool *p,
-					char *base, char *slot, int *err)
+					char *base, char *slot, bool guarded,
+					int *err)
 {
 	struct weft__stack *s = init_slot(slot, p->slot_size, base,
 					  p->slot_size * p->chunk_slots,
-					  WEFT__STACK_CHUNK, err);
+					  WEFT__STACK_CHUNK, guarded, err);
 
 	if (!s) {
 		pthread_mutex_lock(&p->lock);
@@ -470,7 +533,7 @@ static struct weft__stack *get_single(struct weft__stack_pool *p, size_t slot)
 		errno = ENOMEM;
 		return NULL;
 	}
-	s = init_slot(base, slot, base, slot, WEFT__STACK_SINGLE, &err);
+	s = init_slot(base, slot, base, slot, WEFT__STACK_SINGLE, false, &err);
 	if (!s) {
 		munmap(base, slot);
 		errno = -err;
@@ -489,6 +552,7 @@ struct weft__stack *weft__stack_get(struct weft__stack_pool *p,
 	struct weft__stack *s;
 	size_t usable = p->default_size, slot = p->slot_size;
 	char *chunk = NULL, *slot_addr = NULL;
+	bool guarded = false;
 	unsigned n;
 	int err = 0;
 
@@ -513,10 +577,10 @@ struct weft__stack *weft__stack_get(struct weft__stack_pool *p,
 	pthread_mutex_lock(&p->lock);
 	s = take_batch_locked(p, &n);
 	if (!s)
-		s = carve_locked(p, &chunk, &slot_addr, &err);
+		s = carve_locked(p, &chunk, &slot_addr, &guarded, &err);
 	pthread_mutex_unlock(&p->lock);
 	if (!s && slot_addr)
-		s = carve_finish(p, chunk, slot_addr, &err);
+		s = carve_finish(p, chunk, slot_addr, guarded, &err);
 
 	if (!s) {
 		errno = -err;

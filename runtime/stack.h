@@ -57,10 +57,13 @@ static inline bool weft__overflow_reporter_enabled(void)
 /*
  * struct weft__stack.flags: WEFT__STACK_CHUNK, a slot of a chunk (cached,
  * never unmapped alone); WEFT__STACK_SINGLE, its own mapping (larger than
- * the default; unmapped when put back).
+ * the default; unmapped when put back); WEFT__STACK_GUARDED, on slot 0 of
+ * a chunk only: every slot's guard was installed with the chunk
+ * (stack.c guard_batch()).
  */
 #define WEFT__STACK_CHUNK 0x1u
 #define WEFT__STACK_SINGLE 0x2u
+#define WEFT__STACK_GUARDED 0x4u
 
 /*
  * struct weft__stack - one stack. Lives at the TOP of its own mapping (the
@@ -81,7 +84,7 @@ struct weft__stack {
 	uint64_t freed_ns; /* when it entered the pool (coarse clock) */
 	/* slot 0 of a chunk only: the pool's next chunk (pool lock) */
 	struct weft__stack *chunk_next;
-	unsigned flags; /* WEFT__STACK_CHUNK or WEFT__STACK_SINGLE */
+	unsigned flags; /* WEFT__STACK_CHUNK or _SINGLE, maybe _GUARDED */
 };
 
 /*

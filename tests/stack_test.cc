@@ -101,7 +101,7 @@ TEST(Stack, DefaultStackShape)
 	weft__stack *s = pool.get();
 	ASSERT_NE(s, nullptr);
 
-	EXPECT_EQ(s->flags, WEFT__STACK_CHUNK);
+	EXPECT_EQ(s->flags & ~WEFT__STACK_GUARDED, WEFT__STACK_CHUNK);
 	EXPECT_GE(s->size, WEFT__STACK_DEFAULT_SIZE * WEFT__STACK_SCALE);
 	EXPECT_EQ(s->size, pool.p.default_size);
 	EXPECT_EQ((uintptr_t)s->lo % page(), 0u);
@@ -122,7 +122,7 @@ TEST(Stack, SmallRequestGetsDefaultStack)
 	Pool pool;
 	weft__stack *s = pool.get(4096);
 	ASSERT_NE(s, nullptr);
-	EXPECT_EQ(s->flags, WEFT__STACK_CHUNK);
+	EXPECT_EQ(s->flags & ~WEFT__STACK_GUARDED, WEFT__STACK_CHUNK);
 	EXPECT_EQ(s->size, pool.p.default_size);
 	pool.put(s);
 }
@@ -365,6 +365,56 @@ TEST(StackPool, HundredThousandStacksAliveAtOnce)
 	for (weft__stack *s : v)
 		pool.put(s);
 	EXPECT_EQ(pool.p.nr_free + pool.c.count, got);
+}
+
+// Can the kernel read the byte at @addr? A guard page makes write() from
+// it fail with EFAULT instead of killing the test.
+bool kernel_can_read(const void *addr)
+{
+	int fds[2];
+	if (pipe(fds) != 0)
+		abort();
+	ssize_t n = write(fds[1], addr, 1);
+	int err = errno;
+	close(fds[0]);
+	close(fds[1]);
+	EXPECT_TRUE(n == 1 || err == EFAULT) << strerror(err);
+	return n == 1;
+}
+
+// Every slot of every chunk has its guard, whether it was installed as the
+// slot was carved or for the whole chunk at once (stack.c guard_batch(),
+// once MADV_GUARD_INSTALL is known to work): the page right below each
+// stack's lowest byte faults, the lowest byte itself does not. Three
+// chunks, so that later chunks take the batched path.
+TEST(Stack, EverySlotOfEveryChunkHasItsGuard)
+{
+	Pool pool;
+	const size_t n = 3 * (size_t)pool.p.chunk_slots;
+	std::vector<weft__stack *> v;
+	for (size_t i = 0; i < n; i++) {
+		weft__stack *s = pool.get();
+		ASSERT_NE(s, nullptr) << i;
+		v.push_back(s);
+	}
+	EXPECT_EQ(pool.p.nr_chunks, 3u);
+	for (size_t i = 0; i < n; i++) {
+		const char *lo = (const char *)v[i]->lo;
+		EXPECT_FALSE(kernel_can_read(lo - 1)) << "stack " << i;
+		EXPECT_FALSE(kernel_can_read(lo - weft__stack_guard_size()))
+			<< "stack " << i;
+		EXPECT_TRUE(kernel_can_read(lo)) << "stack " << i;
+	}
+	if (kernel_has_guard_install()) {
+		// The newest chunks were guarded in one call (the first one
+		// probes MADV_GUARD_INSTALL slot by slot in a fresh process).
+		unsigned batched = 0;
+		for (weft__stack *c = pool.p.chunks; c; c = c->chunk_next)
+			batched += (c->flags & WEFT__STACK_GUARDED) != 0;
+		EXPECT_GE(batched, 2u);
+	}
+	for (weft__stack *s : v)
+		pool.put(s);
 }
 
 // Touch n fresh stacks as a deep call would (lowest and a middle page) and
