@@ -105,7 +105,7 @@ static enum pick pick_backend(unsigned cfg_flags)
 		return PICK_EPOLL;
 	if (strcmp(e, "io_uring") == 0)
 		return PICK_URING;
-	weft__report("ignoring WEFT_IO=%s: expected io_uring or epoll", e);
+	weft__env_bad("WEFT_IO", e, "io_uring or epoll");
 	return PICK_AUTO;
 }
 

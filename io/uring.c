@@ -312,13 +312,24 @@ static void pbuf_setup(struct weft__worker *w)
 	unsigned sz = atomic_load_explicit(&pbuf_size, memory_order_relaxed);
 	const char *e = getenv("WEFT_IO_PBUFS");
 	struct io_uring_buf_reg reg;
+	unsigned long long v;
 	void *br, *bufs;
 	int mask;
 
 	/* WEFT_IO_PBUFS=N: N buffers per worker; 0 turns multishot recv off
-	 * (for measurements: WEFT_FD_MULTISHOT is then a no-op). */
-	if (e && *e)
-		n = (unsigned)strtoul(e, NULL, 10);
+	 * (for measurements: WEFT_FD_MULTISHOT is then a no-op). Anything
+	 * but 0 or a power of two up to 32768 keeps the default, said once
+	 * (every worker reads it). */
+	if (e && *e) {
+		static _Atomic bool reported; /* relaxed: one message */
+
+		if (weft__parse_ulong(e, 0, 32768, &v) == 0 && !(v & (v - 1)))
+			n = (unsigned)v;
+		else if (!atomic_exchange_explicit(&reported, true,
+						   memory_order_relaxed))
+			weft__env_bad("WEFT_IO_PBUFS", e,
+				      "0 or a power of two up to 32768");
+	}
 	if (n == 0)
 		return;
 	/* Buffer rings came in 5.19, multishot recv only in 6.0, whose
@@ -331,12 +342,6 @@ static void pbuf_setup(struct weft__worker *w)
 		io_uring_free_probe(probe);
 	if (!has_ms)
 		return;
-	if (n > 32768 || (n & (n - 1))) {
-		weft__report("ignoring WEFT_IO_PBUFS=%u: expected a power of two "
-			     "up to 32768 (multishot recv stays off)",
-			     n);
-		return;
-	}
 	br = mmap(NULL, n * sizeof(struct io_uring_buf), PROT_READ | PROT_WRITE,
 		  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (br == MAP_FAILED)

@@ -223,10 +223,9 @@ static void parse_env(void)
 	const char *e = getenv("WEFT_FAULTS");
 
 	if (e && *e && apply_spec(e) != 0)
-		weft__report("ignoring WEFT_FAULTS=\"%s\": expected "
-			     "site:ERRNO[@nth][%%every] separated by ';' "
-			     "(runtime/fault.c lists the sites)",
-			     e);
+		weft__env_bad("WEFT_FAULTS", e,
+			      "site:ERRNO[@nth][%every] separated by ';' "
+			      "(runtime/fault.c lists the sites)");
 }
 
 void weft__faults_init(void)

@@ -81,6 +81,28 @@ void weft__report(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 bool weft__debug_enabled(void);
 
 /*
+ * Environment variables (env.c; README "Environment"). Unset or empty:
+ * the default, silently. Malformed or out of range: the default, and one
+ * weft__report() line naming the variable and what was expected.
+ *
+ * weft__parse_ulong() - @s as decimal digits only (no sign, blanks or
+ * trailing bytes) into *@out if it lies in [@lo, @hi]. Return 0, -EINVAL
+ * (not a number) or -ERANGE (overflow or out of range; *@out untouched).
+ * weft__parse_switch() - "0" or "1": 0 or 1; anything else -EINVAL.
+ * weft__env_ulong() - true and *@out set if $@name parses in [@lo, @hi].
+ * weft__env_switch() - $@name as a switch, else @dflt.
+ * weft__env_bad() - the report for a value the caller refuses itself.
+ * Context: any thread; pure but for getenv() and the report.
+ */
+int weft__parse_ulong(const char *s, unsigned long long lo,
+		      unsigned long long hi, unsigned long long *out);
+int weft__parse_switch(const char *s);
+bool weft__env_ulong(const char *name, unsigned long long lo,
+		     unsigned long long hi, unsigned long long *out);
+bool weft__env_switch(const char *name, bool dflt);
+void weft__env_bad(const char *name, const char *value, const char *expected);
+
+/*
  * Allocation of runtime-owned objects. Context: any thread. Return NULL on
  * failure (and with the test fault injector armed). weft__free(NULL) is a
  * no-op. weft__calloc() and weft__alloc_aligned() return zeroed memory.

@@ -675,7 +675,7 @@ WEFT_API int weft_offload(weft_fn fn, void *arg)
 int weft__offload_init(struct weft__runtime *rt)
 {
 	struct weft__offload_pool *pool = weft__calloc(1, sizeof(*pool));
-	const char *e;
+	unsigned long long v;
 
 	if (!pool)
 		return -ENOMEM;
@@ -684,9 +684,10 @@ int weft__offload_init(struct weft__runtime *rt)
 	pool->rt = rt;
 	pool->max = rt->cfg.offload_max;
 	pool->spin_ns = SPIN_NS;
-	e = getenv("WEFT_OFFLOAD_SPIN_NS");
-	if (e && *e)
-		pool->spin_ns = strtoull(e, NULL, 10);
+	/* At most 10 ms: an idle pool thread polls that long at most (a
+	 * wrapped "-1" used to make it poll forever). */
+	if (weft__env_ulong("WEFT_OFFLOAD_SPIN_NS", 0, 10000000, &v))
+		pool->spin_ns = v;
 	/* One spinner per two CPUs the runtime uses (at least one): more
 	 * would take the cores the workers and the running calls need. */
 	pool->max_spinners = rt->nworkers / 2 ? rt->nworkers / 2 : 1;

@@ -105,30 +105,9 @@ static unsigned default_workers(void)
 	return n;
 }
 
-/* Parse a decimal in [lo, hi]; false (with a warning) otherwise. */
-static bool env_uint(const char *name, unsigned long lo, unsigned long hi,
-		     unsigned long *out)
-{
-	const char *s = getenv(name);
-	char *end;
-	unsigned long v;
-
-	if (!s || !*s)
-		return false;
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno || *end || s[0] == '-' || v < lo || v > hi) {
-		weft__report("ignoring %s=%s: expected a number in [%lu, %lu]",
-			     name, s, lo, hi);
-		return false;
-	}
-	*out = v;
-	return true;
-}
-
 static int resolve_config(const weft_config *in, weft_config *cfg)
 {
-	unsigned long v;
+	unsigned long long v;
 
 	if (in) {
 		for (size_t i = 0; i < WEFT__ARRAY_SIZE(in->reserved); i++)
@@ -142,7 +121,7 @@ static int resolve_config(const weft_config *in, weft_config *cfg)
 		memset(cfg, 0, sizeof(*cfg));
 	}
 	if (cfg->workers == 0) {
-		if (env_uint("WEFT_WORKERS", 1, WORKERS_MAX, &v))
+		if (weft__env_ulong("WEFT_WORKERS", 1, WORKERS_MAX, &v))
 			cfg->workers = (unsigned)v;
 		else
 			cfg->workers = default_workers();
@@ -216,12 +195,8 @@ WEFT_API int weft_runtime_new(weft_runtime **out, const weft_config *in)
 	rt->cfg = cfg;
 	rt->nworkers = cfg.workers;
 	rt->stack_size = cfg.stack_size;
-	{
-		const char *e = getenv("WEFT_INLINE_JOIN");
-		rt->inline_join = !(e && strcmp(e, "0") == 0);
-		e = getenv("WEFT_HANDOFF");
-		rt->handoff = !(e && strcmp(e, "0") == 0);
-	}
+	rt->inline_join = weft__env_switch("WEFT_INLINE_JOIN", true);
+	rt->handoff = weft__env_switch("WEFT_HANDOFF", true);
 	pthread_mutex_init(&rt->inject_lock, NULL);
 	pthread_mutex_init(&rt->idle_lock, NULL);
 	pthread_mutex_init(&rt->reg_lock, NULL);

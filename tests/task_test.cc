@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cstring>
 #include <set>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -145,6 +146,103 @@ TEST(Run, WorkersEnvOverridesZeroOnly)
 	int st = 0;
 	ASSERT_EQ(pid, waitpid(pid, &st, 0));
 	EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+// RELIABILITY A17: every variable a runtime reads at start, set to values
+// that are not what it expects (a sign that strtoul() would wrap, trailing
+// bytes it would stop at, an overflow, a blank, a word), is ignored with
+// one line on stderr naming it, and the runtime starts with the default.
+// Before the shared parser, WEFT_OFFLOAD_SPIN_NS=-1 made idle offload
+// threads poll forever and WEFT_IO_PBUFS=abc turned multishot recv off,
+// both silently.
+static int offload_add_one(void *p)
+{
+	return *(int *)p + 1;
+}
+
+static int workers_and_offload(void *)
+{
+	int x = 41;
+	if (weft_offload(offload_add_one, &x) != 42)
+		return -1;
+	return (int)weft_runtime_workers(nullptr);
+}
+
+TEST(Run, MalformedEnvironmentIsIgnoredWithAWarning)
+{
+	char path[] = "/tmp/weft-env-XXXXXX";
+	int out = mkstemp(path);
+	ASSERT_GE(out, 0);
+	unlink(path);
+	pid_t pid = fork();
+	ASSERT_GE(pid, 0);
+	if (pid == 0) {
+		dup2(out, STDERR_FILENO);
+		unsetenv("WEFT_WORKERS");
+		const int dflt = weft_run(workers_and_offload, nullptr,
+					  nullptr);
+		const char *io = getenv("WEFT_IO"); // make test-epoll's
+		std::string keep_io = io ? io : "";
+		const char *const cases[][2] = {
+			{ "WEFT_WORKERS", "-1" },
+			{ "WEFT_WORKERS", "4096abc" },
+			{ "WEFT_WORKERS", " 2" },
+			{ "WEFT_WORKERS", "0" },
+			{ "WEFT_WORKERS", "18446744073709551617" },
+			{ "WEFT_OFFLOAD_SPIN_NS", "-1" },
+			{ "WEFT_OFFLOAD_SPIN_NS", "20000000000" },
+			{ "WEFT_IO_PBUFS", "abc" },
+			{ "WEFT_HANDOFF", "yes" },
+			{ "WEFT_INLINE_JOIN", "off" },
+			{ "WEFT_IO", "uring\x01" },
+		};
+		int bad = dflt >= 1 ? 0 : 100;
+		for (auto &c : cases) {
+			setenv(c[0], c[1], 1);
+			if (weft_run(workers_and_offload, nullptr, nullptr) !=
+			    dflt)
+				bad++;
+			unsetenv(c[0]);
+			if (strcmp(c[0], "WEFT_IO") == 0 && !keep_io.empty())
+				setenv("WEFT_IO", keep_io.c_str(), 1);
+		}
+		_exit(bad);
+	}
+	int st = 0;
+	ASSERT_EQ(pid, waitpid(pid, &st, 0));
+	ASSERT_TRUE(WIFEXITED(st));
+	EXPECT_EQ(0, WEXITSTATUS(st)) << "runs that did not get the default";
+	std::string log;
+	char buf[4096];
+	ssize_t n;
+	lseek(out, 0, SEEK_SET);
+	while ((n = read(out, buf, sizeof(buf))) > 0)
+		log.append(buf, (size_t)n);
+	close(out);
+	for (const char *want :
+	     { "ignoring WEFT_WORKERS=\"-1\": expected a decimal number in "
+	       "[1, 1024]",
+	       "ignoring WEFT_WORKERS=\"4096abc\"",
+	       "ignoring WEFT_WORKERS=\" 2\"", "ignoring WEFT_WORKERS=\"0\"",
+	       "ignoring WEFT_WORKERS=\"18446744073709551617\"",
+	       "ignoring WEFT_OFFLOAD_SPIN_NS=\"-1\": expected a decimal "
+	       "number in [0, 10000000]",
+	       "ignoring WEFT_OFFLOAD_SPIN_NS=\"20000000000\"",
+	       "ignoring WEFT_HANDOFF=\"yes\": expected 0 or 1",
+	       "ignoring WEFT_INLINE_JOIN=\"off\"",
+	       "ignoring WEFT_IO=\"uring?\": expected io_uring or epoll" })
+		EXPECT_NE(log.find(want), std::string::npos) << want << "\n"
+							     << log;
+	// Read by the io_uring backend's workers only, and said once.
+	const bool uring = strcmp(weft_io_backend(nullptr), "io_uring") == 0;
+	size_t first = log.find("ignoring WEFT_IO_PBUFS=\"abc\": expected 0 "
+				"or a power of two up to 32768");
+	if (uring) {
+		EXPECT_NE(first, std::string::npos) << log;
+		EXPECT_EQ(first, log.rfind("ignoring WEFT_IO_PBUFS"));
+	} else {
+		EXPECT_EQ(first, std::string::npos) << log;
+	}
 }
 
 TEST(Run, DefaultWorkersFollowAffinity)
