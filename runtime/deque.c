@@ -236,6 +236,20 @@ void *weft__deque_take(struct weft__deque *d)
 	return x;
 }
 
+bool weft__deque_take_if_bottom(struct weft__deque *d, void *item)
+{
+	/* relaxed: only the owner writes bottom and the slots */
+	int64_t b = atomic_load_explicit(&d->bottom, memory_order_relaxed);
+
+	/* relaxed: the owner's own write of index b - 1 (or an older
+	 * index's item, if thieves took b - 1 already: then the take below
+	 * finds the deque empty). Thieves never write slots, so a slot that
+	 * holds @item keeps it until the owner pushes again. */
+	if (atomic_load_explicit(slot(d, b - 1), memory_order_relaxed) != item)
+		return false;
+	return weft__deque_take(d) == item;
+}
+
 /*
  * One Chase-Lev steal. *len_out gets b - t as seen (0 when empty), for
  * steal_half's "half of what was there".

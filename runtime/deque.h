@@ -120,6 +120,23 @@ bool weft__deque_push(struct weft__deque *d, void *item);
 void *weft__deque_take(struct weft__deque *d);
 
 /**
+ * weft__deque_take_if_bottom() - weft__deque_take(), only if the newest item
+ * is @item.
+ * @d: the owner's deque.
+ * @item: the item hoped for.
+ *
+ * The owner reads the bottom slot first (it alone writes slots); only if it
+ * holds @item does it take, which then yields @item or, if thieves emptied
+ * the deque meanwhile, nothing. A joiner uses it to remove the entry of the
+ * child it is about to run itself, instead of leaving a tombstone behind.
+ *
+ * Context: owner only; never blocks.
+ * Return: true if @item was taken out; false if the deque is untouched (the
+ * bottom is another item) or a thief took @item first.
+ */
+bool weft__deque_take_if_bottom(struct weft__deque *d, void *item);
+
+/**
  * weft__deque_steal() - Remove the oldest item (FIFO end).
  * @d: the victim's deque.
  * @out: receives the item, written only on WEFT__STEAL_OK.

@@ -49,6 +49,9 @@ WEFT_API int weft_test_faults_parse(const char *spec);
 /* worker.c: queue the calling task once more while it runs, as a double
  * wake-up would (RELIABILITY C10: debug builds must abort). */
 WEFT_API void weft_test_queue_self_again(void);
+/* worker.c: entries (tasks and tombstones) in the calling task's worker's
+ * deque now; 0 outside a task. */
+WEFT_API unsigned long weft_test_deque_len(void);
 #endif
 
 WEFT_EXTERN_C_END

@@ -705,6 +705,13 @@ weft__task_bug_twice(struct weft__task *t, unsigned other, unsigned me)
 #endif
 
 #ifdef WEFT_TEST_HOOKS
+WEFT_API unsigned long weft_test_deque_len(void)
+{
+	struct weft__worker *w = weft__worker_current();
+
+	return w && weft__task_current() ? weft__deque_len(&w->dq) : 0;
+}
+
 WEFT_API void weft_test_queue_self_again(void)
 {
 	struct weft__task *t = weft__task_current();

@@ -217,6 +217,54 @@ TYPED_TEST(Deque, IndicesWrapTheRingManyTimes)
 	}
 }
 
+// take_if_bottom() takes the newest item only when it is the one named,
+// and never an item a thief already took, even when the ring has wrapped
+// and the bottom's slot still holds that item.
+TYPED_TEST(Deque, TakeIfBottomTakesOnlyTheNamedNewestItem)
+{
+	using Q = TypeParam;
+	Owned<Q> a;
+	void *out = nullptr;
+
+	EXPECT_FALSE(Q::take_if_bottom(a.d, P(1))); // empty
+	ASSERT_TRUE(Q::push(a.d, P(1)));
+	ASSERT_TRUE(Q::push(a.d, P(2)));
+	ASSERT_TRUE(Q::push(a.d, P(3)));
+	EXPECT_FALSE(Q::take_if_bottom(a.d, P(2)));
+	EXPECT_FALSE(Q::take_if_bottom(a.d, P(1)));
+	EXPECT_EQ(Q::len(a.d), 3u);
+	EXPECT_TRUE(Q::take_if_bottom(a.d, P(3)));
+	EXPECT_EQ(Q::len(a.d), 2u);
+	EXPECT_FALSE(Q::take_if_bottom(a.d, P(3))); // gone
+	EXPECT_EQ(Q::take(a.d), P(2));
+	EXPECT_EQ(Q::steal(a.d, &out), WEFT__STEAL_OK);
+	EXPECT_EQ(out, P(1));
+
+	// Around the ring: the last item is stolen, its slot still holds it.
+	for (uintptr_t round = 0; round < 3 * Q::kCap; round++) {
+		uintptr_t id = 100 + round;
+		ASSERT_TRUE(Q::push(a.d, P(id)));
+		if (round % 2) {
+			ASSERT_EQ(Q::steal(a.d, &out), WEFT__STEAL_OK);
+			ASSERT_EQ(out, P(id));
+			EXPECT_FALSE(Q::take_if_bottom(a.d, P(id))) << round;
+		} else {
+			EXPECT_TRUE(Q::take_if_bottom(a.d, P(id))) << round;
+		}
+		ASSERT_EQ(Q::len(a.d), 0u) << round;
+		ASSERT_EQ(Q::take(a.d), nullptr) << round;
+	}
+	// A full ring whose items were all stolen.
+	for (uintptr_t i = 0; i < Q::kCap; i++)
+		ASSERT_TRUE(Q::push(a.d, P(500 + i)));
+	for (uintptr_t i = 0; i < Q::kCap; i++)
+		ASSERT_EQ(Q::steal(a.d, &out), WEFT__STEAL_OK);
+	EXPECT_FALSE(Q::take_if_bottom(a.d, P(500 + Q::kCap - 1)));
+	ASSERT_TRUE(Q::push(a.d, P(9)));
+	EXPECT_EQ(Q::take(a.d), P(9));
+	EXPECT_EQ(Q::take(a.d), nullptr);
+}
+
 TYPED_TEST(Deque, TakeTopRemovesOldestFirstUpToMax)
 {
 	using Q = TypeParam;
@@ -554,6 +602,17 @@ TYPED_TEST(Deque, OwnerAndTwoThievesTakeEachItemOnce)
 				ledger.consume(x);
 				taken++;
 			}
+		} else if (r % 3 == 1 && (r & 8)) {
+			// The joiner's take of the child it just pushed.
+			if (Q::take_if_bottom(owner.d, &items[i])) {
+				ledger.consume(&items[i]);
+				taken++;
+			}
+		} else if (r % 3 == 1 && i > 0) {
+			// Not the newest (items[i] is, or the deque is empty):
+			// must leave the deque alone.
+			EXPECT_FALSE(Q::take_if_bottom(owner.d, &items[i - 1]))
+				<< i;
 		}
 		// Some "work" between pushes, and the CPU now and then (2
 		// cores, 3 threads), so the thieves keep up and meet the
@@ -721,7 +780,12 @@ TYPED_TEST(Deque, LastItemGoesToExactlyOne)
 		}
 		for (unsigned i = (mode >> 1) % 64; i > 0; i--)
 			weft__cpu_relax();
-		void *x = Q::take(owner.d);
+		// Every other round the owner takes as a joiner would, only
+		// if the bottom is the item it pushed: the same race.
+		void *x = (mode & 4) ? (Q::take_if_bottom(owner.d, &items[r]) ?
+						&items[r] :
+						nullptr) :
+				       Q::take(owner.d);
 		if (x) {
 			ledger.consume(x);
 			owner_wins++;

@@ -1576,6 +1576,62 @@ TEST(InlineJoin, SpilledTasksRunInlineAndTheirRecordsAreReused)
 	});
 }
 
+// fib's shape: spawn a child, recurse, join the child. Each join finds
+// its child's entry at the bottom of the worker's deque and takes it out
+// (deque.c weft__deque_take_if_bottom()) instead of leaving a tombstone:
+// a task that runs a whole tree inline never returns to its scheduler to
+// pop them, and 10^5 of them used to fill the deque and spill to the
+// injection queue again and again. One worker: no thief takes anything.
+#ifdef WEFT_TEST_HOOKS
+struct TreeArg {
+	int n;
+	uint64_t sum;
+	unsigned long max_len; // deepest deque seen at a leaf
+};
+
+static uint64_t tree(int n, unsigned long *max_len);
+
+static int tree_task(void *p)
+{
+	auto *a = static_cast<TreeArg *>(p);
+	a->sum = tree(a->n, &a->max_len);
+	return 0;
+}
+
+static uint64_t tree(int n, unsigned long *max_len)
+{
+	if (n < 2) {
+		unsigned long len = weft_test_deque_len();
+		if (len > *max_len)
+			*max_len = len;
+		return (uint64_t)n;
+	}
+	TreeArg sub{ n - 1, 0, 0 };
+	weft_task *t = weft_spawn(tree_task, &sub);
+	if (!t)
+		return 1u << 31; // a wrong sum
+	uint64_t y = tree(n - 2, max_len);
+	if (weft_join(t) != 0)
+		return 1u << 31;
+	if (sub.max_len > *max_len)
+		*max_len = sub.max_len;
+	return sub.sum + y;
+}
+
+TEST(InlineJoin, ATreeJoinedInlineLeavesNoTombstones)
+{
+	WEFT_TEST_RUN(1, [] {
+		unsigned long max_len = 0;
+		// fib(22) = 17711, from 28656 spawns
+		EXPECT_EQ(17711u, tree(22, &max_len));
+		// At a leaf the deque holds the pending children of the
+		// path down to it, one per level: at most 22.
+		EXPECT_LE(max_len, 22u);
+		EXPECT_EQ(0u, weft_test_deque_len());
+	});
+}
+#endif
+
 TEST(InlineJoin, ChildKeepsItsIdentityAndLocals)
 {
 	static weft_key k;

@@ -41,6 +41,10 @@ struct BigDeque {
 	{
 		return weft__deque_take(d);
 	}
+	static bool take_if_bottom(D *d, void *item)
+	{
+		return weft__deque_take_if_bottom(d, item);
+	}
 	static int steal(D *d, void **out)
 	{
 		return weft__deque_steal(d, out);
@@ -84,6 +88,10 @@ struct SmallDeque {
 	static void *take(D *d)
 	{
 		return weft__deque_small_take(d);
+	}
+	static bool take_if_bottom(D *d, void *item)
+	{
+		return weft__deque_small_take_if_bottom(d, item);
 	}
 	static int steal(D *d, void **out)
 	{

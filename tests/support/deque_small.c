@@ -16,6 +16,7 @@
 #define weft__deque_len weft__deque_small_len
 #define weft__deque_steal_half weft__deque_small_steal_half
 #define weft__deque_take_top weft__deque_small_take_top
+#define weft__deque_take_if_bottom weft__deque_small_take_if_bottom
 
 #include "runtime/deque.c"
 

@@ -42,6 +42,8 @@ size_t weft__deque_small_steal_half(struct weft__deque_small *victim,
 				    void **first);
 size_t weft__deque_small_take_top(struct weft__deque_small *d, void **out,
 				  size_t max);
+bool weft__deque_small_take_if_bottom(struct weft__deque_small *d,
+				      void *item);
 
 #ifdef __cplusplus
 }
