@@ -198,13 +198,16 @@ TEST(Run, MalformedEnvironmentIsIgnoredWithAWarning)
 		};
 		int bad = dflt >= 1 ? 0 : 100;
 		for (auto &c : cases) {
+			// Under WEFT_IO=epoll (make test-epoll, valgrind) a
+			// bogus WEFT_IO would make an io_uring runtime, which
+			// valgrind cannot follow: checked by the other runs.
+			if (strcmp(c[0], "WEFT_IO") == 0 && !keep_io.empty())
+				continue;
 			setenv(c[0], c[1], 1);
 			if (weft_run(workers_and_offload, nullptr, nullptr) !=
 			    dflt)
 				bad++;
 			unsetenv(c[0]);
-			if (strcmp(c[0], "WEFT_IO") == 0 && !keep_io.empty())
-				setenv("WEFT_IO", keep_io.c_str(), 1);
 		}
 		_exit(bad);
 	}
@@ -229,10 +232,15 @@ TEST(Run, MalformedEnvironmentIsIgnoredWithAWarning)
 	       "number in [0, 10000000]",
 	       "ignoring WEFT_OFFLOAD_SPIN_NS=\"20000000000\"",
 	       "ignoring WEFT_HANDOFF=\"yes\": expected 0 or 1",
-	       "ignoring WEFT_INLINE_JOIN=\"off\"",
-	       "ignoring WEFT_IO=\"uring?\": expected io_uring or epoll" })
+	       "ignoring WEFT_INLINE_JOIN=\"off\"" })
 		EXPECT_NE(log.find(want), std::string::npos) << want << "\n"
 							     << log;
+	if (!getenv("WEFT_IO")) {
+		EXPECT_NE(log.find("ignoring WEFT_IO=\"uring?\": expected "
+				   "io_uring or epoll"),
+			  std::string::npos)
+			<< log;
+	}
 	// Read by the io_uring backend's workers only, and said once.
 	const bool uring = strcmp(weft_io_backend(nullptr), "io_uring") == 0;
 	size_t first = log.find("ignoring WEFT_IO_PBUFS=\"abc\": expected 0 "
