@@ -180,6 +180,9 @@ struct weft__task {
 	uint16_t shield_depth;		/* open shields (own task) */
 	_Atomic bool started;		/* has a stack: ran at least once */
 	bool stack_borrowed;		/* running inline on its joiner's stack */
+	/* ran inline and kept its "alive" reference for the owner's put
+	 * (task.c weft__owner_release()); idle value false */
+	bool alive_ref_held;
 
 	/* line 3: scopes, groups, inline runs (idle values: MAX/NULL/0) */
 	/* Cancel scopes (scope.c): the earliest deadline in force and the

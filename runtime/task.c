@@ -75,6 +75,22 @@ struct weft__task *weft__handle_decode(const weft_task *h)
 	return t;
 }
 
+/*
+ * Move @t's handle generation on. Its two writers never run at once: the
+ * owner bumps it while it still holds its reference (weft__owner_release(),
+ * before its put), the recycler only after the last put (whose acq_rel
+ * RMW on refs orders it after every other put). So a load and a store, not
+ * a locked add: two locked instructions less per task (fib: 4% each).
+ * Readers (handle decode) load it relaxed from any thread.
+ */
+static inline void gen_bump(struct weft__task *t)
+{
+	_Atomic uint32_t *g = (_Atomic uint32_t *)&t->gen;
+
+	atomic_store_explicit(g, atomic_load_explicit(g, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
+}
+
 /* ------------------------------------------------------------ records */
 
 /* The idle values of a free record's lines 3 and 4 (sched.h): spawn does
@@ -181,8 +197,7 @@ static void task_recycle(struct weft__task *t)
 	if (atomic_load_explicit(&t->flags, memory_order_relaxed) &
 	    WEFT__T_NAMED)
 		t->name[0] = 0;
-	atomic_fetch_add_explicit((_Atomic uint32_t *)&t->gen, 1,
-				  memory_order_relaxed);
+	gen_bump(t);
 	/* A stale queue entry naming this record must not start it. */
 	atomic_store_explicit(&t->run_claim, WEFT__RC_RUN,
 			      memory_order_relaxed);
@@ -300,7 +315,8 @@ static void task_init(struct weft__task *t, struct weft__runtime *rt,
 					  memory_order_relaxed) ||
 		     t->scope_deadline_ns != UINT64_MAX ||
 		     t->inherited_deadline_ns != UINT64_MAX ||
-		     weft__timer_linked(&t->timer) || t->stack_borrowed);
+		     weft__timer_linked(&t->timer) || t->stack_borrowed ||
+		     t->alive_ref_held);
 #endif
 	t->fn = fn;
 	t->arg = arg;
@@ -660,7 +676,10 @@ static bool try_run_inline(struct weft__task *host, struct weft__task *c)
 	atomic_fetch_or_explicit(&c->join_word, WEFT__J_DONE,
 				 memory_order_seq_cst);
 	count_completion(w, rt);
-	weft__task_put(c, 1); /* "alive"; the owner's reference remains */
+	/* The "alive" reference goes with the owner's, in one put, when
+	 * the join returns (weft__owner_release(): every caller of
+	 * weft__join_wait() ends with it). */
+	c->alive_ref_held = true;
 	return true;
 }
 
@@ -818,9 +837,11 @@ WEFT_API int weft_join(weft_task *h)
  */
 void weft__owner_release(struct weft__task *t)
 {
-	atomic_fetch_add_explicit((_Atomic uint32_t *)&t->gen, 1,
-				  memory_order_relaxed);
-	weft__task_put(t, 1);
+	uint32_t n = 1 + t->alive_ref_held; /* its inline run's, too */
+
+	t->alive_ref_held = false; /* idle value, before the record is free */
+	gen_bump(t);
+	weft__task_put(t, n);
 }
 
 /* For gather.c: begin an owner wait on @h. */

@@ -587,6 +587,40 @@ TEST(Task, JoinTwiceIsInvalid)
 	});
 }
 
+// RELIABILITY A1 with the record reused: a joined task's record goes back
+// to its worker's free cache and the next spawn takes it, so the stale
+// handle names a live task again; only the generation tells them apart.
+// And a detached task's handle is refused by join while the task still
+// runs (weft_cancel still takes it: detach keeps the generation, so the
+// task's weft_self() handle stays valid for cancellation).
+TEST(Task, StaleHandleOfAReusedRecordIsInvalid)
+{
+	WEFT_TEST_RUN(1, [] {
+		const uintptr_t ptr_mask = (uintptr_t(1) << 48) - 1;
+		weft_task *t1 = weft_spawn(ret_arg, (void *)1);
+		ASSERT_NE(nullptr, t1);
+		EXPECT_EQ(1, weft_join(t1));
+		weft_task *t2 = weft_spawn(ret_arg, (void *)2);
+		ASSERT_NE(nullptr, t2);
+		ASSERT_EQ((uintptr_t)t1 & ptr_mask, (uintptr_t)t2 & ptr_mask)
+			<< "the record was not reused: the test proves nothing";
+		EXPECT_NE(t1, t2);
+		EXPECT_EQ(-EINVAL, weft_join(t1));
+		EXPECT_EQ(-EINVAL, weft_cancel(t1));
+		EXPECT_EQ(2, weft_join(t2)); // neither joined nor cancelled
+
+		static weft_event go;
+		ASSERT_EQ(0, weft_event_init(&go));
+		weft_task *d = weft_spawn(
+			[](void *) -> int { return weft_event_wait(&go); },
+			nullptr);
+		ASSERT_NE(nullptr, d);
+		weft_detach(d); // d runs on, waiting for go
+		EXPECT_EQ(-EINVAL, weft_join(d));
+		weft_event_set(&go);
+	});
+}
+
 // A task's weft_self() handle keeps working for weft_cancel() after its
 // owner detached it (a server's connection task registers weft_self() so
 // the acceptor can cancel it at shutdown).
