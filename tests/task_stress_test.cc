@@ -213,6 +213,7 @@ struct CancelRound {
 	int kind; // 0 checkpoint, 1 yield, 2 sleep 1 us
 	std::atomic<int> saw{ 1 }; // what the suspension point returned
 	std::atomic<int> cancel_ret{ 7 };
+	std::atomic<bool> started{ false }; // the target is running
 };
 
 int cancel_target(void *a)
@@ -220,6 +221,7 @@ int cancel_target(void *a)
 	CancelRound *r = static_cast<CancelRound *>(a);
 	int err;
 
+	r->started.store(true, std::memory_order_relaxed);
 	spin_ns(r->spin_ns);
 	switch (r->kind) {
 	case 0:
@@ -240,6 +242,14 @@ int canceller(void *a)
 {
 	CancelRound *r = static_cast<CancelRound *>(a);
 
+	// Let the target start first (on the other worker), within a bound:
+	// the canceller usually runs inline in the owner's join, and the
+	// other worker may be parked; under TSan its wake-up took ~5 ms, far
+	// past the delay, and every cancel landed before the target ran.
+	uint64_t give_up = weft_now() + WEFT_MSEC(20) * weft_test::test_scale();
+	while (!r->started.load(std::memory_order_relaxed) &&
+	       weft_now() < give_up) {
+	}
 	spin_ns(r->delay_ns);
 	r->cancel_ret.store(weft_cancel(r->target), std::memory_order_relaxed);
 	return 0;
