@@ -329,6 +329,129 @@ TEST(Cancel, RacingFinishAndJoin)
 	}
 }
 
+// A cancel racing the end of a child its owner runs inline (task.c
+// try_run_inline(): the join word's J_DONE is a plain store there, and a
+// canceller's J_CANCEL may land between its load and store). The canceller
+// runs on the other worker: it starts first and spins until the owner, which
+// busy-waits for it (so the owner's worker cannot run it), spawns the child
+// and joins it, inline. Each round exactly one of:
+//  - weft_cancel() -EINVAL: the join had returned (the handle is released;
+//    the generation says so); the child saw 0 and returned kStatus;
+//  - 0: the child had finished (J_DONE); it saw 0, kStatus;
+//  - 1 before its checkpoint: it saw -ECANCELED and returned it;
+//  - 1 after its checkpoint: it saw 0 and returned kStatus.
+namespace
+{
+
+struct InlineRound {
+	std::atomic<bool> k_running{ false }, go{ false };
+	std::atomic<weft_task *> child{ nullptr };
+	uint64_t spin_ns = 0, delay_ns = 0;
+	std::atomic<int> saw{ 1 }, cancel_ret{ 7 };
+};
+
+int inline_child(void *a)
+{
+	auto *r = static_cast<InlineRound *>(a);
+	spin_ns(r->spin_ns);
+	int err = weft_checkpoint();
+	r->saw.store(err, std::memory_order_relaxed);
+	return err == 0 ? kStatus : err;
+}
+
+int inline_canceller(void *a)
+{
+	auto *r = static_cast<InlineRound *>(a);
+	uint64_t give_up = weft_now() + WEFT_MSEC(50) * weft_test::test_scale();
+
+	r->k_running.store(true, std::memory_order_release);
+	while (!r->go.load(std::memory_order_acquire)) {
+		if (weft_now() > give_up)
+			return 0; // the owner skipped the round
+	}
+	spin_ns(r->delay_ns);
+	r->cancel_ret.store(weft_cancel(r->child.load()),
+			    std::memory_order_relaxed);
+	return 0;
+}
+
+} // namespace
+
+TEST(Cancel, RacingTheEndOfAnInlineChild)
+{
+	const uint64_t n = scaled(50000);
+	const uint64_t k = weft_test::test_scale();
+	std::atomic<uint64_t> rounds{ 0 };
+	uint64_t released = 0, done = 0, before = 0, after = 0, skipped = 0,
+		 bad = 0;
+	Watchdog wd(
+		"Cancel.RacingTheEndOfAnInlineChild",
+		[&] {
+			return rounds.load();
+		},
+		[&] {
+			fprintf(stderr, "round %" PRIu64 " of %" PRIu64 "\n",
+				rounds.load(), n);
+		});
+	WEFT_TEST_RUN(2, [&] {
+		Deadline dl(10s);
+		uint64_t rng = 7;
+		for (uint64_t i = 0; i < n && !dl.passed(); i++) {
+			InlineRound r;
+			uint64_t x = splitmix64(&rng);
+			r.spin_ns = x % (10001 * k);
+			r.delay_ns = (x >> 20) % (12001 * k);
+			weft_task *kt = weft_spawn(inline_canceller, &r);
+			ASSERT_NE(nullptr, kt);
+			// Busy, not suspended: only the other worker can run
+			// the canceller.
+			uint64_t until = weft_now() + WEFT_MSEC(20) * k;
+			while (!r.k_running.load(std::memory_order_acquire) &&
+			       weft_now() < until) {
+			}
+			if (!r.k_running.load(std::memory_order_acquire)) {
+				// Not stolen in time: end the round.
+				EXPECT_EQ(0, weft_join(kt));
+				skipped++;
+				rounds.fetch_add(1, std::memory_order_relaxed);
+				continue;
+			}
+			weft_task *c = weft_spawn(inline_child, &r);
+			ASSERT_NE(nullptr, c);
+			r.child.store(c);
+			r.go.store(true, std::memory_order_release);
+			int st = weft_join(c); // inline: c is fresh, ours
+			EXPECT_EQ(0, weft_join(kt));
+			int saw = r.saw.load(), cr = r.cancel_ret.load();
+			if (cr == -EINVAL && saw == 0 && st == kStatus)
+				released++;
+			else if (cr == 0 && saw == 0 && st == kStatus)
+				done++;
+			else if (cr == 1 && saw == -ECANCELED &&
+				 st == -ECANCELED)
+				before++;
+			else if (cr == 1 && saw == 0 && st == kStatus)
+				after++;
+			else if (bad++ < 10)
+				ADD_FAILURE() << "round " << i << ": cancel " << cr
+					      << ", child saw " << saw
+					      << ", join " << st;
+			rounds.fetch_add(1, std::memory_order_relaxed);
+		}
+	});
+	EXPECT_EQ(0u, bad);
+	fprintf(stderr,
+		"%" PRIu64 " rounds: released %" PRIu64 ", done %" PRIu64
+		", before the checkpoint %" PRIu64 ", after it %" PRIu64
+		", skipped %" PRIu64 "\n",
+		rounds.load(), released, done, before, after, skipped);
+	// The race was run: cancels landed on both sides of the child's end.
+	if (rounds.load() - skipped >= 1000) {
+		EXPECT_GT(before, 0u);
+		EXPECT_GT(released + done, 0u);
+	}
+}
+
 namespace
 {
 
