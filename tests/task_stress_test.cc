@@ -238,6 +238,21 @@ int cancel_target(void *a)
 	return err == 0 ? kStatus : err;
 }
 
+// A watchdog on a counter of rounds, reporting "round i of n" if it fires.
+Watchdog rounds_watchdog(const char *name, const std::atomic<uint64_t> &rounds,
+			 uint64_t n)
+{
+	return Watchdog(
+		name,
+		[&rounds] {
+			return rounds.load();
+		},
+		[&rounds, n] {
+			fprintf(stderr, "round %" PRIu64 " of %" PRIu64 "\n",
+				rounds.load(), n);
+		});
+}
+
 int canceller(void *a)
 {
 	CancelRound *r = static_cast<CancelRound *>(a);
@@ -276,15 +291,7 @@ TEST(Cancel, RacingFinishAndJoin)
 	const uint64_t n = scaled(200000);
 	std::atomic<uint64_t> rounds{ 0 };
 	uint64_t late = 0, unseen = 0, seen = 0, bad = 0;
-	Watchdog wd(
-		"Cancel.RacingFinishAndJoin",
-		[&] {
-			return rounds.load();
-		},
-		[&] {
-			fprintf(stderr, "round %" PRIu64 " of %" PRIu64 "\n",
-				rounds.load(), n);
-		});
+	Watchdog wd = rounds_watchdog("Cancel.RacingFinishAndJoin", rounds, n);
 	WEFT_TEST_RUN(2, [&] {
 		Deadline dl(12s);
 		uint64_t rng = 42;
@@ -384,15 +391,8 @@ TEST(Cancel, RacingTheEndOfAnInlineChild)
 	std::atomic<uint64_t> rounds{ 0 };
 	uint64_t released = 0, done = 0, before = 0, after = 0, skipped = 0,
 		 bad = 0;
-	Watchdog wd(
-		"Cancel.RacingTheEndOfAnInlineChild",
-		[&] {
-			return rounds.load();
-		},
-		[&] {
-			fprintf(stderr, "round %" PRIu64 " of %" PRIu64 "\n",
-				rounds.load(), n);
-		});
+	Watchdog wd = rounds_watchdog("Cancel.RacingTheEndOfAnInlineChild",
+				      rounds, n);
 	WEFT_TEST_RUN(2, [&] {
 		Deadline dl(10s);
 		uint64_t rng = 7;
