@@ -31,6 +31,14 @@ extern "C" {
 #define WEFT__NOINLINE __attribute__((noinline))
 #define WEFT__HIDDEN __attribute__((visibility("hidden")))
 #define WEFT__CACHELINE 64
+/*
+ * The runtime's thread-locals use the initial-exec model: in libweft.so
+ * the default (global-dynamic) model costs a call to __tls_get_addr on
+ * every access, and weft__worker_current() runs several times per task
+ * switch. The price: loading libweft.so late with dlopen() takes its few
+ * bytes from glibc's static-TLS reserve (as jemalloc's do).
+ */
+#define WEFT__TLS_IE __attribute__((tls_model("initial-exec")))
 #ifdef __cplusplus
 #define WEFT__ALIGNED_CL alignas(WEFT__CACHELINE)
 #else

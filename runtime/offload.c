@@ -170,7 +170,7 @@ struct weft__offload_pool {
 	sigset_t sigmask;		/* the runtime creator's */
 };
 
-static _Thread_local struct weft__runtime *tls_offload_rt;
+static _Thread_local struct weft__runtime *tls_offload_rt WEFT__TLS_IE;
 
 /* Test hook: idle time of threads going idle from now on (0: default). */
 static _Atomic uint64_t idle_ns_override;

@@ -817,8 +817,7 @@ void weft__stack_cache_flush(struct weft__stack_pool *p,
  * libweft.so uses static TLS: loading it late with dlopen() relies on
  * glibc's small static-TLS reserve, which one pointer fits easily.)
  */
-static __thread const struct weft__overflow_info *cur_info
-	__attribute__((tls_model("initial-exec")));
+static __thread const struct weft__overflow_info *cur_info WEFT__TLS_IE;
 
 /* Index 0: SIGSEGV, 1: SIGBUS: what we replaced. Written under
  * install_lock before our handler is installed; read by the handler. */
@@ -834,8 +833,8 @@ static pthread_mutex_t install_lock = PTHREAD_MUTEX_INITIALIZER;
  * range before copy_env, copy_env before the memcpy, the memcpy before
  * clearing copy_env. */
 static _Atomic bool copy_guarded; /* our handler owns both signals */
-static __thread sigjmp_buf *copy_env;
-static __thread uintptr_t copy_lo, copy_hi;
+static __thread sigjmp_buf *copy_env WEFT__TLS_IE;
+static __thread uintptr_t copy_lo WEFT__TLS_IE, copy_hi WEFT__TLS_IE;
 
 int weft__copy_out(void *dst, const void *src, size_t n)
 {

@@ -39,7 +39,7 @@
 void weft__idle_enter(struct weft__worker *w);
 bool weft__idle_leave(struct weft__worker *w);
 
-static _Thread_local struct weft__worker *tls_worker;
+static _Thread_local struct weft__worker *tls_worker WEFT__TLS_IE;
 
 /* Not inlined and re-read after every switch: a task that migrated must see
  * the worker it runs on now, not a cached address of the old thread's TLS. */
