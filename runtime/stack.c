@@ -32,7 +32,8 @@
  * Guards. madvise(MADV_GUARD_INSTALL) (Linux 6.13+) marks the guard in
  * the page tables without splitting the VMA, so guards do not count
  * against vm.max_map_count. Once it is known to work, a new chunk gets
- * all its slots' guards in one process_madvise() (guard_batch()). On older kernels it fails with EINVAL (and
+ * all its slots' guards in one process_madvise() (guard_batch()). On
+ * older kernels it fails with EINVAL (and
  * under qemu-user it "succeeds" doing nothing: the first guard is probed),
  * and from then on every guard is mprotect(PROT_NONE): each stack then costs
  * two VMAs and vm.max_map_count (65530 by default) caps live stacks near

@@ -139,6 +139,45 @@ void settle_io()
 	}
 }
 
+// weft_accept within 5 s (-ETIMEDOUT after: a test that fails, not hangs).
+int accept_5s(int l)
+{
+	weft_scope sc;
+	weft_scope_enter(&sc, WEFT_SEC(5));
+	int s = weft_accept(l, nullptr, nullptr);
+	weft_scope_exit(&sc);
+	return s;
+}
+
+// Accept @n queued connections; each must carry a distinct token < @n.
+void accept_tokens(int l, uint32_t n)
+{
+	std::vector<int> seen(n);
+	for (uint32_t i = 0; i < n; i++) {
+		int s = accept_5s(l);
+		ASSERT_GE(s, 0) << "accept " << i;
+		uint32_t tok = ~0u;
+		EXPECT_EQ(0, read_token(s, &tok));
+		ASSERT_LT(tok, n);
+		seen[tok]++;
+		EXPECT_EQ(0, weft_close(s));
+	}
+	for (uint32_t i = 0; i < n; i++)
+		EXPECT_EQ(1, seen[i]) << i;
+}
+
+// Close the clients, the first client and its accepted socket, then the
+// listener; the process's fd table must be as it was before the listener.
+void close_all(const std::vector<int> &cl, int c0, int s0, int l, int fds0)
+{
+	for (int c : cl)
+		close(c);
+	close(c0);
+	EXPECT_EQ(0, weft_close(s0));
+	EXPECT_EQ(0, weft_close(l));
+	EXPECT_EQ(fds0 - 1, io_test::count_fds()) << "fd leak";
+}
+
 } // namespace
 
 TEST_P(IoBackend, AcceptMsFlagOnAListener)
@@ -390,18 +429,7 @@ TEST_P(IoBackend, AcceptMsQueueIsBounded)
 			weft_sleep(WEFT_MSEC(20));
 			EXPECT_EQ(st.queued, state(l).queued);
 		}
-		std::vector<int> seen(n);
-		for (uint32_t i = 0; i < n; i++) {
-			int s = weft_accept(l, nullptr, nullptr);
-			ASSERT_GE(s, 0);
-			uint32_t tok = ~0u;
-			EXPECT_EQ(0, read_token(s, &tok));
-			ASSERT_LT(tok, n);
-			seen[tok]++;
-			EXPECT_EQ(0, weft_close(s));
-		}
-		for (uint32_t i = 0; i < n; i++)
-			EXPECT_EQ(1, seen[i]) << i;
+		accept_tokens(l, n);
 		// Drained: the next accept arms again and is served.
 		weft_task *a = go([&] {
 			int s = weft_accept(l, nullptr, nullptr);
@@ -418,12 +446,7 @@ TEST_P(IoBackend, AcceptMsQueueIsBounded)
 		int cl2 = client(port);
 		EXPECT_EQ(0, weft_join(a));
 		close(cl2);
-		for (int c : cl)
-			close(c);
-		close(c0);
-		EXPECT_EQ(0, weft_close(s0));
-		EXPECT_EQ(0, weft_close(l));
-		EXPECT_EQ(fds0 - 1, io_test::count_fds()) << "fd leak";
+		close_all(cl, c0, s0, l, fds0);
 	});
 }
 
@@ -436,33 +459,6 @@ struct FaultsOff {
 		weft_test_faults_clear();
 	}
 };
-
-// weft_accept within 5 s (-ETIMEDOUT after: a test that fails, not hangs).
-int accept_5s(int l)
-{
-	weft_scope sc;
-	weft_scope_enter(&sc, WEFT_SEC(5));
-	int s = weft_accept(l, nullptr, nullptr);
-	weft_scope_exit(&sc);
-	return s;
-}
-
-// Accept @n queued connections; each must carry a distinct token < @n.
-void accept_tokens(int l, uint32_t n)
-{
-	std::vector<int> seen(n);
-	for (uint32_t i = 0; i < n; i++) {
-		int s = accept_5s(l);
-		ASSERT_GE(s, 0) << "accept " << i;
-		uint32_t tok = ~0u;
-		EXPECT_EQ(0, read_token(s, &tok));
-		ASSERT_LT(tok, n);
-		seen[tok]++;
-		EXPECT_EQ(0, weft_close(s));
-	}
-	for (uint32_t i = 0; i < n; i++)
-		EXPECT_EQ(1, seen[i]) << i;
-}
 
 // The two tests below: an armed multishot listener whose cancel at the
 // bound can get no SQE ("sq_full" armed), and @n clients connected to it,
@@ -492,12 +488,7 @@ struct SqFullListener {
 	// Close everything; the listener's fd table must be as it was.
 	void close_all()
 	{
-		for (int c : cl)
-			close(c);
-		close(c0);
-		EXPECT_EQ(0, weft_close(s0));
-		EXPECT_EQ(0, weft_close(l));
-		EXPECT_EQ(fds0 - 1, io_test::count_fds()) << "fd leak";
+		::close_all(cl, c0, s0, l, fds0);
 	}
 };
 
