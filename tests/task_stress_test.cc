@@ -341,44 +341,82 @@ TEST(Cancel, RacingFinishAndJoin)
 // canceller's J_CANCEL may land between its load and store). The canceller
 // runs on the other worker: it starts first and spins until the owner, which
 // busy-waits for it (so the owner's worker cannot run it), spawns the child
-// and joins it, inline. Each round exactly one of:
+// and joins it, inline. The canceller waits for the child to start, then
+// cancels it. Each round exactly one of:
 //  - weft_cancel() -EINVAL: the join had returned (the handle is released;
 //    the generation says so); the child saw 0 and returned kStatus;
 //  - 0: the child had finished (J_DONE); it saw 0, kStatus;
 //  - 1 before its checkpoint: it saw -ECANCELED and returned it;
 //  - 1 after its checkpoint: it saw 0 and returned kStatus.
+// Three rounds in four are free races (random work on both sides); in the
+// fourth, the order is forced in turn to "before", "after" and "released"
+// by a handshake, so each of those outcomes is checked exactly whatever the
+// machine's load. A free race's outcome is not asserted: on a loaded machine
+// (CI runs TSan two tests at a time on 2 cores) the two workers are seldom
+// on a CPU together, and nearly every cancel lands after the join.
 namespace
 {
 
+enum InlineMode {
+	kFree,
+	kBefore,
+	kAfter,
+	kReleased
+};
+
 struct InlineRound {
-	std::atomic<bool> k_running{ false }, go{ false };
+	InlineMode mode = kFree;
+	std::atomic<bool> k_running{ false }, started{ false };
+	std::atomic<bool> issued{ false }, checked{ false }, joined{ false };
+	std::atomic<bool> waited_out{ false };
 	std::atomic<weft_task *> child{ nullptr };
 	uint64_t spin_ns = 0, delay_ns = 0;
 	std::atomic<int> saw{ 1 }, cancel_ret{ 7 };
 };
 
+// Spins until f is set, for at most 50 ms (scaled); false if it never was.
+bool await_flag(const std::atomic<bool> &f)
+{
+	uint64_t give_up = weft_now() + WEFT_MSEC(50) * weft_test::test_scale();
+
+	while (!f.load(std::memory_order_acquire)) {
+		if (weft_now() > give_up)
+			return false;
+	}
+	return true;
+}
+
 int inline_child(void *a)
 {
 	auto *r = static_cast<InlineRound *>(a);
+	r->started.store(true, std::memory_order_release);
 	spin_ns(r->spin_ns);
+	if (r->mode == kBefore && !await_flag(r->issued))
+		r->waited_out.store(true);
 	int err = weft_checkpoint();
 	r->saw.store(err, std::memory_order_relaxed);
+	r->checked.store(true, std::memory_order_release);
+	if (r->mode == kAfter && !await_flag(r->issued))
+		r->waited_out.store(true);
 	return err == 0 ? kStatus : err;
 }
 
 int inline_canceller(void *a)
 {
 	auto *r = static_cast<InlineRound *>(a);
-	uint64_t give_up = weft_now() + WEFT_MSEC(50) * weft_test::test_scale();
 
 	r->k_running.store(true, std::memory_order_release);
-	while (!r->go.load(std::memory_order_acquire)) {
-		if (weft_now() > give_up)
-			return 0; // the owner skipped the round
+	if (!await_flag(r->started)) {
+		r->waited_out.store(true);
+		return 0; // the owner skipped the round, or never got the CPU
 	}
+	if ((r->mode == kReleased && !await_flag(r->joined)) ||
+	    (r->mode == kAfter && !await_flag(r->checked)))
+		r->waited_out.store(true);
 	spin_ns(r->delay_ns);
 	r->cancel_ret.store(weft_cancel(r->child.load()),
 			    std::memory_order_relaxed);
+	r->issued.store(true, std::memory_order_release);
 	return 0;
 }
 
@@ -389,8 +427,9 @@ TEST(Cancel, RacingTheEndOfAnInlineChild)
 	const uint64_t n = scaled(50000);
 	const uint64_t k = weft_test::test_scale();
 	std::atomic<uint64_t> rounds{ 0 };
-	uint64_t released = 0, done = 0, before = 0, after = 0, skipped = 0,
-		 bad = 0;
+	// outcome counts: [mode][released, done, before, after]
+	uint64_t got[4][4] = {};
+	uint64_t skipped = 0, bad = 0;
 	Watchdog wd = rounds_watchdog("Cancel.RacingTheEndOfAnInlineChild",
 				      rounds, n);
 	WEFT_TEST_RUN(2, [&] {
@@ -399,8 +438,10 @@ TEST(Cancel, RacingTheEndOfAnInlineChild)
 		for (uint64_t i = 0; i < n && !dl.passed(); i++) {
 			InlineRound r;
 			uint64_t x = splitmix64(&rng);
+			r.mode = i % 4 != 3 ? kFree : InlineMode(1 + i / 4 % 3);
 			r.spin_ns = x % (10001 * k);
-			r.delay_ns = (x >> 20) % (12001 * k);
+			r.delay_ns = r.mode == kFree ? (x >> 20) % (12001 * k) :
+						       0;
 			weft_task *kt = weft_spawn(inline_canceller, &r);
 			ASSERT_NE(nullptr, kt);
 			// Busy, not suspended: only the other worker can run
@@ -419,36 +460,58 @@ TEST(Cancel, RacingTheEndOfAnInlineChild)
 			weft_task *c = weft_spawn(inline_child, &r);
 			ASSERT_NE(nullptr, c);
 			r.child.store(c);
-			r.go.store(true, std::memory_order_release);
 			int st = weft_join(c); // inline: c is fresh, ours
+			r.joined.store(true, std::memory_order_release);
 			EXPECT_EQ(0, weft_join(kt));
-			int saw = r.saw.load(), cr = r.cancel_ret.load();
+			rounds.fetch_add(1, std::memory_order_relaxed);
+			if (r.waited_out.load()) {
+				skipped++; // a handshake waited out its bound
+				continue;
+			}
+			int saw = r.saw.load(), cr = r.cancel_ret.load(), o;
 			if (cr == -EINVAL && saw == 0 && st == kStatus)
-				released++;
+				o = 0;
 			else if (cr == 0 && saw == 0 && st == kStatus)
-				done++;
+				o = 1;
 			else if (cr == 1 && saw == -ECANCELED &&
 				 st == -ECANCELED)
-				before++;
+				o = 2;
 			else if (cr == 1 && saw == 0 && st == kStatus)
-				after++;
-			else if (bad++ < 10)
-				ADD_FAILURE() << "round " << i << ": cancel " << cr
-					      << ", child saw " << saw
-					      << ", join " << st;
-			rounds.fetch_add(1, std::memory_order_relaxed);
+				o = 3;
+			else
+				o = -1;
+			// A forced round has one right outcome: kBefore is 2,
+			// kAfter 3, kReleased 0.
+			static const int want[4] = { -1, 2, 3, 0 };
+			if (o < 0 || (r.mode != kFree && o != want[r.mode])) {
+				if (bad++ < 10)
+					ADD_FAILURE()
+						<< "round " << i << " (mode "
+						<< r.mode << "): cancel " << cr
+						<< ", child saw " << saw
+						<< ", join " << st;
+				continue;
+			}
+			got[r.mode][o]++;
 		}
 	});
 	EXPECT_EQ(0u, bad);
-	fprintf(stderr,
-		"%" PRIu64 " rounds: released %" PRIu64 ", done %" PRIu64
-		", before the checkpoint %" PRIu64 ", after it %" PRIu64
-		", skipped %" PRIu64 "\n",
-		rounds.load(), released, done, before, after, skipped);
-	// The race was run: cancels landed on both sides of the child's end.
+	static const char *const name[4] = { "free", "forced before",
+					     "forced after",
+					     "forced released" };
+	for (int m = 0; m < 4; m++)
+		fprintf(stderr,
+			"%s: released %" PRIu64 ", done %" PRIu64
+			", before the checkpoint %" PRIu64 ", after it %" PRIu64
+			"\n",
+			name[m], got[m][0], got[m][1], got[m][2], got[m][3]);
+	fprintf(stderr, "%" PRIu64 " rounds, %" PRIu64 " skipped\n",
+		rounds.load(), skipped);
+	// Each forced order was run, and came out as forced.
 	if (rounds.load() - skipped >= 1000) {
-		EXPECT_GT(before, 0u);
-		EXPECT_GT(released + done, 0u);
+		EXPECT_GT(got[kBefore][2], 0u);
+		EXPECT_GT(got[kAfter][3], 0u);
+		EXPECT_GT(got[kReleased][0], 0u);
 	}
 }
 
@@ -868,7 +931,8 @@ TEST(Cancel, RacingAParkOnAWaitNothingElseEnds)
 			}
 			for (unsigned i = 0; i < kPairs; i++) {
 				EXPECT_EQ(0, weft_join(cs[i]));
-				not_cancelled += weft_join(ps[i].h) != -ECANCELED;
+				not_cancelled += weft_join(ps[i].h) !=
+						 -ECANCELED;
 				bad_cancel += ps[i].cancel_ret != 1;
 				rounds.fetch_add(1);
 			}
