@@ -121,6 +121,19 @@ void *weft__alloc_aligned(size_t align, size_t size);
 void weft__free(void *p);
 
 /*
+ * weft__map_huge() - @len bytes (a multiple of WEFT__HUGE_BYTES) of zeroed,
+ * populated memory aligned to WEFT__HUGE_BYTES and advised MADV_HUGEPAGE,
+ * for memory a burst will fill anyway (task records, task.c). Where
+ * transparent huge pages are off it is the same memory in 4 KiB pages.
+ * Counts as an allocation for the test fault injector. Free with
+ * weft__unmap_huge(). Context: any thread; syscalls.
+ * Return: the memory, or NULL (errno set).
+ */
+#define WEFT__HUGE_BYTES ((size_t)2 << 20)
+void *weft__map_huge(size_t len);
+void weft__unmap_huge(void *p, size_t len);
+
+/*
  * weft__populate() - fault in the whole pages inside [@p, @p + @len) for
  * writing, in one madvise(MADV_POPULATE_WRITE) instead of a page fault per
  * page at first touch (see runtime/stack.c, prefault_headers(), for what

@@ -545,4 +545,17 @@ WEFT_API unsigned long weft_test_task_records(struct weft_runtime *h)
 	pthread_mutex_unlock(&rt->reg_lock);
 	return n;
 }
+
+WEFT_API unsigned long weft_test_record_chunks(struct weft_runtime *h)
+{
+	struct weft__runtime *rt = (struct weft__runtime *)h;
+	unsigned long n = 0;
+
+	pthread_mutex_lock(&rt->reg_lock);
+	for (struct rec_chunk *c = rt->rec_chunks; c;
+	     c = *(struct rec_chunk **)(void *)c)
+		n++;
+	pthread_mutex_unlock(&rt->reg_lock);
+	return n;
+}
 #endif

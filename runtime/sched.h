@@ -461,6 +461,11 @@ struct weft__runtime {
 	 * the batches through their first record's arg) */
 	struct weft__task *free_batches;
 	unsigned long nrecords;		/* ever made (slabs x 64) */
+	/* 2 MiB chunks slabs are carved from past the first few thousand
+	 * records (task.c); under reg_lock */
+	struct rec_chunk *rec_chunks;
+	char *rec_chunk_next;
+	size_t rec_chunk_left;
 	struct weft__stats_ctr foreign_stats; /* spawns/completions off-worker */
 	_Atomic uint64_t foreign_next_id;
 	_Atomic unsigned blockers;	/* weft_block_on calls in flight */

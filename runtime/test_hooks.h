@@ -29,6 +29,8 @@ WEFT_API void weft_test_offload_fail_create(int n);
 WEFT_API void weft_test_drain_grace_ns(uint64_t ns);
 /* task.c: task records rt has made so far (free or not; never fewer). */
 WEFT_API unsigned long weft_test_task_records(struct weft_runtime *rt);
+/* task.c: 2 MiB chunks of records rt has mapped so far. */
+WEFT_API unsigned long weft_test_record_chunks(struct weft_runtime *rt);
 /* stack.c: how long a free stack beyond the warm ones keeps its pages in
  * rt's pool (0: the default, WEFT__STACK_DECAY_NS). */
 WEFT_API void weft_test_stack_decay_ns(struct weft_runtime *rt, uint64_t ns);

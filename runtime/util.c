@@ -113,6 +113,38 @@ void weft__free(void *p)
 #endif
 }
 
+void *weft__map_huge(size_t len)
+{
+	size_t span = len + WEFT__HUGE_BYTES;
+	char *m, *a;
+	uintptr_t head;
+
+	if (alloc_should_fail()) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	/* Over-map by one huge page and trim to an aligned @len: an
+	 * unaligned mapping could not hold a single huge page. */
+	m = mmap(NULL, span, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (m == MAP_FAILED)
+		return NULL;
+	head = (uintptr_t)-(uintptr_t)m & (WEFT__HUGE_BYTES - 1);
+	a = m + head;
+	if (head)
+		munmap(m, head);
+	munmap(a + len, span - head - len);
+	(void)madvise(a, len, MADV_HUGEPAGE);
+	weft__populate(a, len);
+	return a;
+}
+
+void weft__unmap_huge(void *p, size_t len)
+{
+	if (p)
+		munmap(p, len);
+}
+
 void weft__populate(void *p, size_t len)
 {
 	/* Relaxed: a hint, not a protocol; a thread that reads a stale 1

@@ -1524,6 +1524,113 @@ TEST(Task, RecordsPastTheWorkerCacheAreReusedIntact)
 	});
 }
 
+#ifdef WEFT_TEST_HOOKS
+// Past the first 4,096 records, slabs come from 2 MiB chunks (task.c). A
+// burst of 30,000 live tasks fills several: every task runs exactly once
+// with its own argument, every handle names a cache-line-aligned record,
+// and a second burst reuses the records rather than mapping more. At the
+// boundary, a failed allocation fails the spawn cleanly (ENOMEM), and the
+// runtime maps its chunk at the next try.
+namespace
+{
+struct LiveArg {
+	weft_event *go;
+	std::atomic<int> *runs;
+	int i;
+};
+
+int live_until_go(void *p)
+{
+	auto *a = static_cast<LiveArg *>(p);
+	EXPECT_EQ(0, weft_event_wait(a->go));
+	a->runs[a->i]++;
+	return a->i & 0xff;
+}
+} // namespace
+
+TEST(Task, RecordsPastTheFirstThousandsComeFromChunks)
+{
+	WEFT_TEST_RUN(2, [] {
+		weft_runtime *rt = weft_runtime_current();
+		const int n = 30000;
+		std::vector<weft_task *> h(n);
+		std::vector<std::atomic<int>> runs(n);
+		std::vector<LiveArg> args(n);
+		unsigned long chunks_first = 0;
+
+		EXPECT_EQ(0ul, weft_test_record_chunks(rt));
+		for (int round = 0; round < 2; round++) {
+			weft_event go;
+			ASSERT_EQ(0, weft_event_init(&go));
+			for (int i = 0; i < n; i++) {
+				args[i] = LiveArg{ &go, runs.data(), i };
+				h[i] = weft_spawn(live_until_go, &args[i]);
+				ASSERT_NE(nullptr, h[i]);
+				uintptr_t rec = (uintptr_t)h[i] &
+						((UINT64_C(1) << 48) - 1);
+				ASSERT_EQ(0u, rec % 64) << i;
+			}
+			if (round == 0) {
+				chunks_first = weft_test_record_chunks(rt);
+				// (30,000 - 4,096) records / 3,584 a chunk
+				EXPECT_GE(chunks_first, 8ul);
+			}
+			weft_event_set(&go);
+			for (int i = 0; i < n; i++)
+				ASSERT_EQ(i & 0xff, weft_join(h[i]));
+		}
+		for (int i = 0; i < n; i++)
+			EXPECT_EQ(2, runs[i].load()) << i;
+		// Records freed on one worker may stay in its cache (up to
+		// 4,096) while the other spawns: at most that many new ones,
+		// about 2 chunks, not the 8 a second burst would need.
+		EXPECT_LE(weft_test_record_chunks(rt), chunks_first + 2)
+			<< "free records were not reused";
+	});
+}
+
+TEST(Task, RecordChunkAllocationFailureFailsTheSpawnCleanly)
+{
+	WEFT_TEST_RUN(1, [] {
+		weft_runtime *rt = weft_runtime_current();
+		weft_event go;
+		std::vector<weft_task *> h;
+		std::atomic<int> runs[1] = {};
+		LiveArg arg{ &go, runs, 0 };
+
+		ASSERT_EQ(0, weft_event_init(&go));
+		// Live tasks until every record made so far is in use.
+		while (weft_test_task_records(rt) < 4096 ||
+		       h.size() + 1 < weft_test_task_records(rt)) {
+			weft_task *t = weft_spawn(live_until_go, &arg);
+			ASSERT_NE(nullptr, t);
+			h.push_back(t);
+		}
+		ASSERT_EQ(0ul, weft_test_record_chunks(rt));
+		unsigned long records = weft_test_task_records(rt);
+		weft_test_fail_alloc_after(0);
+		errno = 0;
+		weft_task *t = weft_spawn(live_until_go, &arg);
+		int err = errno;
+		weft_test_fail_alloc_after(-1);
+		EXPECT_EQ(nullptr, t);
+		EXPECT_EQ(ENOMEM, err);
+		EXPECT_EQ(records, weft_test_task_records(rt));
+		EXPECT_EQ(0ul, weft_test_record_chunks(rt));
+		if (t)
+			h.push_back(t);
+		t = weft_spawn(live_until_go, &arg);
+		ASSERT_NE(nullptr, t);
+		h.push_back(t);
+		EXPECT_EQ(1ul, weft_test_record_chunks(rt));
+		weft_event_set(&go);
+		for (auto *x : h)
+			EXPECT_EQ(0, weft_join(x));
+		EXPECT_EQ((int)h.size(), runs[0].load());
+	});
+}
+#endif
+
 // A thread outside the runtime takes free records one at a time: once the
 // single list is empty it splits a batch freed by a join loop, and the rest
 // of that batch stays usable (no new slabs, every task runs once).
