@@ -154,8 +154,12 @@ static struct weft__task *slab_new(struct weft__runtime *rt)
 	 * the runtime's free list. */
 	struct slab *s = NULL;
 
-	if (rt->nrecords >= REC_CHUNK_AFTER)
+	if (rt->nrecords >= REC_CHUNK_AFTER) {
+		int saved = errno; /* a spawn that succeeds leaves it alone */
 		s = chunk_slab(rt);
+		if (!s)
+			errno = saved;
+	}
 	if (!s) {
 		s = weft__alloc_aligned(WEFT__CACHELINE, sizeof(*s));
 		if (!s)

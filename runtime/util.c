@@ -134,7 +134,9 @@ void *weft__map_huge(size_t len)
 	if (head)
 		munmap(m, head);
 	munmap(a + len, span - head - len);
+	int saved = errno; /* EINVAL without THP: not the caller's concern */
 	(void)madvise(a, len, MADV_HUGEPAGE);
+	errno = saved;
 	weft__populate(a, len);
 	return a;
 }

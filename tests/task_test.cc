@@ -1562,6 +1562,7 @@ TEST(Task, RecordsPastTheFirstThousandsComeFromChunks)
 		for (int round = 0; round < 2; round++) {
 			weft_event go;
 			ASSERT_EQ(0, weft_event_init(&go));
+			errno = 0;
 			for (int i = 0; i < n; i++) {
 				args[i] = LiveArg{ &go, runs.data(), i };
 				h[i] = weft_spawn(live_until_go, &args[i]);
@@ -1570,6 +1571,7 @@ TEST(Task, RecordsPastTheFirstThousandsComeFromChunks)
 						((UINT64_C(1) << 48) - 1);
 				ASSERT_EQ(0u, rec % 64) << i;
 			}
+			EXPECT_EQ(0, errno) << "a spawn that worked set errno";
 			if (round == 0) {
 				chunks_first = weft_test_record_chunks(rt);
 				// (30,000 - 4,096) records / 3,584 a chunk
