@@ -552,8 +552,7 @@ WEFT_API unsigned long weft_test_record_chunks(struct weft_runtime *h)
 	unsigned long n = 0;
 
 	pthread_mutex_lock(&rt->reg_lock);
-	for (struct rec_chunk *c = rt->rec_chunks; c;
-	     c = *(struct rec_chunk **)(void *)c)
+	for (struct weft__rec_chunk *c = rt->rec_chunks; c; c = c->next)
 		n++;
 	pthread_mutex_unlock(&rt->reg_lock);
 	return n;

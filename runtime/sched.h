@@ -426,6 +426,11 @@ enum weft__rt_state {
 	WEFT__RT_STOPPING,	/* all tasks done: workers exit */
 };
 
+/* The head of a 2 MiB chunk of task records (task.c). */
+struct weft__rec_chunk {
+	struct weft__rec_chunk *next;
+};
+
 struct weft__runtime {
 	unsigned nworkers;
 	struct weft__worker **workers;
@@ -462,10 +467,10 @@ struct weft__runtime {
 	struct weft__task *free_batches;
 	unsigned long nrecords;		/* ever made (slabs x 64) */
 	/* 2 MiB chunks slabs are carved from past the first few thousand
-	 * records (task.c); under reg_lock */
-	struct rec_chunk *rec_chunks;
+	 * records (task.c), newest first, and where the next slab of the
+	 * newest starts; under reg_lock */
+	struct weft__rec_chunk *rec_chunks;
 	char *rec_chunk_next;
-	size_t rec_chunk_left;
 	struct weft__stats_ctr foreign_stats; /* spawns/completions off-worker */
 	_Atomic uint64_t foreign_next_id;
 	_Atomic unsigned blockers;	/* weft_block_on calls in flight */

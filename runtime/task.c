@@ -63,33 +63,31 @@ struct slab {
 	struct weft__task rec[SLAB_RECORDS];
 };
 
-struct rec_chunk {
-	struct rec_chunk *next;
-};
-
 /* A zeroed slab from the current chunk, mapping a new one when it is used
  * up; NULL if none can be mapped. Called with reg_lock held. */
 static struct slab *chunk_slab(struct weft__runtime *rt)
 {
-	const size_t first = (sizeof(struct rec_chunk) + WEFT__CACHELINE - 1) &
-			     ~(size_t)(WEFT__CACHELINE - 1);
+	const size_t first =
+		(sizeof(struct weft__rec_chunk) + WEFT__CACHELINE - 1) &
+		~(size_t)(WEFT__CACHELINE - 1);
 	struct slab *s;
 
 	_Static_assert(sizeof(struct slab) % WEFT__CACHELINE == 0,
 		       "slabs in a chunk stay cache-line aligned");
-	if (rt->rec_chunk_left < sizeof(struct slab)) {
-		struct rec_chunk *c = weft__map_huge(WEFT__HUGE_BYTES);
+	char *end = rt->rec_chunks ? (char *)rt->rec_chunks + WEFT__HUGE_BYTES :
+				     NULL;
+
+	if (!end || rt->rec_chunk_next + sizeof(struct slab) > end) {
+		struct weft__rec_chunk *c = weft__map_huge(WEFT__HUGE_BYTES);
 
 		if (!c)
 			return NULL;
 		c->next = rt->rec_chunks;
 		rt->rec_chunks = c;
 		rt->rec_chunk_next = (char *)c + first;
-		rt->rec_chunk_left = WEFT__HUGE_BYTES - first;
 	}
 	s = (struct slab *)(void *)rt->rec_chunk_next;
 	rt->rec_chunk_next += sizeof(struct slab);
-	rt->rec_chunk_left -= sizeof(struct slab);
 	s->chunked = true;
 	return s;
 }
@@ -303,12 +301,11 @@ void weft__registry_free_all(struct weft__runtime *rt)
 		s = next;
 	}
 	while (rt->rec_chunks) {
-		struct rec_chunk *c = rt->rec_chunks;
+		struct weft__rec_chunk *c = rt->rec_chunks;
 		rt->rec_chunks = c->next;
 		weft__unmap_huge(c, WEFT__HUGE_BYTES);
 	}
 	rt->rec_chunk_next = NULL;
-	rt->rec_chunk_left = 0;
 	rt->registry = NULL;
 	rt->free_tasks = NULL;
 	rt->free_batches = NULL;

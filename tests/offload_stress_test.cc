@@ -29,8 +29,8 @@ struct Shot {
 	std::atomic<int> ran{ 0 };
 	std::atomic<int> ret{ 1 };
 	std::atomic<int> next{ 1 };
-	std::atomic<int> cancelled{ 0 }; // weft_cancel() had returned...
-	std::atomic<int> seen_by_fn{ 0 }; // ...before fn returned
+	std::atomic<int> cancelled{ 0 };    // weft_cancel() had returned...
+	std::atomic<int> seen_by_fn{ 0 };   // ...before fn returned
 	unsigned spin;
 };
 
@@ -51,41 +51,38 @@ void cancel_vs_completion(unsigned workers)
 	const unsigned n = (unsigned)scaled(20000);
 	std::atomic<long> bad{ 0 };
 
-	ASSERT_EQ(
-		0, run_cfg(cfg, [&] {
-			for (unsigned i = 0; i < n; i++) {
-				Shot s;
-				s.spin = (i * 7919u) % 4000u;
-				weft_task *t = spawn_lambda("shot", [&] {
-					s.ret = weft_offload(shot_fn, &s);
-					s.next = weft_checkpoint();
-					return 0;
-				});
-				for (volatile unsigned k = 0;
-				     k < (i * 104729u) % 3000u; k = k + 1)
-					;
-				int c = weft_cancel(t);
-				s.cancelled = 1;
-				weft_join(t);
-				int ran = s.ran.load(), ret = s.ret.load();
-				// fn ran <=> its status came back; never ran twice;
-				// a cancellation recorded before fn returned is seen
-				// at the caller's next suspension point.
-				bool ok = (ran == 1 && ret == 11) ||
-					  (ran == 0 && ret == -ECANCELED);
-				if (!ok || c < 0 ||
-				    (s.seen_by_fn.load() &&
-				     s.next.load() != -ECANCELED)) {
-					if (bad.fetch_add(1) < 5)
-						ADD_FAILURE() << "i " << i
-							      << " cancel " << c
-							      << " ran " << ran
-							      << " ret " << ret
-							      << " next "
-							      << s.next.load();
-				}
+	ASSERT_EQ(0, run_cfg(cfg, [&] {
+		for (unsigned i = 0; i < n; i++) {
+			Shot s;
+			s.spin = (i * 7919u) % 4000u;
+			weft_task *t = spawn_lambda("shot", [&] {
+				s.ret = weft_offload(shot_fn, &s);
+				s.next = weft_checkpoint();
+				return 0;
+			});
+			for (volatile unsigned k = 0; k < (i * 104729u) % 3000u;
+			     k = k + 1)
+				;
+			int c = weft_cancel(t);
+			s.cancelled = 1;
+			weft_join(t);
+			int ran = s.ran.load(), ret = s.ret.load();
+			// fn ran <=> its status came back; never ran twice;
+			// a cancellation recorded before fn returned is seen
+			// at the caller's next suspension point.
+			bool ok = (ran == 1 && ret == 11) ||
+				  (ran == 0 && ret == -ECANCELED);
+			if (!ok || c < 0 ||
+			    (s.seen_by_fn.load() &&
+			     s.next.load() != -ECANCELED)) {
+				if (bad.fetch_add(1) < 5)
+					ADD_FAILURE() << "i " << i << " cancel "
+						      << c << " ran " << ran
+						      << " ret " << ret << " next "
+						      << s.next.load();
 			}
-		}));
+		}
+	}));
 	EXPECT_EQ(0, bad.load());
 }
 
@@ -118,32 +115,29 @@ TEST(OffloadStress, IdleExitVsNewRequest)
 	const unsigned rounds = (unsigned)scaled(300);
 	std::atomic<long> calls{ 0 }, bad{ 0 };
 
-	ASSERT_EQ(
-		0, run_cfg(cfg, [&] {
-			for (unsigned r = 0; r < rounds; r++) {
-				std::vector<weft_task *> ts;
-				for (unsigned k = 0; k < 1 + r % 6; k++)
-					ts.push_back(spawn_lambda("burst", [&,
-									    k] {
-						int v = (int)k;
-						int ret = weft_offload(
-							[](void *p) {
-								return *static_cast<
-									       int *>(
-									       p) *
-								       2;
-							},
-							&v);
-						calls.fetch_add(1);
-						if (ret != (int)k * 2)
-							bad.fetch_add(1);
-						return 0;
-					}));
-				for (weft_task *t : ts)
-					weft_join(t);
-				weft_sleep(WEFT_USEC((r * 31) % 400));
-			}
-		}));
+	ASSERT_EQ(0, run_cfg(cfg, [&] {
+		for (unsigned r = 0; r < rounds; r++) {
+			std::vector<weft_task *> ts;
+			for (unsigned k = 0; k < 1 + r % 6; k++)
+				ts.push_back(spawn_lambda("burst", [&, k] {
+					int v = (int)k;
+					int ret = weft_offload(
+						[](void *p) {
+							return *static_cast<int *>(
+								       p) *
+							       2;
+						},
+						&v);
+					calls.fetch_add(1);
+					if (ret != (int)k * 2)
+						bad.fetch_add(1);
+					return 0;
+				}));
+			for (weft_task *t : ts)
+				weft_join(t);
+			weft_sleep(WEFT_USEC((r * 31) % 400));
+		}
+	}));
 	weft_test_offload_idle_ns(0);
 	EXPECT_EQ(0, bad.load());
 	long expect = 0;
@@ -168,35 +162,25 @@ TEST(OffloadStress, ShutdownVsCallsInFlight)
 			unsigned callers;
 			unsigned us;
 		} a{ 1 + round % 8, 100 + (round * 337) % 3000 };
-		ASSERT_EQ(
-			0,
-			weft_block_on(
-				rt,
-				[](void *p) {
-					Arg *x = static_cast<Arg *>(p);
-					for (unsigned i = 0; i < x->callers;
-					     i++) {
-						unsigned us = x->us;
-						weft_task *t = spawn_lambda("inflight", [us] {
-							unsigned u = us;
-							return weft_offload(
-								[](void *q) {
-									started.fetch_add(
-										1);
-									usleep(*static_cast<
-										unsigned *>(
-										q));
-									finished.fetch_add(
-										1);
-									return 0;
-								},
-								&u);
-						});
-						weft_detach(t);
-					}
-					return 0;
-				},
-				&a));
+		ASSERT_EQ(0, weft_block_on(rt, [](void *p) {
+			Arg *x = static_cast<Arg *>(p);
+			for (unsigned i = 0; i < x->callers; i++) {
+				unsigned us = x->us;
+				weft_task *t = spawn_lambda("inflight", [us] {
+					unsigned u = us;
+					return weft_offload(
+						[](void *q) {
+							started.fetch_add(1);
+							usleep(*static_cast<unsigned *>(q));
+							finished.fetch_add(1);
+							return 0;
+						},
+						&u);
+				});
+				weft_detach(t);
+			}
+			return 0;
+		}, &a));
 		ASSERT_EQ(0, weft_runtime_free(rt));
 		// Every call that started has finished (free waited); calls
 		// that had not started when the drain cancelled their caller
@@ -221,58 +205,51 @@ TEST(OffloadStress, SaturatedPoolKeepsWorkersFree)
 	std::atomic<int> running{ 0 }, peak{ 0 }, done{ 0 };
 	std::atomic<uint64_t> ticks{ 0 }, saturated_ticks{ 0 };
 
-	ASSERT_EQ(
-		0, run_cfg(cfg, [&] {
-			std::atomic<bool> stop{ false };
-			weft_task *ticker = spawn_lambda("ticker", [&] {
-				while (!stop.load()) {
-					weft_sleep(WEFT_MSEC(2));
-					ticks.fetch_add(1);
-					if (running.load() == 2)
-						saturated_ticks.fetch_add(1);
-				}
-				return 0;
-			});
-			std::vector<weft_task *> ts;
-			struct P {
-				std::atomic<int> *running, *peak, *done;
-			} p{ &running, &peak, &done };
-			for (unsigned i = 0; i < n; i++)
-				ts.push_back(spawn_lambda("saturate", [&p] {
-					return weft_offload(
-						[](void *a) {
-							P *x = static_cast<P *>(
-								a);
-							int now =
-								x->running->fetch_add(
-									1) +
-								1;
-							int pk =
-								x->peak->load();
-							while (now > pk &&
-							       !x->peak->compare_exchange_weak(
-								       pk, now))
-								;
-							usleep(20 * 1000);
-							x->running->fetch_sub(
-								1);
-							x->done->fetch_add(1);
-							return 0;
-						},
-						&p);
-				}));
-			for (weft_task *t : ts)
-				EXPECT_EQ(0, weft_join(t));
-			stop = true;
-			EXPECT_EQ(0, weft_join(ticker));
-			weft_stats s;
-			weft_stats_get(nullptr, &s);
-			EXPECT_LE(s.offload_threads, 2u);
-			// n/2 rounds of 20 ms, the pool full nearly all the time:
-			// the ticker ran during them.
-			EXPECT_GE(saturated_ticks.load(), 2u)
-				<< ticks.load() << " ticks in all";
-		}));
+	ASSERT_EQ(0, run_cfg(cfg, [&] {
+		std::atomic<bool> stop{ false };
+		weft_task *ticker = spawn_lambda("ticker", [&] {
+			while (!stop.load()) {
+				weft_sleep(WEFT_MSEC(2));
+				ticks.fetch_add(1);
+				if (running.load() == 2)
+					saturated_ticks.fetch_add(1);
+			}
+			return 0;
+		});
+		std::vector<weft_task *> ts;
+		struct P {
+			std::atomic<int> *running, *peak, *done;
+		} p{ &running, &peak, &done };
+		for (unsigned i = 0; i < n; i++)
+			ts.push_back(spawn_lambda("saturate", [&p] {
+				return weft_offload(
+					[](void *a) {
+						P *x = static_cast<P *>(a);
+						int now = x->running->fetch_add(1) + 1;
+						int pk = x->peak->load();
+						while (now > pk &&
+						       !x->peak->compare_exchange_weak(
+							       pk, now))
+							;
+						usleep(20 * 1000);
+						x->running->fetch_sub(1);
+						x->done->fetch_add(1);
+						return 0;
+					},
+					&p);
+			}));
+		for (weft_task *t : ts)
+			EXPECT_EQ(0, weft_join(t));
+		stop = true;
+		EXPECT_EQ(0, weft_join(ticker));
+		weft_stats s;
+		weft_stats_get(nullptr, &s);
+		EXPECT_LE(s.offload_threads, 2u);
+		// n/2 rounds of 20 ms, the pool full nearly all the time:
+		// the ticker ran during them.
+		EXPECT_GE(saturated_ticks.load(), 2u)
+			<< ticks.load() << " ticks in all";
+	}));
 	EXPECT_EQ((int)n, done.load());
 	EXPECT_EQ(2, peak.load());
 }

@@ -220,6 +220,18 @@ struct CancelRound {
 	std::atomic<bool> issued{ false }, waited_out{ false };
 };
 
+// Spins until f is set, for at most 50 ms (scaled); false if it never was.
+bool await_flag(const std::atomic<bool> &f)
+{
+	uint64_t give_up = weft_now() + WEFT_MSEC(50) * weft_test::test_scale();
+
+	while (!f.load(std::memory_order_acquire)) {
+		if (weft_now() > give_up)
+			return false;
+	}
+	return true;
+}
+
 int cancel_target(void *a)
 {
 	CancelRound *r = static_cast<CancelRound *>(a);
@@ -227,16 +239,8 @@ int cancel_target(void *a)
 
 	r->started.store(true, std::memory_order_relaxed);
 	spin_ns(r->spin_ns);
-	if (r->force_seen) {
-		uint64_t give_up =
-			weft_now() + WEFT_MSEC(50) * weft_test::test_scale();
-		while (!r->issued.load(std::memory_order_acquire)) {
-			if (weft_now() > give_up) {
-				r->waited_out.store(true);
-				break;
-			}
-		}
-	}
+	if (r->force_seen && !await_flag(r->issued))
+		r->waited_out.store(true);
 	switch (r->kind) {
 	case 0:
 		err = weft_checkpoint();
@@ -395,18 +399,6 @@ struct InlineRound {
 	uint64_t spin_ns = 0, delay_ns = 0;
 	std::atomic<int> saw{ 1 }, cancel_ret{ 7 };
 };
-
-// Spins until f is set, for at most 50 ms (scaled); false if it never was.
-bool await_flag(const std::atomic<bool> &f)
-{
-	uint64_t give_up = weft_now() + WEFT_MSEC(50) * weft_test::test_scale();
-
-	while (!f.load(std::memory_order_acquire)) {
-		if (weft_now() > give_up)
-			return false;
-	}
-	return true;
-}
 
 int inline_child(void *a)
 {
@@ -953,8 +945,7 @@ TEST(Cancel, RacingAParkOnAWaitNothingElseEnds)
 			}
 			for (unsigned i = 0; i < kPairs; i++) {
 				EXPECT_EQ(0, weft_join(cs[i]));
-				not_cancelled += weft_join(ps[i].h) !=
-						 -ECANCELED;
+				not_cancelled += weft_join(ps[i].h) != -ECANCELED;
 				bad_cancel += ps[i].cancel_ret != 1;
 				rounds.fetch_add(1);
 			}
