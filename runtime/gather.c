@@ -7,21 +7,27 @@
  * They build on the join protocol of task.c: a waiter registers itself as
  * the joiner of each task it waits for (weft__join_register(): the task's
  * join_word names the waiter, joiner_seq holds the waiter's current wait
- * word), and a finishing task claims that wait. One wait may be registered
- * with many tasks (wait_any, gather with WEFT_CANCEL_ON_ERROR): the first
- * finisher's claim wins, the others fail on the claimed word, and the
- * waiter rescans. Registrations outlive the wait harmlessly: a later
- * finisher claims with a stale sequence number and fails.
+ * word), and a finishing task claims that wait. weft_wait_any registers
+ * one wait with many tasks: the first finisher's claim wins, the others
+ * fail on the claimed word, and the waiter rescans. Registrations outlive
+ * the wait harmlessly: a later finisher claims with a stale sequence
+ * number and fails.
+ *
+ * weft_gather with WEFT_CANCEL_ON_ERROR wakes once per batch of finishes
+ * until all are done, so it registers a hub instead (struct weft__hub,
+ * protocol below): once per task, and each finisher reports itself there.
  *
  * The handles are marked WEFT__T_OWNER_WAITING for the whole call, which
  * both detects a repeated handle and keeps a concurrent wait (by another
  * task that was handed the handle) out. Nothing here allocates: the wait
- * record is on the caller's stack and the handles are decoded afresh.
+ * record and the hub are on the caller's stack and the handles are
+ * decoded afresh.
  *
  * Cost: gather without flags joins in index order (each join may run a
- * not-yet-started task inline, like weft_join), O(n). The multi-task wait
- * (wait_any, WEFT_CANCEL_ON_ERROR) rescans all n tasks at each wake-up,
- * O(n) per completion seen.
+ * not-yet-started task inline, like weft_join), O(n). With
+ * WEFT_CANCEL_ON_ERROR: O(n) to register, O(1) per finish, O(n) once to
+ * cancel the rest. wait_any: O(n) per call and per wake-up (a call
+ * usually wakes once), as asyncio.wait(FIRST_COMPLETED).
  */
 #include <errno.h>
 #include <limits.h>
@@ -181,33 +187,128 @@ static int gather_in_order(struct weft__task *self, weft_task *const *tasks,
 	return interrupted;
 }
 
-/* Wait for all; the first failure seen cancels the rest. Return: the
- * interruption; *trigger: the failure that cancelled the rest (or 0). */
+/* ------------------------------------------------------------ hub */
+
+/*
+ * The hub protocol (struct weft__hub, sched.h). Every word below is one
+ * atomic location, so the orders that matter are its modification order:
+ *  - register (the waiter, once per task): CAS the task's join_word from
+ *    "not done" to hub | J_HUB, keeping J_CANCEL. Seeing J_DONE instead,
+ *    the task finished before: counted at once, it never reports.
+ *  - report (the finisher, task.c weft__task_complete(), after its
+ *    fetch_or of J_DONE returned hub | J_HUB): read the waiter, then push
+ *    the task onto head (release: its status). If the push replaced a
+ *    wait word, claim that wait. The push is the finisher's last touch of
+ *    the hub: right after it, the waiter may count it, return, and reuse
+ *    its stack.
+ *  - sleep (the waiter's publish, after its switch): CAS head from 0 to
+ *    its wait word; finding reports already there, claim its own wait.
+ *  - wake (the waiter, for any reason): exchange head with 0 (acquire),
+ *    which takes the reports and withdraws a wait word nobody replaced. A
+ *    finisher that replaced it claims a wait the waiter may have left
+ *    already (timer, cancel): the claim fails on the sequence number.
+ * Every registered task reports exactly once, so the waiter, which counts
+ * reports, returns only when no finisher can still reach the hub.
+ */
+void weft__hub_report(struct weft__worker *w, struct weft__hub *h,
+		      struct weft__task *t)
+{
+	struct weft__task *waiter = h->waiter; /* before the push */
+	uintptr_t cur = atomic_load_explicit(&h->head, memory_order_relaxed);
+
+	do {
+		t->hub_next = (cur & 1) ? NULL : (struct weft__task *)cur;
+		/* release: t's status and hub_next, for the waiter's
+		 * acquire exchange. */
+	} while (!atomic_compare_exchange_weak_explicit(
+		&h->head, &cur, (uintptr_t)t, memory_order_release,
+		memory_order_relaxed));
+	if ((cur & 1) &&
+	    weft__wait_try_claim(waiter, cur, WEFT__WAKE_SOURCE) == 2)
+		weft__ready_local(w, waiter, true);
+}
+
+/* Register @h with @t. Return: true if @t was done already. */
+static bool hub_register(struct weft__hub *h, struct weft__task *t)
+{
+	/* acquire, here and on the CAS's failure: a J_DONE we return on
+	 * makes the status visible. */
+	uintptr_t cur = atomic_load_explicit(&t->join_word,
+					     memory_order_acquire);
+
+	do {
+		if (cur & WEFT__J_DONE)
+			return true;
+		/* release on success: the hub's fields (waiter) for the
+		 * finisher, which finds the hub through this word. */
+	} while (!atomic_compare_exchange_weak_explicit(
+		&t->join_word, &cur,
+		(cur & (uintptr_t)WEFT__J_CANCEL) | (uintptr_t)h | WEFT__J_HUB,
+		memory_order_acq_rel, memory_order_acquire));
+	return false;
+}
+
+static void hub_publish(struct weft__task *self, struct weft__wait *wt)
+{
+	struct weft__hub *h = wt->obj;
+	uintptr_t exp = 0;
+
+	if (!atomic_compare_exchange_strong_explicit(
+		    &h->head, &exp, (uintptr_t)wt->word, memory_order_relaxed,
+		    memory_order_relaxed))
+		weft__wait_try_claim(self, wt->word, WEFT__WAKE_SOURCE);
+}
+
+/* Park on @h until a report, the deadline or (when @cancellable) a
+ * cancellation; then take the reports. Return: the reports, newest first
+ * (NULL: none). */
+static struct weft__task *hub_wait(struct weft__task *self,
+				   struct weft__hub *h, uint64_t deadline_ns,
+				   bool cancellable)
+{
+	struct weft__wait wt = {
+		.publish = hub_publish,
+		.obj = h,
+		.deadline_ns = deadline_ns,
+	};
+	uintptr_t got;
+
+	wt.word = weft__wait_prepare(self, cancellable);
+	weft__set_wait_kind(self, WEFT__WK_JOIN); /* for dumps */
+	weft__wait_park(self, &wt);
+	/* acquire: the reporters' statuses and links. */
+	got = atomic_exchange_explicit(&h->head, 0, memory_order_acquire);
+	return (got & 1) ? NULL : (struct weft__task *)got;
+}
+
+/*
+ * Wait for all; the first failure in time cancels the rest. Tasks already
+ * done when the call starts count as simultaneous: the lowest index among
+ * their failures is first. After that, the order of the reports is the
+ * order of the finishes. O(n) to register, O(1) per finish (plus O(n)
+ * once to cancel the rest). Return: the interruption; *trigger: the
+ * failure that cancelled the rest (or 0).
+ */
 static int gather_cancel_on_error(struct weft__task *self,
 				  weft_task *const *tasks, size_t n,
 				  bool *failed_first, int *trigger)
 {
-	struct multi m = { tasks, n };
+	struct weft__hub hub = { .waiter = self };
 	int interrupted = 0;
+	size_t ndone = 0;
 
+	atomic_init(&hub.head, 0);
+	for (size_t i = 0; i < n; i++) {
+		struct weft__task *t = rec(tasks, i);
+		if (!hub_register(&hub, t))
+			continue;
+		ndone++;
+		if (!*trigger && is_failure(t->status))
+			*trigger = t->status;
+	}
+	if (*trigger)
+		cancel_unfinished(tasks, n);
 	for (;;) {
-		size_t ndone = 0;
-		ssize_t fail = -1;
-
-		for (size_t i = 0; i < n; i++) {
-			struct weft__task *t = rec(tasks, i);
-			if (!task_done(t))
-				continue;
-			ndone++;
-			if (fail < 0 && is_failure(t->status))
-				fail = (ssize_t)i;
-		}
-		/* Failures that became visible at the same wake-up are
-		 * simultaneous to us: the lowest index counts as first. */
-		if (fail >= 0 && !*trigger) {
-			*trigger = rec(tasks, (size_t)fail)->status;
-			cancel_unfinished(tasks, n);
-		}
 		if (!interrupted) {
 			interrupted = weft__pending_error(self);
 			if (interrupted) {
@@ -217,9 +318,21 @@ static int gather_cancel_on_error(struct weft__task *self,
 		}
 		if (ndone == n)
 			return interrupted;
-		multi_park(self, &m,
-			   interrupted ? UINT64_MAX : weft__wait_deadline(self),
-			   !interrupted);
+		struct weft__task *got = hub_wait(
+			self, &hub,
+			interrupted ? UINT64_MAX : weft__wait_deadline(self),
+			!interrupted);
+		int fail = 0;
+		/* Newest first: the last failure met is the earliest. */
+		for (struct weft__task *t = got; t; t = t->hub_next) {
+			ndone++;
+			if (is_failure(t->status))
+				fail = t->status;
+		}
+		if (fail && !*trigger) {
+			*trigger = fail;
+			cancel_unfinished(tasks, n);
+		}
 	}
 }
 

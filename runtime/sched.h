@@ -124,9 +124,11 @@ static inline struct weft__task *weft__item_task(void *item)
 	return (struct weft__task *)((uintptr_t)item & ~WEFT__ITEM_FRESH);
 }
 
-/* join_word: joiner task pointer | these low bits */
+/* join_word: joiner pointer | these low bits */
 #define WEFT__J_DONE 1u	  /* fn returned (set once, from the scheduler) */
 #define WEFT__J_CANCEL 2u /* weft_cancel() recorded */
+/* the joiner pointer is a struct weft__hub (gather.c), not a task */
+#define WEFT__J_HUB 4u
 #define WEFT__J_FLAGS 7u
 
 /* flags (owner-side bookkeeping) */
@@ -150,7 +152,7 @@ struct weft__task {
 	WEFT__ALIGNED_CL weft_fn fn;
 	void *arg;
 	struct weft__runtime *rt;	/* set at spawn */
-	_Atomic uintptr_t join_word;	/* joiner | J_DONE | J_CANCEL */
+	_Atomic uintptr_t join_word;	/* joiner | J_DONE | J_CANCEL | J_HUB */
 	struct weft__task *free_next;	/* free-list link */
 	int status;			/* fn's result; read after J_DONE */
 	uint32_t gen;			/* handle generation; bumped on free */
@@ -225,6 +227,10 @@ struct weft__task {
 	 * report (runtime.c). */
 	unsigned spawn_line;
 	const char *spawn_file;
+	/* Link in a gather hub's list of finished tasks (struct weft__hub):
+	 * written by the finisher before its push, read by the hub's waiter
+	 * after it took the list. */
+	struct weft__task *hub_next;
 #ifndef NDEBUG
 	/* Debug builds (RELIABILITY C10): 1 + the index of the worker whose
 	 * run_task() switched into the task, 0 while it is not running. A
@@ -573,6 +579,27 @@ void weft__task_complete(struct weft__worker *w, struct weft__task *t);
 void weft__task_entry(void *arg) __attribute__((noreturn));
 bool weft__join_register(struct weft__task *self, struct weft__task *child,
 			 uint64_t word);
+
+/*
+ * A wait on many tasks that each finisher reports to once (gather.c, for
+ * weft_gather() with WEFT_CANCEL_ON_ERROR): registered in each task's
+ * join_word with J_HUB, it collects the finished tasks in @head, so the
+ * waiter costs O(1) per completion instead of a rescan and a new
+ * registration with every task at each wake-up. Lives on the waiter's
+ * stack; the waiter leaves only after every task registered with it has
+ * reported (a finisher touches the hub last in its push).
+ * @head: 0, or the waiter's wait word while it sleeps with nothing
+ *   reported (odd: WEFT__W_PREP is bit 0), or a list of reported tasks,
+ *   newest first, linked through hub_next (records are cache-line aligned:
+ *   even).
+ */
+struct weft__hub {
+	_Atomic uintptr_t head;
+	struct weft__task *waiter; /* constant */
+};
+/* gather.c: @t, registered with @h, finished on @w (task.c). */
+void weft__hub_report(struct weft__worker *w, struct weft__hub *h,
+		      struct weft__task *t);
 int weft__join_wait(struct weft__task *self, struct weft__task *t,
 		    uint64_t deadline_ns, bool *timed_out);
 struct weft__task *weft__owner_wait_begin(weft_task *h, int *err);

@@ -639,7 +639,9 @@ void weft__task_complete(struct weft__worker *w, struct weft__task *t)
 				       memory_order_seq_cst);
 	struct weft__task *joiner =
 		(struct weft__task *)(old & ~(uintptr_t)WEFT__J_FLAGS);
-	if (joiner) {
+	if (WEFT__UNLIKELY(old & WEFT__J_HUB)) {
+		weft__hub_report(w, (struct weft__hub *)joiner, t);
+	} else if (joiner) {
 		uint64_t seq = atomic_load_explicit(&t->joiner_seq,
 						    memory_order_seq_cst);
 		if (weft__wait_try_claim(joiner, seq, WEFT__WAKE_SOURCE) == 2)
@@ -794,7 +796,7 @@ bool weft__join_register(struct weft__task *self, struct weft__task *child,
 				return true;
 		} while (!atomic_compare_exchange_weak_explicit(
 			&child->join_word, &cur,
-			(cur & (uintptr_t)WEFT__J_FLAGS) | (uintptr_t)self,
+			(cur & (uintptr_t)WEFT__J_CANCEL) | (uintptr_t)self,
 			memory_order_seq_cst, memory_order_seq_cst));
 	}
 	atomic_store_explicit(&child->joiner_seq, word, memory_order_seq_cst);

@@ -261,6 +261,65 @@ TEST(Gather, ManyTasksEachJoinedExactlyOnce)
 	});
 }
 
+// Failures that finished before the call are simultaneous to it: the
+// lowest index is the first. weft_wait_any() on each proves it finished
+// without consuming the handle.
+TEST(Gather, CancelOnErrorFailuresDoneBeforeTheCallTakeTheLowestIndex)
+{
+	WEFT_TEST_RUN(2, [] {
+		weft_task *ts[4] = {
+			weft_spawn(ret_arg, (void *)(intptr_t)5),
+			weft_spawn(ret_arg, (void *)(intptr_t)-EPIPE),
+			weft_spawn(ret_arg, (void *)(intptr_t)-EIO),
+			weft_spawn(ret_arg, (void *)(intptr_t)-ECANCELED),
+		};
+		for (int i = 3; i >= 0; i--)
+			ASSERT_EQ(0, weft_wait_any(&ts[i], 1, WEFT_SEC(30)));
+		int st[4];
+		EXPECT_EQ(-EPIPE,
+			  weft_gather(ts, 4, st, WEFT_CANCEL_ON_ERROR));
+		EXPECT_EQ(5, st[0]);
+		EXPECT_EQ(-EPIPE, st[1]);
+		EXPECT_EQ(-EIO, st[2]);
+		EXPECT_EQ(-ECANCELED, st[3]);
+	});
+}
+
+// Many tasks finishing one after another, each while the caller sleeps
+// in the gather: every one is delivered (the caller counts reports, not
+// a rescan), and a failure near the end still cancels the rest.
+TEST(Gather, CancelOnErrorManyTasksFinishingOneByOne)
+{
+	WEFT_TEST_RUN(2, [] {
+		const size_t n = scaled(5000);
+		std::vector<weft_task *> ts(n);
+		std::vector<int> st(n, 12345);
+		std::atomic<size_t> turn{ 0 }, ran{ 0 };
+		const size_t fail_at = n - n / 10;
+		for (size_t i = 0; i < n; i++)
+			ts[i] = go([&, i] {
+				// In index order: task i ends only after i-1.
+				while (turn.load() != i)
+					if (weft_yield())
+						return -ECANCELED;
+				ran++;
+				turn++;
+				return i == fail_at ? -EIO : (int)(i % 100);
+			});
+		EXPECT_EQ(-EIO, weft_gather(ts.data(), n, st.data(),
+					    WEFT_CANCEL_ON_ERROR));
+		for (size_t i = 0; i <= fail_at; i++)
+			ASSERT_EQ(i == fail_at ? -EIO : (int)(i % 100), st[i])
+				<< i;
+		// The rest was cancelled, or finished before the cancel came.
+		for (size_t i = fail_at + 1; i < n; i++)
+			ASSERT_TRUE(st[i] == -ECANCELED ||
+				    st[i] == (int)(i % 100))
+				<< i << " " << st[i];
+		EXPECT_EQ(ran.load(), turn.load());
+	});
+}
+
 TEST(Gather, OutsideATaskIsPerm)
 {
 	EXPECT_EQ(-EPERM, weft_gather(nullptr, 0, nullptr, 0));
