@@ -365,6 +365,14 @@ struct weft__worker {
 	unsigned nspill;
 	struct weft__stack_cache stacks;
 	uint64_t next_id;
+	/* Started tasks that got no stack (run_task()), linked through
+	 * ->next, and when they go back to the injection queue for another
+	 * try (any worker may have a stack for them by then); the wait
+	 * doubles from 1 ms to 64 ms while tries keep failing here, and
+	 * resets at this worker's next stack. Owner only. */
+	struct weft__task *starved_head, *starved_tail;
+	uint64_t starved_retry_ns;
+	uint64_t starved_backoff_ns;
 
 	WEFT__ALIGNED_CL struct weft__stats_ctr stats;
 	/* observe.c watchdog and dumps: the task run_task() is running (NULL

@@ -584,9 +584,13 @@ struct weft__stack *weft__stack_get(struct weft__stack_pool *p,
 		s = carve_finish(p, chunk, slot_addr, guarded, &err);
 
 	if (!s) {
+		if (err == -ENOMEM)
+			__atomic_store_n(&p->failing, true, __ATOMIC_RELAXED);
 		errno = -err;
 		return NULL;
 	}
+	if (WEFT__UNLIKELY(__atomic_load_n(&p->failing, __ATOMIC_RELAXED)))
+		__atomic_store_n(&p->failing, false, __ATOMIC_RELAXED);
 	if (n > 1) {
 		c->head = s->next;
 		c->count = n - 1;
@@ -769,6 +773,7 @@ static void give_to_pool(struct weft__stack_pool *p, struct weft__stack *list,
 	}
 	p->nr_warm += n;
 	__atomic_store_n(&p->nr_free, p->nr_free + n, __ATOMIC_RELAXED);
+	__atomic_store_n(&p->failing, false, __ATOMIC_RELAXED);
 	/* As many as came in (at least TRIM_MAX): the trim keeps pace with
 	 * the returns while a put costs bounded time. */
 	trim_many_locked(p, now, n > TRIM_MAX ? n : TRIM_MAX);

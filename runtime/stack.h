@@ -126,6 +126,10 @@ struct weft__stack_pool {
 	unsigned long nr_carved; /* default stacks carved so far */
 	unsigned long nr_released; /* stacks whose pages were dropped */
 	unsigned long nr_single; /* individual stacks alive */
+	/* A default stack could not be had (weft__stack_get() failed with
+	 * ENOMEM) and none has come back or been carved since: spawns check
+	 * it (weft__stack_pool_failing()). __atomic, relaxed. */
+	bool failing;
 };
 
 /**
@@ -202,6 +206,22 @@ void weft__stack_cache_flush(struct weft__stack_pool *p,
  * Return: when the next trim is due, UINT64_MAX if none is.
  */
 uint64_t weft__stack_pool_trim(struct weft__stack_pool *p, uint64_t now_ns);
+
+/*
+ * Has getting a default stack failed for want of memory or mappings, with
+ * no stack given back or carved since? A racy peek (no lock): spawns look
+ * before making a task that could not start (task.c).
+ */
+static inline bool weft__stack_pool_failing(struct weft__stack_pool *p)
+{
+	return __atomic_load_n(&p->failing, __ATOMIC_RELAXED);
+}
+
+/* A racy count of the pool's free stacks (no lock). */
+static inline unsigned weft__stack_pool_nfree(struct weft__stack_pool *p)
+{
+	return __atomic_load_n(&p->nr_free, __ATOMIC_RELAXED);
+}
 
 /* When weft__stack_pool_trim() has work next (a racy peek, no lock). */
 static inline uint64_t weft__stack_pool_trim_due(struct weft__stack_pool *p)

@@ -182,11 +182,39 @@ static struct weft__task *slab_new(struct weft__runtime *rt)
 	return &s->rec[0];
 }
 
+/*
+ * RELIABILITY B2/B3: while stacks cannot be had (a get failed for want of
+ * memory or of mappings, vm.max_map_count, and none came back since), a
+ * spawn fails with ENOMEM rather than make a task that could not start
+ * (one already made waits for a stack: worker.c run_task()). A stack in
+ * this worker's cache, or one the pool gives now (a probe: get, put
+ * back), is enough. A foreign thread has no cache: the pool's free count.
+ */
+static bool stack_obtainable(struct weft__runtime *rt, struct weft__worker *w)
+{
+	struct weft__stack *s;
+
+	if (!w)
+		return weft__stack_pool_nfree(&rt->stacks) != 0;
+	if (w->stacks.count)
+		return true;
+	s = weft__stack_get(&rt->stacks, &w->stacks, 0);
+	if (!s)
+		return false;
+	weft__stack_put(&rt->stacks, &w->stacks, s);
+	return true;
+}
+
 struct weft__task *weft__task_alloc(struct weft__runtime *rt,
 				    struct weft__worker *w)
 {
 	struct weft__task *t;
 
+	if (WEFT__UNLIKELY(weft__stack_pool_failing(&rt->stacks)) &&
+	    !stack_obtainable(rt, w)) {
+		errno = ENOMEM;
+		return NULL;
+	}
 	if (w && w->free_tasks) {
 		t = w->free_tasks;
 		w->free_tasks = t->free_next;

@@ -234,6 +234,9 @@ static uint64_t park_deadline(struct weft__worker *w)
 		if (cap < d)
 			d = cap;
 	}
+	/* Tasks waiting for a stack go back to the queue then. */
+	if (w->starved_head && w->starved_retry_ns < d)
+		d = w->starved_retry_ns;
 	/* Free stacks due to give their pages back (stack.c): the trim
 	 * clock is the coarse one, which may lag by a tick; the slack keeps
 	 * us from waking before it says the trim is due. */
@@ -723,6 +726,54 @@ WEFT_API void weft_test_queue_self_again(void)
 }
 #endif
 
+/* ------------------------------------------------------------ no stack */
+
+/*
+ * A task that could get no stack (run_task()) must still run, exactly
+ * once, and must not make its worker spin: it waits on w's starved list,
+ * which goes back to the injection queue at starved_retry_ns (any worker
+ * may have stacks cached by then, or memory may be back), and the worker
+ * parks no later than that (park_deadline()). The pause doubles from
+ * 1 ms to 64 ms while stacks keep failing here and resets at w's next
+ * stack. Meanwhile spawns fail with ENOMEM (task.c stack_obtainable()).
+ */
+#define STARVED_MIN_NS UINT64_C(1000000)
+#define STARVED_MAX_NS UINT64_C(64000000)
+
+static void starve(struct weft__worker *w, struct weft__task *t)
+{
+	t->next = NULL;
+	if (w->starved_tail) {
+		w->starved_tail->next = t;
+	} else {
+		uint64_t b = w->starved_backoff_ns;
+
+		b = b ? (b >= STARVED_MAX_NS / 2 ? STARVED_MAX_NS : 2 * b) :
+			STARVED_MIN_NS;
+		w->starved_backoff_ns = b;
+		w->starved_retry_ns = weft__clock_now() + b;
+		w->starved_head = t;
+	}
+	w->starved_tail = t;
+}
+
+/* Give the starved tasks another try, when due (@now: at once). */
+static void starved_release(struct weft__worker *w, bool now)
+{
+	struct weft__task *t = w->starved_head, *next;
+
+	if (WEFT__LIKELY(!t) ||
+	    (!now && weft__clock_now() < w->starved_retry_ns))
+		return;
+	w->starved_head = w->starved_tail = NULL;
+	for (; t; t = next) {
+		next = t->next;
+		t->next = NULL;
+		weft__inject_push(w->rt, t);
+	}
+	weft__notify(w->rt);
+}
+
 static void run_task(struct weft__worker *w, void *item)
 {
 	struct weft__runtime *rt = w->rt;
@@ -758,11 +809,14 @@ static void run_task(struct weft__worker *w, void *item)
 				weft__report("cannot allocate a stack for task "
 					     "'%s' (%s); retrying",
 					     t->name, strerror(errno));
-			/* Claimed (RC_RUN): queued as a started task, it
-			 * comes back here and gets its stack then. */
-			weft__inject_push(rt, t);
+			/* Claimed (RC_RUN): held as a started task, it goes
+			 * back to the injection queue after a pause and
+			 * comes back here to try again (starved_*). */
+			starve(w, t);
 			return;
 		}
+		if (WEFT__UNLIKELY(w->starved_backoff_ns))
+			w->starved_backoff_ns = 0;
 		t->stack = s;
 		atomic_store_explicit(&t->started, true, memory_order_relaxed);
 		weft__ctx_make(&t->ctx, s->lo, s->size, weft__task_entry, t);
@@ -949,6 +1003,7 @@ void *weft__worker_main(void *arg)
 		weft__overflow_handler_install();
 	w->clock_ns = weft__clock_coarse();
 	for (;;) {
+		starved_release(w, false);
 		void *t = next_task(w);
 		if (t) {
 			if (WEFT__UNLIKELY(w->searching))
@@ -977,6 +1032,9 @@ void *weft__worker_main(void *arg)
 		atomic_fetch_sub_explicit(&rt->nsearching, 1,
 					  memory_order_seq_cst);
 	}
+	/* Empty unless the runtime stops with tasks alive: they stay
+	 * queued, as every other unfinished task. */
+	starved_release(w, true);
 	weft__stack_cache_flush(&rt->stacks, &w->stacks);
 	weft__altstack_teardown(w->altstack);
 	w->altstack = NULL;

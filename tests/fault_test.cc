@@ -12,6 +12,7 @@
 #include <dirent.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -191,6 +192,72 @@ TEST(Faults, StackMmapFailureDelaysTheTaskNeverDropsIt)
 			EXPECT_EQ(0, weft_join(t));
 	});
 	EXPECT_EQ(200, ran.load());
+}
+
+// B2/B3 for good: no stack to be had until memory comes back. A spawn
+// then fails with ENOMEM instead of making a task that cannot start; the
+// task that found no stack waits without spinning its worker (the CPU
+// time over a 300 ms wait stays under a quarter of it: a spin takes it
+// all) and, cancelled meanwhile, still runs once when stacks are back.
+// 1 worker: the tasks hold their stacks until the event is set, so the
+// cache and the chunk being carved run out and a new chunk is needed.
+TEST(Faults, StacksUnavailableFailSpawnsAndNobodySpins)
+{
+	Faults f;
+	static std::atomic<int> ran;
+	ran = 0;
+	WEFT_TEST_RUN(1, [] {
+		static weft_event ev;
+		weft_event_init(&ev);
+		weft_test_fault("mmap", ENOMEM, 0, 0);
+		std::vector<weft_task *> ts;
+		int err = 0;
+		for (int i = 0; i < 2000 && !err; i++) {
+			weft_task *t = weft_test::go([] {
+				ran++;
+				return weft_event_wait(&ev);
+			});
+			if (!t) {
+				err = errno;
+				break;
+			}
+			ts.push_back(t);
+			weft_yield(); // one worker: the new task starts now
+		}
+		ASSERT_EQ(ENOMEM, err) << ts.size() << " spawns all worked";
+		// The last task made found no stack: not started.
+		const int started = (int)ts.size() - 1;
+		EXPECT_EQ(started, ran.load());
+
+		struct rusage a, b;
+		uint64_t t0 = weft_now();
+		getrusage(RUSAGE_SELF, &a);
+		weft_sleep(WEFT_MSEC(300));
+		getrusage(RUSAGE_SELF, &b);
+		uint64_t wall = weft_now() - t0;
+		auto us = [](const struct rusage &r) {
+			return (uint64_t)(r.ru_utime.tv_sec + r.ru_stime.tv_sec) *
+				       1000000u +
+			       (uint64_t)(r.ru_utime.tv_usec + r.ru_stime.tv_usec);
+		};
+		EXPECT_LT((us(b) - us(a)) * 1000, wall / 4)
+			<< "the starved task's worker spins";
+		EXPECT_EQ(nullptr, weft_test::go([] { return 0; }));
+		EXPECT_EQ(started, ran.load());
+
+		weft_cancel(ts.back());
+		weft_test_fault("mmap", 0, 0, 0);
+		weft_event_set(&ev);
+		for (int i = 0; i < started; i++)
+			EXPECT_EQ(0, weft_join(ts[i])) << i;
+		// Started cancelled: its wait fails at once.
+		EXPECT_EQ(-ECANCELED, weft_join(ts.back()));
+		EXPECT_EQ(started + 1, ran.load());
+		weft_task *again = weft_test::go([] { return 7; });
+		ASSERT_NE(nullptr, again);
+		EXPECT_EQ(7, weft_join(again));
+		weft_event_destroy(&ev);
+	});
 }
 
 // B3: MADV_GUARD_INSTALL refused (EINVAL, as before Linux 6.13) switches

@@ -79,11 +79,16 @@ typedef struct weft_spawn_opts {
  * @fn: the task body.
  * @arg: its argument.
  *
- * The task gets no stack until it first runs, so a stack that cannot be
- * mapped then (ENOMEM, the vm.max_map_count limit) does not fail the
- * spawn: the task waits, reported on stderr at most once a second, until
- * memory is there, and still runs exactly once. During runtime shutdown
- * the task is still created and starts cancelled.
+ * The task gets no stack until it first runs. If no stack can be mapped
+ * then (ENOMEM, or the vm.max_map_count limit: with mprotect guards, on
+ * kernels before 6.13, each stack costs two mappings), the task waits
+ * without spinning, reported on stderr at most once a second, until a
+ * stack is free or memory is back, and still runs exactly once (a
+ * cancellation meanwhile makes it start cancelled). From then until a
+ * stack comes back, spawns that would need a new stack fail with ENOMEM
+ * (a server sheds the connection instead of queueing tasks that cannot
+ * start). During runtime shutdown the task is still created and starts
+ * cancelled.
  *
  * Context: task only; never suspends.
  * Return: an owned handle (join or detach it); NULL with errno EINVAL (NULL
