@@ -106,7 +106,10 @@ struct weft__io_worker {
 	pthread_mutex_t req_lock; /* over reqs */
 	struct weft__io_close_req *reqs;
 	size_t nreqs, capreqs;
-	_Atomic size_t nreqs_hint; /* nreqs, read without the lock */
+	/* A request could not be stored (no memory): the owner sweeps every
+	 * op instead (io/reactor.c apply_closes()). Under req_lock. */
+	bool sweep;
+	_Atomic size_t nreqs_hint; /* nreqs + sweep, read without the lock */
 	/* weft_io_stats: written by the owner (weft__io_stat_inc), read by
 	 * weft_io_stats_get() from any thread */
 	_Atomic uint64_t enters, sleeps, cq_overflows, cq_dropped;

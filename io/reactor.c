@@ -401,40 +401,72 @@ static void fd_ops_add(struct weft__io_worker *c, int fd, int d)
 }
 
 /* Apply the close requests posted to @w. Context: w's scheduler stack. */
+/*
+ * Cancel @w's ops that request @r names (fd, armed before seq), or with
+ * @r NULL (a sweep) every op armed before its fd's latest close: what
+ * post_close() falls back to when it cannot store a request. A sweep
+ * reads the generations themselves, so it may also cancel an op on an fd
+ * past FD_OPS_MAX that shares the slot of one closed (only while memory
+ * is short: -ECANCELED rather than a wait that never ends).
+ */
+static void cancel_closed(struct weft__worker *w,
+			  const struct weft__io_close_req *r)
+{
+	struct weft__io_worker *c = common(w);
+	/* Collect first: a cancel may complete an op at once (epoll),
+	 * unlinking it, and its task may then reuse the frame. */
+	struct weft__io_op *hit[64];
+	size_t nhit;
+
+	do {
+		nhit = 0;
+		for (struct weft__list *l = c->inflight.next;
+		     l != &c->inflight && nhit < 64; l = l->next) {
+			struct weft__io_op *op =
+				weft__container_of(l, struct weft__io_op, link);
+			bool stale;
+			if (r)
+				stale = op->fd == r->fd && op->arm_seq < r->seq;
+			else
+				/* relaxed: each closer bumped the
+				 * generation before it set sweep under
+				 * req_lock, which we took since */
+				stale = op->fd >= 0 &&
+					op->arm_seq <
+						atomic_load_explicit(
+							&close_gen[fd_slot(
+								op->fd)],
+							memory_order_relaxed);
+			if (stale) {
+				/* never again for this close */
+				op->arm_seq = UINT64_MAX;
+				hit[nhit++] = op;
+			}
+		}
+		for (size_t k = 0; k < nhit; k++)
+			w->rt->io_backend->cancel(w, hit[k]);
+	} while (nhit == 64);
+}
+
 static void apply_closes(struct weft__worker *w)
 {
 	struct weft__io_worker *c = common(w);
 	struct weft__io_close_req local[16];
+	bool sweep;
 	size_t n;
 
 	pthread_mutex_lock(&c->req_lock);
 	n = c->nreqs < 16 ? c->nreqs : 16;
 	memcpy(local, c->reqs + (c->nreqs - n), n * sizeof(*local));
 	c->nreqs -= n;
+	sweep = c->sweep;
+	c->sweep = false;
 	atomic_store_explicit(&c->nreqs_hint, c->nreqs, memory_order_relaxed);
 	pthread_mutex_unlock(&c->req_lock);
-	for (size_t i = 0; i < n; i++) {
-		/* Collect first: a cancel may complete an op at once (epoll),
-		 * unlinking it, and its task may then reuse the frame. */
-		struct weft__io_op *hit[64];
-		size_t nhit;
-		do {
-			nhit = 0;
-			for (struct weft__list *l = c->inflight.next;
-			     l != &c->inflight && nhit < 64; l = l->next) {
-				struct weft__io_op *op = weft__container_of(
-					l, struct weft__io_op, link);
-				if (op->fd == local[i].fd &&
-				    op->arm_seq < local[i].seq) {
-					/* never again for this request */
-					op->arm_seq = UINT64_MAX;
-					hit[nhit++] = op;
-				}
-			}
-			for (size_t k = 0; k < nhit; k++)
-				w->rt->io_backend->cancel(w, hit[k]);
-		} while (nhit == 64);
-	}
+	for (size_t i = 0; i < n; i++)
+		cancel_closed(w, &local[i]);
+	if (sweep)
+		cancel_closed(w, NULL);
 }
 
 void weft__io_fd_lock(int fd)
@@ -539,19 +571,21 @@ static void post_close(struct weft__runtime *rt, struct weft__worker *me,
 			size_t cap = c->capreqs ? 2 * c->capreqs : 8;
 			struct weft__io_close_req *r =
 				weft__alloc(cap * sizeof(*r));
-			if (!r) {
-				pthread_mutex_unlock(&c->req_lock);
-				continue; /* ENOMEM: that worker's ops on fd
-					   * end only with their own event */
+			if (r) {
+				if (c->nreqs)
+					memcpy(r, c->reqs,
+					       c->nreqs * sizeof(*r));
+				weft__free(c->reqs);
+				c->reqs = r;
+				c->capreqs = cap;
 			}
-			if (c->nreqs)
-				memcpy(r, c->reqs, c->nreqs * sizeof(*r));
-			weft__free(c->reqs);
-			c->reqs = r;
-			c->capreqs = cap;
 		}
-		c->reqs[c->nreqs++] = (struct weft__io_close_req){ fd, seq };
-		atomic_store_explicit(&c->nreqs_hint, c->nreqs,
+		if (c->nreqs < c->capreqs)
+			c->reqs[c->nreqs++] =
+				(struct weft__io_close_req){ fd, seq };
+		else
+			c->sweep = true; /* no memory: sweep everything */
+		atomic_store_explicit(&c->nreqs_hint, c->nreqs + c->sweep,
 				      memory_order_seq_cst);
 		pthread_mutex_unlock(&c->req_lock);
 		if (v != me)

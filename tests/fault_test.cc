@@ -260,6 +260,36 @@ TEST(Faults, StacksUnavailableFailSpawnsAndNobodySpins)
 	});
 }
 
+// B1 and D12 together: weft_close() from a thread outside the runtime
+// while no allocation works. The worker whose task waits in a recv on the
+// fd gets no close request stored (its request array starts empty and
+// cannot grow), and must still end that recv (-ECANCELED or -EBADF, API.md)
+// instead of leaving it waiting for a peer that never writes.
+TEST(Faults, CloseWithoutMemoryStillEndsPendingCalls)
+{
+	Faults f;
+	WEFT_TEST_RUN(2, [] {
+		int sv[2];
+		ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM, 0, sv));
+		weft_task *r = weft_test::go([&] {
+			char x[4];
+			return (int)weft_recv(sv[0], x, sizeof(x), 0);
+		});
+		weft_sleep(WEFT_MSEC(5)); // parked in the recv
+		int rc = 7;
+		std::thread closer([&] {
+			weft_test_fail_alloc_after(0);
+			rc = weft_close(sv[0]);
+			weft_test_fail_alloc_after(-1);
+		});
+		closer.join();
+		EXPECT_EQ(0, rc);
+		int st = weft_wait_for(r, WEFT_SEC(10));
+		EXPECT_TRUE(st == -ECANCELED || st == -EBADF) << st;
+		EXPECT_EQ(0, weft_close(sv[1]));
+	});
+}
+
 // B3: MADV_GUARD_INSTALL refused (EINVAL, as before Linux 6.13) switches
 // the process to mprotect guards; mprotect failing with ENOMEM (the
 // vm.max_map_count limit) is reported once, naming the sysctl. The guard
