@@ -443,7 +443,6 @@ unsigned weft__io_acceptq_cqe(struct weft__worker *w, struct weft__io_op *op,
 {
 	struct acceptq *a = weft__container_of(op, struct acceptq, op);
 	struct weft__wakeups wk;
-	unsigned woken = 0;
 	int close_fd = -1;
 	bool cancel;
 
@@ -491,18 +490,8 @@ unsigned weft__io_acceptq_cqe(struct weft__worker *w, struct weft__io_op *op,
 	weft__spin_unlock(&a->lock);
 	if (close_fd >= 0)
 		close(close_fd);
-	for (unsigned i = 0; i < wk.n; i++) {
-		struct weft__task *t = wk.t[i];
-		/* as weft__io_complete(): into this worker's deque, the poll
-		 * that reaped the batch notifies once */
-		if (t->pinned_to) {
-			weft__ready_local(w, t, false);
-		} else {
-			weft__task_set_state(t, WEFT__TASK_RUNNABLE);
-			weft__deque_push_or_spill(w, t);
-		}
-		woken++;
-	}
+	for (unsigned i = 0; i < wk.n; i++)
+		weft__io_ready(w, wk.t[i]);
 	if (more) {
 		/* Still armed, so still ours: only this thread ends it. The
 		 * bound: ask for a cancel; with no SQE to be had without
@@ -518,7 +507,7 @@ unsigned weft__io_acceptq_cqe(struct weft__worker *w, struct weft__io_op *op,
 	} else {
 		acq_put(a); /* the armed multishot's reference */
 	}
-	return woken;
+	return wk.n;
 }
 
 /* ------------------------------------------------------------ teardown */

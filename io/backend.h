@@ -175,6 +175,25 @@ unsigned weft__io_complete(struct weft__worker *w, struct weft__io_op *op,
 			   int res);
 
 /*
+ * weft__io_ready() - Make @t, whose wait a completion has just claimed,
+ * runnable from its reap on @w: a pinned task through weft__ready_local()
+ * (its own worker's queue); any other into w's deque, without a notify per
+ * task: the poll that reaped the batch notifies once (see weft__io_poll()
+ * callers). The one rule for weft__io_complete(), weft__io_stream_cqe()
+ * and weft__io_acceptq_cqe(); inline, as it runs once per woken task.
+ * Context: w's thread, inside its reap.
+ */
+static inline void weft__io_ready(struct weft__worker *w, struct weft__task *t)
+{
+	if (t->pinned_to) {
+		weft__ready_local(w, t, false);
+	} else {
+		weft__task_set_state(t, WEFT__TASK_RUNNABLE);
+		weft__deque_push_or_spill(w, t);
+	}
+}
+
+/*
  * weft__io_stream_cqe() - A completion of the multishot recv @op (embedded
  * in a struct weft__io_stream): @buf (NULL: none) holds @res bytes of
  * provided buffer @bid of w's ring; @more: the multishot stays armed (else

@@ -656,14 +656,7 @@ unsigned weft__io_complete(struct weft__worker *w, struct weft__io_op *op,
 	atomic_store_explicit(&op->done, 1, memory_order_release);
 	if (weft__wait_try_claim(t, word, WEFT__WAKE_SOURCE) != 2)
 		return 0; /* PREP: the publisher queues it; lost: a stale word */
-	if (t->pinned_to) {
-		weft__ready_local(w, t, false);
-	} else {
-		/* Into the deque, no notify per task: the poll that reaped a
-		 * batch notifies once (see weft__io_poll callers). */
-		weft__task_set_state(t, WEFT__TASK_RUNNABLE);
-		weft__deque_push_or_spill(w, t);
-	}
+	weft__io_ready(w, t);
 	return 1;
 }
 

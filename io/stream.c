@@ -557,7 +557,6 @@ unsigned weft__io_stream_cqe(struct weft__worker *w, struct weft__io_op *op,
 		weft__container_of(op, struct weft__io_stream, op);
 	const struct weft__io_backend *be = w->rt->io_backend;
 	struct weft__wakeups wk;
-	unsigned woken = 0;
 	bool throttle = false;
 
 	wk.n = 0;
@@ -613,21 +612,11 @@ unsigned weft__io_stream_cqe(struct weft__worker *w, struct weft__io_op *op,
 		s->throttled = false;
 		weft__spin_unlock(&s->lock);
 	}
-	for (unsigned i = 0; i < wk.n; i++) {
-		struct weft__task *t = wk.t[i];
-		/* as weft__io_complete(): into this worker's deque, the poll
-		 * that reaped the batch notifies once */
-		if (t->pinned_to) {
-			weft__ready_local(w, t, false);
-		} else {
-			weft__task_set_state(t, WEFT__TASK_RUNNABLE);
-			weft__deque_push_or_spill(w, t);
-		}
-		woken++;
-	}
+	for (unsigned i = 0; i < wk.n; i++)
+		weft__io_ready(w, wk.t[i]);
 	if (!more)
 		stream_put(s); /* the armed multishot's reference */
-	return woken;
+	return wk.n;
 }
 
 /* ------------------------------------------------------------ teardown */

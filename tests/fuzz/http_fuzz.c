@@ -6,9 +6,9 @@
  *
  * The input is a connection's byte stream, copied into a buffer of exactly
  * its size (ASan sees any read past it: the parser's buffer is never
- * NUL-terminated). It is parsed as http_hello's serve() does: request after
- * request until one needs more bytes, is refused or asks to close. Checked
- * for every request, against a reference written separately here:
+ * NUL-terminated). It is parsed as http_hello's http_conn() does: request
+ * after request until one needs more bytes, is refused or asks to close.
+ * Checked for every request, against a reference written separately here:
  *  - a result never exceeds the bytes given; a refusal (-1) closes;
  *  - an accepted request is its head (up to the first CRLFCRLF, under
  *    HEAD_MAX) plus exactly the body its one Content-Length (digits only,
