@@ -6,7 +6,7 @@
  * with one connection (struct server); serve_main() does the rest. In a
  * header because every .c in examples/ is a program of its own.
  *
- *   NAME [-p PORT] [-w WORKERS] [-P PROCESSES] [-H HOST]
+ *   NAME [-p PORT] [-w WORKERS] [-P PROCESSES] [-H HOST] [-t SECONDS]
  *
  * Listens on HOST:PORT (default 127.0.0.1 and the example's port; -p 0
  * picks a free port) and prints "listening on HOST:PORT pid PID". One task
@@ -14,6 +14,13 @@
  * example's handler. With -P N > 1, N processes share the port through
  * SO_REUSEPORT (WEFT_LISTEN_REUSEPORT), so the kernel spreads connections
  * over them; the same works across hosts behind any load balancer.
+ *
+ * -t SECONDS (default 60, fractions allowed; 0: never) is the handlers'
+ * timeout (serve_timeout_ns): a connection that keeps the server waiting
+ * that long is closed (echo: nothing received or sent for that long; http:
+ * a request head not complete that long after its first byte, or no new
+ * request for that long). A client that holds a connection open and
+ * dribbles bytes (slowloris) thus costs one task for a bounded time.
  *
  * Shutdown on SIGINT or SIGTERM (weft_signal_wait; both are blocked before
  * the runtime starts, so its threads inherit the mask):
@@ -71,6 +78,16 @@ static unsigned long served;
 
 static int listen_fd = -1;
 static const struct server *server; /* set once by serve_main() */
+/* -t: how long a handler waits on its peer; WEFT_FOREVER for -t 0. */
+static uint64_t serve_timeout_ns = WEFT_SEC(60);
+
+/* A deadline serve_timeout_ns after @from (WEFT_FOREVER when there is no
+ * timeout), for weft_scope_set_deadline() in a handler. */
+static inline uint64_t serve_deadline(uint64_t from)
+{
+	return serve_timeout_ns == WEFT_FOREVER ? WEFT_FOREVER :
+						  from + serve_timeout_ns;
+}
 
 /* The task of one connection: around the example's handler. */
 static int conn_main(void *arg)
@@ -189,7 +206,7 @@ static int serve_main(int argc, char **argv, const struct server *srv)
 	int opt, nkids = 0, st;
 
 	server = srv;
-	while ((opt = getopt(argc, argv, "p:w:P:H:")) != -1) {
+	while ((opt = getopt(argc, argv, "p:w:P:H:t:")) != -1) {
 		switch (opt) {
 		case 'p':
 			port = strtol(optarg, NULL, 10);
@@ -203,6 +220,15 @@ static int serve_main(int argc, char **argv, const struct server *srv)
 		case 'H':
 			host = optarg;
 			break;
+		case 't': {
+			char *end;
+			double t = strtod(optarg, &end);
+			if (*end || !(t >= 0 && t <= 1e6))
+				usage();
+			serve_timeout_ns = t == 0 ? WEFT_FOREVER :
+						    (uint64_t)(t * 1e9);
+			break;
+		}
 		default:
 			usage();
 		}

@@ -16,7 +16,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <string>
 #include <vector>
 
@@ -41,6 +43,18 @@ struct Server {
 	int out = -1;
 	int port = 0;
 	std::string text;
+
+	// A test that failed before stop() must not leave the server running
+	// (it would hold the test's output pipe open, and the port).
+	~Server()
+	{
+		if (pid > 0) {
+			kill(pid, SIGKILL);
+			waitpid(pid, nullptr, 0);
+		}
+		if (out >= 0)
+			close(out);
+	}
 
 	bool start(const std::string &bin, std::vector<std::string> args)
 	{
@@ -98,14 +112,17 @@ struct Server {
 			if (i == 999) {
 				kill(pid, SIGKILL);
 				waitpid(pid, &st, 0);
+				pid = -1;
 				return -1;
 			}
 		}
+		pid = -1;
 		char b[4096];
 		ssize_t n;
 		while ((n = read(out, b, sizeof(b))) > 0)
 			text.append(b, (size_t)n);
 		close(out);
+		out = -1;
 		return WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
 	}
 };
@@ -260,5 +277,120 @@ TEST(Examples, HttpHelloKeepAlivePipeliningAndBodies)
 			<< rq.substr(0, 60) << " got: " << bad;
 		close(c);
 	}
+	EXPECT_EQ(0, s.stop());
+}
+
+namespace
+{
+
+// Is the peer's end closed (EOF) on @c right now? Data is read and dropped.
+bool peer_closed(int c)
+{
+	char b[4096];
+	for (;;) {
+		ssize_t k = recv(c, b, sizeof(b), MSG_DONTWAIT);
+		if (k == 0)
+			return true;
+		if (k < 0)
+			return errno != EAGAIN && errno != EWOULDBLOCK;
+	}
+}
+
+uint64_t mono_ms()
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+} // namespace
+
+// RELIABILITY D4 (slowloris), with -t 0.3: a client that sends one byte of
+// a request head every 20 ms is closed 0.3 s after its first byte (never
+// before: the deadline runs from the byte the server read), and so is a
+// kept-alive connection left idle; a client sending whole requests on
+// another connection meanwhile is answered every time. Then the server
+// still drains and exits 0.
+TEST(Examples, HttpHelloClosesSlowAndIdleClients)
+{
+	std::string bin = example("http_hello");
+	if (bin.empty())
+		GTEST_SKIP() << "SKIPPED: examples not built";
+	Server s;
+	ASSERT_TRUE(s.start(bin, { "-p", "0", "-w", "2", "-t", "0.3" }));
+	const std::string rq = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+	const std::string ok = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+			       "Content-Length: 14\r\n\r\nHello, World!\n";
+	int fast = dial(s.port), slow = dial(s.port), idle = dial(s.port);
+	ASSERT_GE(fast, 0);
+	ASSERT_GE(slow, 0);
+	ASSERT_GE(idle, 0);
+	// Taken before the server can start either deadline.
+	uint64_t idle_from = mono_ms();
+	send(idle, rq.data(), rq.size(), MSG_NOSIGNAL);
+	ASSERT_EQ(ok, recv_n(idle, ok.size()));
+	uint64_t slow_from = mono_ms();
+	const std::string head = "GET / HTTP/1.1\r\nX-Slow: " +
+				 std::string(10000, 'a');
+	uint64_t slow_closed = 0, idle_closed = 0;
+	size_t sent = 0;
+	int answered = 0;
+	while ((!slow_closed || !idle_closed) &&
+	       mono_ms() - slow_from < 10000) {
+		if (!slow_closed) {
+			send(slow, head.data() + sent++ % head.size(), 1,
+			     MSG_NOSIGNAL);
+			if (peer_closed(slow))
+				slow_closed = mono_ms();
+		}
+		if (!idle_closed && peer_closed(idle))
+			idle_closed = mono_ms();
+		send(fast, rq.data(), rq.size(), MSG_NOSIGNAL);
+		if (recv_n(fast, ok.size()) == ok)
+			answered++;
+		usleep(20000);
+	}
+	ASSERT_NE(0u, slow_closed) << "slow client never closed";
+	ASSERT_NE(0u, idle_closed) << "idle client never closed";
+	EXPECT_GE(slow_closed - slow_from, 300u);
+	EXPECT_GE(idle_closed - idle_from, 300u);
+	EXPECT_GT(answered, 0);
+	send(fast, rq.data(), rq.size(), MSG_NOSIGNAL);
+	EXPECT_EQ(ok, recv_n(fast, ok.size())) << "fast client was closed";
+	close(fast);
+	close(slow);
+	close(idle);
+	EXPECT_EQ(0, s.stop());
+}
+
+// The echo server's -t: a connection with nothing to echo for 0.3 s is
+// closed; one that keeps talking every 20 ms is echoed throughout.
+TEST(Examples, EchoServerClosesIdleConnections)
+{
+	std::string bin = example("echo_server");
+	if (bin.empty())
+		GTEST_SKIP() << "SKIPPED: examples not built";
+	Server s;
+	ASSERT_TRUE(s.start(bin, { "-p", "0", "-w", "2", "-t", "0.3" }));
+	int talk = dial(s.port);
+	uint64_t from = mono_ms(), closed = 0; // before idle's task starts
+	int idle = dial(s.port);
+	ASSERT_GE(talk, 0);
+	ASSERT_GE(idle, 0);
+	int rounds = 0;
+	while (!closed && mono_ms() - from < 10000) {
+		ASSERT_EQ(5, send(talk, "hello", 5, MSG_NOSIGNAL));
+		ASSERT_EQ("hello", recv_n(talk, 5)) << "after " << rounds;
+		rounds++;
+		if (peer_closed(idle))
+			closed = mono_ms();
+		usleep(20000);
+	}
+	ASSERT_NE(0u, closed) << "idle connection never closed";
+	EXPECT_GE(closed - from, 300u);
+	EXPECT_EQ(5, send(talk, "again", 5, MSG_NOSIGNAL));
+	EXPECT_EQ("again", recv_n(talk, 5));
+	close(talk);
+	close(idle);
 	EXPECT_EQ(0, s.stop());
 }
