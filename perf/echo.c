@@ -7,10 +7,12 @@
  *   {1, 64, 1000} x S in {64, 4096}; W = 1 s warm-up, D = 10 s window;
  *   quick mode: W = 0.5 s, D = 1.5 s, 1 run.
  *
- * The server is examples/echo_server (2 workers, 127.0.0.1, port 0) in a
- * process of its own, started per cell, so its CPU time (utime + stime
- * from /proc/PID/stat, over the window) is the server's alone; the load
- * generator runs in this process, one thread, unpinned (pin=shared).
+ * The server is examples/echo_server (2 workers, 127.0.0.1, port 0; -t 0:
+ * no idle timeout, like the peers' servers, as its default 60 s costs a
+ * timer per waiting call) in a process of its own, started per cell, so
+ * its CPU time (utime + stime from /proc/PID/stat, over the window) is the
+ * server's alone; the load generator runs in this process, one thread,
+ * unpinned (pin=shared).
  * Metrics per cell (suffix _cC_sS): rps, p50_us, p99_us, p999_us,
  * server_us_per_req (server CPU per counted request), loadgen_cpu_s.
  * The size argument is D in milliseconds.
@@ -35,8 +37,9 @@ static int run(const struct bench_opts *o, long long d_ms)
 	snprintf(workers, sizeof(workers), "%u", o->workers);
 	for (size_t ci = 0; ci < 3; ci++) {
 		for (size_t si = 0; si < 2; si++) {
-			char *argv[] = { (char *)bin, "-p",    "0",
-					 "-w",	      workers, NULL };
+			/* -t 0: no idle timeout, as the peers' servers */
+			char *argv[] = { (char *)bin, "-p", "0", "-w",
+					 workers,     "-t", "0", NULL };
 			struct loadgen_cfg cfg = {
 				.mode = LOADGEN_ECHO,
 				.conns = conns[ci],

@@ -5,8 +5,8 @@
  *   HTTP/1.1 keep-alive; GET / answers 200, text/plain, "Hello, World!\n"
  *   (Content-Length: 14). C in {64, 256}; 10 s measured (quick: 1.5 s).
  *
- * The server is examples/http_hello (2 workers, 127.0.0.1, port 0) in its
- * own process. The spec's load is wrk -t1; weft-bench uses its own
+ * The server is examples/http_hello (2 workers, 127.0.0.1, port 0; -t 0:
+ * no request timeouts, like the peers' servers) in its own process. The spec's load is wrk -t1; weft-bench uses its own
  * one-thread closed loop instead (perf/loadgen.c: one request in flight
  * per connection, as wrk without a pipelining script), which checks every
  * answer byte for byte. Compare with the peers' wrk figures only roughly;
@@ -38,7 +38,9 @@ static int run(const struct bench_opts *o, long long d_ms)
 		return bench_fail("http", "examples/http_hello is not built");
 	snprintf(workers, sizeof(workers), "%u", o->workers);
 	for (size_t ci = 0; ci < 2; ci++) {
-		char *argv[] = { (char *)bin, "-p", "0", "-w", workers, NULL };
+		/* -t 0: no request timeouts, as the peers' servers */
+		char *argv[] = { (char *)bin, "-p", "0", "-w",
+				 workers,     "-t", "0", NULL };
 		struct loadgen_cfg cfg = {
 			.mode = LOADGEN_HTTP,
 			.conns = conns[ci],
