@@ -2069,3 +2069,66 @@ TEST(TaskDeathTest, RunningATaskTwiceAbortsInDebugBuilds)
 	EXPECT_DEATH(run_a_task_queued_twice(), "already running on worker");
 }
 #endif
+
+// RELIABILITY F7: exit() from a task while other tasks wait in a recv, a
+// sleep and an offload call, on both workers: the process ends with the
+// status given, and nothing crashes on the way (atexit handlers, the
+// allocator's teardown, workers still parked or running). In a child.
+TEST(Run, ExitFromATaskWhileOthersWait)
+{
+#if defined(__SANITIZE_THREAD__)
+	GTEST_SKIP() << "SKIPPED: fork-then-threads under TSan";
+#endif
+	fflush(nullptr);
+	pid_t pid = fork();
+	ASSERT_GE(pid, 0);
+	if (pid == 0) {
+		alarm(30);
+		static int sv[2];
+		if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv))
+			_exit(20);
+		weft_config cfg{};
+		cfg.workers = 2;
+		weft_run(
+			+[](void *) -> int {
+				weft_detach(weft_spawn(
+					+[](void *) -> int {
+						char c;
+						return (int)weft_recv(sv[0], &c,
+								      1, 0);
+					},
+					nullptr));
+				weft_detach(weft_spawn(
+					+[](void *) -> int {
+						return weft_sleep(WEFT_FOREVER);
+					},
+					nullptr));
+				weft_detach(weft_spawn(
+					+[](void *) -> int {
+						return weft_offload(
+							+[](void *) -> int {
+								usleep(300000);
+								return 0;
+							},
+							nullptr);
+					},
+					nullptr));
+				// A busy task keeps the other worker running.
+				weft_detach(weft_spawn(
+					+[](void *) -> int {
+						for (;;)
+							if (weft_yield())
+								return 0;
+					},
+					nullptr));
+				weft_sleep(WEFT_MSEC(20));
+				exit(3);
+			},
+			nullptr, &cfg);
+		_exit(21);
+	}
+	int st = 0;
+	ASSERT_EQ(pid, waitpid(pid, &st, 0));
+	EXPECT_TRUE(WIFEXITED(st)) << "killed by signal " << WTERMSIG(st);
+	EXPECT_EQ(3, WEXITSTATUS(st));
+}
