@@ -29,6 +29,9 @@
 #endif
 
 #define WEFT_API __attribute__((visibility("default")))
+/* The result must be used: a spawn whose handle is dropped can never be
+ * joined (asyncio's "task was never awaited"); detach it explicitly. */
+#define WEFT_MUST_USE __attribute__((warn_unused_result))
 
 #define WEFT_VERSION_MAJOR 0
 #define WEFT_VERSION_MINOR 1

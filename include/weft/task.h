@@ -94,7 +94,7 @@ typedef struct weft_spawn_opts {
  * Return: an owned handle (join or detach it); NULL with errno EINVAL (NULL
  * @fn), EPERM (not called from a task: use weft_submit()), ENOMEM.
  */
-WEFT_API weft_task *weft_spawn(weft_fn fn, void *arg);
+WEFT_MUST_USE WEFT_API weft_task *weft_spawn(weft_fn fn, void *arg);
 
 /**
  * weft_spawn_named() - weft_spawn() with a name for reports and dumps.
@@ -105,7 +105,7 @@ WEFT_API weft_task *weft_spawn(weft_fn fn, void *arg);
  * Context: task only; never suspends.
  * Return: as weft_spawn().
  */
-WEFT_API weft_task *weft_spawn_named(const char *name, weft_fn fn, void *arg);
+WEFT_MUST_USE WEFT_API weft_task *weft_spawn_named(const char *name, weft_fn fn, void *arg);
 
 /**
  * weft_spawn_ex() - weft_spawn() with options.
@@ -142,7 +142,7 @@ WEFT_API int weft_spawn_ex(weft_task **out, const weft_spawn_opts *o,
  * Context: task only; never suspends.
  * Return: as weft_spawn().
  */
-WEFT_API weft_task *weft_spawn_named_at(const char *name, weft_fn fn,
+WEFT_MUST_USE WEFT_API weft_task *weft_spawn_named_at(const char *name, weft_fn fn,
 					void *arg, const char *file,
 					unsigned line);
 
