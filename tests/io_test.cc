@@ -14,6 +14,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stddef.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -1354,6 +1355,124 @@ TEST_P(IoBackend, OwnDescriptorsAreCloseOnExec)
 		close(sv[0]);
 		close(sv[1]);
 	});
+}
+
+// RELIABILITY H1/F6: a program run from a task (posix_spawn: fork and
+// exec) inherits nothing of weft's: with the rings or epoll fds, the
+// eventfds, a signal waiter (signalfd and its bell), the offload pool, a
+// listener with a multishot accept armed, an accepted socket with a
+// multishot recv armed and a weft_open'ed file all live, the child lists
+// /proc/self/fd and sees only 0, 1, 2 and the directory it reads.
+TEST_P(IoBackend, NothingOfOursSurvivesExec)
+{
+	if (access("/bin/ls", X_OK) != 0)
+		GTEST_SKIP() << "SKIPPED: no /bin/ls";
+	// What this process got from its parent without close-on-exec
+	// (a shell's or a CI runner's fds) survives exec anyway: not ours.
+	std::vector<bool> inherited(1024);
+	for (int fd = 3; fd < 1024; fd++) {
+		int fl = fcntl(fd, F_GETFD);
+		inherited[fd] = fl >= 0 && !(fl & FD_CLOEXEC);
+	}
+	sigset_t set, old;
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR2);
+	ASSERT_EQ(0, pthread_sigmask(SIG_BLOCK, &set, &old));
+	std::string listing;
+	Run(2, [&] {
+		weft_task *sig = go([&] { return weft_signal_wait(&set); });
+		EXPECT_EQ(0, weft_offload(
+				     [](void *) -> int { return 0; }, nullptr));
+		int l = weft_listen_tcp(nullptr, 0, 4);
+		ASSERT_GE(l, 0);
+		weft_fd_set_flags(l, WEFT_FD_MULTISHOT);
+		int c = weft_dial_tcp("127.0.0.1", io_test::local_port(l));
+		ASSERT_GE(c, 0);
+		int a = weft_accept(l, nullptr, nullptr);
+		ASSERT_GE(a, 0);
+		weft_fd_set_flags(a, WEFT_FD_MULTISHOT);
+		weft_task *rd = go([&] {
+			char b;
+			return (int)weft_recv(a, &b, 1, 0);
+		});
+		weft_task *acc = go([&] {
+			return weft_accept(l, nullptr, nullptr);
+		});
+		int f = weft_open("/proc/self/status", O_RDONLY, 0);
+		ASSERT_GE(f, 0);
+		weft_sleep(WEFT_MSEC(5)); // the recv, accept, signal wait armed
+
+		// The child's stdout is a pipe we make without CLOEXEC on the
+		// write end's dup (posix_spawn's dup2 clears it for fd 1).
+		int p[2];
+		ASSERT_EQ(0, pipe2(p, O_CLOEXEC));
+		posix_spawn_file_actions_t fa;
+		posix_spawn_file_actions_init(&fa);
+		posix_spawn_file_actions_adddup2(&fa, p[1], 1);
+		char *argv[] = { (char *)"ls", (char *)"/proc/self/fd",
+				 nullptr };
+		pid_t pid;
+		ASSERT_EQ(0, posix_spawn(&pid, "/bin/ls", &fa, nullptr, argv,
+					 environ));
+		posix_spawn_file_actions_destroy(&fa);
+		close(p[1]);
+		// Read with the offload pool: a plain read would block a worker.
+		struct rd_args {
+			int fd;
+			std::string *out;
+		} ra = { p[0], &listing };
+		weft_offload(
+			[](void *v) -> int {
+				auto *r = (rd_args *)v;
+				char b[256];
+				ssize_t k;
+				while ((k = read(r->fd, b, sizeof(b))) > 0)
+					r->out->append(b, (size_t)k);
+				return 0;
+			},
+			&ra);
+		close(p[0]);
+		weft_offload(
+			[](void *v) -> int {
+				int s = 0;
+				waitpid(*(pid_t *)v, &s, 0);
+				return s;
+			},
+			&pid);
+
+		kill(getpid(), SIGUSR2);
+		EXPECT_EQ(SIGUSR2, weft_join(sig));
+		weft_cancel(rd);
+		weft_cancel(acc);
+		weft_join(rd);
+		weft_join(acc);
+		weft_close(f);
+		weft_close(a);
+		weft_close(c);
+		weft_close(l);
+	});
+	pthread_sigmask(SIG_SETMASK, &old, nullptr);
+	// ls prints one fd per line: 0, 1, 2 and the directory it reads (3).
+	std::vector<int> fds;
+	size_t i = 0;
+	while (i < listing.size()) {
+		size_t e = listing.find('\n', i);
+		if (e == std::string::npos)
+			e = listing.size();
+		if (e > i)
+			fds.push_back(atoi(listing.substr(i, e - i).c_str()));
+		i = e + 1;
+	}
+	ASSERT_GE(fds.size(), 3u) << listing;
+	// Past the soft limit: not a program's fd (valgrind keeps its own up
+	// there, and follows the exec).
+	struct rlimit rl;
+	getrlimit(RLIMIT_NOFILE, &rl);
+	for (int fd : fds)
+		EXPECT_TRUE(fd <= 3 || (fd < 1024 && inherited[fd]) ||
+			    (rlim_t)fd >= rl.rlim_cur)
+			<< "fd " << fd << " survived exec:\n"
+			<< listing;
 }
 
 // RELIABILITY D13: a connect that hangs (the listener's accept queue is
