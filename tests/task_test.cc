@@ -2132,3 +2132,42 @@ TEST(Run, ExitFromATaskWhileOthersWait)
 	EXPECT_TRUE(WIFEXITED(st)) << "killed by signal " << WTERMSIG(st);
 	EXPECT_EQ(3, WEXITSTATUS(st));
 }
+
+// RELIABILITY E9: a worker asleep in its wait until a far deadline (a task
+// sleeping 20 s; the ring or epoll wait, or the futex, carries that
+// timeout) gets a task from outside that sleeps 1 ms: the new, earlier
+// deadline ends the wait; it does not sleep on to the old one. The bound
+// (5 s) separates the two outcomes, not a latency target.
+TEST(Sleep, EarlierTimerEndsALongIdleWait)
+{
+	weft_config cfg{};
+	cfg.workers = 1;
+	weft_runtime *rt = nullptr;
+	ASSERT_EQ(0, weft_runtime_new(&rt, &cfg));
+	static std::atomic<uint64_t> slept_ns;
+	static std::atomic<bool> done;
+	slept_ns = 0;
+	done = false;
+	ASSERT_EQ(0, weft_submit(
+			     rt,
+			     [](void *) -> int {
+				     return weft_sleep(WEFT_SEC(20));
+			     },
+			     nullptr));
+	usleep(50000); // the worker is back asleep, until +20 s
+	ASSERT_EQ(0, weft_submit(
+			     rt,
+			     [](void *) -> int {
+				     uint64_t t0 = weft_now();
+				     weft_sleep(WEFT_MSEC(1));
+				     slept_ns = weft_now() - t0;
+				     done = true;
+				     return 0;
+			     },
+			     nullptr));
+	for (int i = 0; i < 500 && !done; i++)
+		usleep(10000);
+	EXPECT_TRUE(done.load()) << "the 1 ms sleep did not end within 5 s";
+	EXPECT_GE(slept_ns.load(), WEFT_MSEC(1));
+	weft_runtime_free(rt); // cancels the 20 s sleeper
+}
