@@ -457,7 +457,8 @@ static void apply_closes(struct weft__worker *w)
 
 	pthread_mutex_lock(&c->req_lock);
 	n = c->nreqs < 16 ? c->nreqs : 16;
-	memcpy(local, c->reqs + (c->nreqs - n), n * sizeof(*local));
+	if (n) /* a sweep alone may come with no array at all */
+		memcpy(local, c->reqs + (c->nreqs - n), n * sizeof(*local));
 	c->nreqs -= n;
 	sweep = c->sweep;
 	c->sweep = false;

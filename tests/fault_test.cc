@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <functional>
 #include <cstdio>
 #include <string>
 #include <thread>
@@ -287,6 +288,123 @@ TEST(Faults, CloseWithoutMemoryStillEndsPendingCalls)
 		int st = weft_wait_for(r, WEFT_SEC(10));
 		EXPECT_TRUE(st == -ECANCELED || st == -EBADF) << st;
 		EXPECT_EQ(0, weft_close(sv[1]));
+	});
+}
+
+// B1, Seastar-style, past runtime_new (task_test covers that): each
+// entry point runs with the i-th allocation failing, i = 0, 1, 2, ...
+// until it works. Every failed attempt gives -ENOMEM (NULL with ENOMEM for
+// the constructors; an offload may give -EAGAIN, its pool's "no thread"),
+// and the runtime still spawns and joins after each. LSan (the asan
+// preset) checks that the failed attempts leak nothing.
+TEST(Faults, EveryAllocationOfTheEntryPointsFailsCleanly)
+{
+	Faults f;
+	WEFT_TEST_RUN(1, [] {
+		struct Op {
+			const char *name;
+			std::function<int()> run;
+			bool eagain_ok;
+		};
+		auto ret0 = [](void *) -> int { return 0; };
+		std::vector<Op> ops = {
+			{ "spawn+join",
+			  [&] {
+				  weft_task *t = weft_spawn(ret0, nullptr);
+				  return t ? weft_join(t) : -errno;
+			  },
+			  false },
+			{ "group",
+			  [&] {
+				  weft_group *g = weft_group_new();
+				  if (!g)
+					  return -errno;
+				  int r = weft_group_spawn(g, ret0, nullptr);
+				  int w = weft_group_wait(g);
+				  weft_group_free(g);
+				  return r ? r : w;
+			  },
+			  false },
+			{ "queue",
+			  [] {
+				  weft_queue *q = weft_queue_new(4);
+				  if (!q)
+					  return -errno;
+				  void *v = nullptr;
+				  int r = weft_queue_put(q, &v);
+				  if (!r)
+					  r = weft_queue_get(q, &v);
+				  weft_queue_free(q);
+				  return r;
+			  },
+			  false },
+			{ "limiter",
+			  [] {
+				  weft_limiter *l = weft_limiter_new(1000, 1);
+				  if (!l)
+					  return -errno;
+				  int r = weft_limiter_acquire(l);
+				  weft_limiter_free(l);
+				  return r;
+			  },
+			  false },
+			{ "recv",
+			  [] {
+				  int sv[2];
+				  if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv))
+					  return -1000;
+				  char c = 0;
+				  ssize_t r = weft_send(sv[1], "k", 1, 0);
+				  if (r == 1)
+					  r = weft_recv(sv[0], &c, 1, 0);
+				  weft_close(sv[0]);
+				  weft_close(sv[1]);
+				  return r == 1 && c == 'k' ? 0 : (int)r;
+			  },
+			  false },
+			{ "multishot recv",
+			  [] {
+				  int sv[2];
+				  if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv))
+					  return -1000;
+				  int r = weft_fd_set_flags(sv[0],
+							    WEFT_FD_MULTISHOT);
+				  char c = 0;
+				  ssize_t k = 0;
+				  if (!r) {
+					  k = weft_send(sv[1], "m", 1, 0);
+					  if (k == 1)
+						  k = weft_recv(sv[0], &c, 1, 0);
+					  r = k == 1 && c == 'm' ? 0 : (int)k;
+				  }
+				  weft_close(sv[0]);
+				  weft_close(sv[1]);
+				  return r;
+			  },
+			  false },
+			{ "offload",
+			  [&] { return weft_offload(ret0, nullptr); },
+			  true },
+		};
+		for (auto &op : ops) {
+			long i = 0;
+			int r = -ENOMEM;
+			for (; i < 400; i++) {
+				weft_test_fail_alloc_after(i);
+				r = op.run();
+				weft_test_fail_alloc_after(-1);
+				if (r == 0)
+					break;
+				ASSERT_TRUE(r == -ENOMEM ||
+					    (op.eagain_ok && r == -EAGAIN))
+					<< op.name << " at allocation " << i
+					<< ": " << r;
+				weft_task *t = weft_spawn(ret0, nullptr);
+				ASSERT_NE(nullptr, t) << op.name << " " << i;
+				ASSERT_EQ(0, weft_join(t));
+			}
+			EXPECT_EQ(0, r) << op.name << " never worked";
+		}
 	});
 }
 
