@@ -6,10 +6,10 @@
  *   (Content-Length: 14). C in {64, 256}; 10 s measured (quick: 1.5 s).
  *
  * The server is examples/http_hello (2 workers, 127.0.0.1, port 0; -t 0:
- * no request timeouts, like the peers' servers) in its own process. The spec's load is wrk -t1; weft-bench uses its own
- * one-thread closed loop instead (perf/loadgen.c: one request in flight
- * per connection, as wrk without a pipelining script), which checks every
- * answer byte for byte. Compare with the peers' wrk figures only roughly;
+ * no request timeouts, like the peers' servers) in its own process. The
+ * spec's load is wrk -t1; weft-bench uses its own one-thread closed loop
+ * instead (perf/loadgen.c: one request in flight per connection, as wrk
+ * without a pipelining script), which checks every answer byte for byte. Compare with the peers' wrk figures only roughly;
  * run wrk itself for the exact setting (README). Metrics per cell (suffix
  * _cC): rps, p50_us, p99_us, server_us_per_req, loadgen_cpu_s. The size
  * argument is the window in milliseconds.

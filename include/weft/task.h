@@ -105,7 +105,8 @@ WEFT_MUST_USE WEFT_API weft_task *weft_spawn(weft_fn fn, void *arg);
  * Context: task only; never suspends.
  * Return: as weft_spawn().
  */
-WEFT_MUST_USE WEFT_API weft_task *weft_spawn_named(const char *name, weft_fn fn, void *arg);
+WEFT_MUST_USE WEFT_API weft_task *weft_spawn_named(const char *name, weft_fn fn,
+						   void *arg);
 
 /**
  * weft_spawn_ex() - weft_spawn() with options.
@@ -142,9 +143,10 @@ WEFT_API int weft_spawn_ex(weft_task **out, const weft_spawn_opts *o,
  * Context: task only; never suspends.
  * Return: as weft_spawn().
  */
-WEFT_MUST_USE WEFT_API weft_task *weft_spawn_named_at(const char *name, weft_fn fn,
-					void *arg, const char *file,
-					unsigned line);
+WEFT_MUST_USE WEFT_API weft_task *weft_spawn_named_at(const char *name,
+						      weft_fn fn, void *arg,
+						      const char *file,
+						      unsigned line);
 
 /**
  * weft_spawn_ex_at() - weft_spawn_ex() that records a spawn site.
