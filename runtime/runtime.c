@@ -236,6 +236,7 @@ WEFT_API int weft_runtime_new(weft_runtime **out, const weft_config *in)
 	err = weft__io_rt_init(rt);
 	if (err)
 		goto out_free_workers;
+	weft__stack_guard_probe(); /* before any worker: see stack.h */
 	for (i = 0; i < rt->nworkers; i++) {
 		err = -weft__fault(WEFT__F_PTHREAD_CREATE);
 		if (!err)

@@ -227,6 +227,21 @@ static int install_guard(void *addr, size_t len)
 	return -ENOMEM;
 }
 
+void weft__stack_guard_probe(void)
+{
+	size_t pg = page_size();
+	void *m;
+
+	if (__atomic_load_n(&guard_mode, __ATOMIC_RELAXED) != GUARD_UNKNOWN)
+		return;
+	m = mmap(NULL, pg, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (m == MAP_FAILED)
+		return; /* the first real guard decides, as before */
+	(void)install_guard(m, pg);
+	munmap(m, pg);
+}
+
 static void *map_stack_memory(size_t len)
 {
 	int fault = weft__fault(WEFT__F_MMAP);

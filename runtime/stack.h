@@ -271,6 +271,20 @@ struct weft__overflow_info {
 int weft__overflow_handler_install(void);
 
 /**
+ * weft__stack_guard_probe() - Decide how guards are made (MADV_GUARD_INSTALL
+ * that really faults, else mprotect) on a scratch page, once per process.
+ *
+ * weft_runtime_new() calls it before any worker starts: the check that a
+ * guard faults writes from it into a pipe, which would otherwise be made
+ * by whichever worker installs the first guard (its alternate stack's)
+ * while tasks already run, and show up in their count of open fds; and
+ * two workers would probe at once. A no-op once decided.
+ *
+ * Context: any thread; may sleep (syscalls).
+ */
+void weft__stack_guard_probe(void);
+
+/**
  * weft__altstack_setup() - Give the calling thread an alternate signal
  * stack (64 KiB or more, with a guard page), so the overflow handler does
  * not run on the overflowed stack.
