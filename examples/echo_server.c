@@ -24,26 +24,23 @@
  * set TCP_NODELAY and WEFT_FD_MULTISHOT on @fd, so a weft_recv that waits
  * costs no submission on io_uring. At shutdown weft_recv or weft_send_all
  * returns -ECANCELED and the loop ends; serve.h then closes the socket.
- * The idle timeout (serve.h's -t) is a cancel scope whose deadline moves
- * forward before each call: a call that waits past it returns -ETIMEDOUT
- * and the loop ends the same way. */
-static void echo_conn(int fd)
+ * The idle timeout (serve.h's -t): @limit's deadline moves forward before
+ * each call, so a call that waits past it returns -ETIMEDOUT and the loop
+ * ends the same way. */
+static void echo_conn(int fd, weft_scope *limit)
 {
 	char buf[16384];
-	weft_scope idle;
 	ssize_t n;
 
-	weft_scope_enter(&idle, WEFT_FOREVER);
 	for (;;) {
-		weft_scope_set_deadline(&idle, serve_deadline(weft_now()));
+		weft_scope_set_deadline(limit, serve_deadline(weft_now()));
 		n = weft_recv(fd, buf, sizeof(buf), 0);
 		if (n <= 0)
 			break;
-		weft_scope_set_deadline(&idle, serve_deadline(weft_now()));
+		weft_scope_set_deadline(limit, serve_deadline(weft_now()));
 		if (weft_send_all(fd, buf, (size_t)n) < 0)
 			break;
 	}
-	weft_scope_exit(&idle);
 }
 
 int main(int argc, char **argv)

@@ -34,24 +34,21 @@
  * one, until the peer closes or a request asks to. At shutdown weft_recv
  * or weft_send_all returns -ECANCELED and the loop ends; serve.h then
  * closes the socket.
- * Timeouts (serve.h's -t) come from one cancel scope whose deadline moves:
+ * Timeouts (serve.h's -t) come from @limit, whose deadline moves:
  * while no request has begun, the timeout from now; once one has, the
  * timeout from its first byte, however slowly the rest trickles in. An
  * expired scope makes weft_recv/weft_send_all return -ETIMEDOUT: the loop
  * ends and the connection is closed. */
-static void http_conn(int fd)
+static void http_conn(int fd, weft_scope *limit)
 {
 	char *in = malloc(HEAD_MAX + BODY_MAX), out[16384];
 	size_t have = 0, outlen = 0;
 	uint64_t began = 0; /* first byte of the request in progress */
 	int done = 0;
-	weft_scope limit;
 
-	weft_scope_enter(&limit, WEFT_FOREVER);
 	while (in && !done) {
-		weft_scope_set_deadline(&limit,
-					serve_deadline(have ? began :
-							      weft_now()));
+		weft_scope_set_deadline(
+			limit, serve_deadline(have ? began : weft_now()));
 		ssize_t n =
 			weft_recv(fd, in + have, HEAD_MAX + BODY_MAX - have, 0);
 		if (n <= 0)
@@ -85,13 +82,12 @@ static void http_conn(int fd)
 		have -= off;
 		if (off && have)
 			began = now; /* the rest began in this read */
-		weft_scope_set_deadline(&limit, serve_deadline(now));
+		weft_scope_set_deadline(limit, serve_deadline(now));
 		if (outlen && weft_send_all(fd, out, outlen) < 0)
 			break;
 		outlen = 0;
 	}
 out:
-	weft_scope_exit(&limit);
 	free(in);
 }
 

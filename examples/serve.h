@@ -55,9 +55,13 @@ struct server {
 	const char *conn_task; /* weft_spawn_named() name of a connection */
 	long port; /* the port when there is no -p */
 	/* Serves one connection on @fd until the peer closes, an error, or
-	 * cancellation at shutdown. Runs in the connection's own task. It
-	 * must not close @fd: serve.h closes it with weft_close() after. */
-	void (*handle)(int fd);
+	 * cancellation at shutdown. Runs in the connection's own task,
+	 * inside @limit, a cancel scope serve.h opened with no deadline: the
+	 * handler moves its deadline (serve_deadline()) to bound how long
+	 * the peer may keep it waiting (-t); past it, its calls return
+	 * -ETIMEDOUT. It must not close @fd: serve.h closes it with
+	 * weft_close() after. */
+	void (*handle)(int fd, weft_scope *limit);
 };
 
 struct conn {
@@ -104,7 +108,10 @@ static int conn_main(void *arg)
 	/* Closed only with weft_close below: weft_recv may then use a
 	 * multishot recv (no submission per wait on io_uring). */
 	weft_fd_set_flags(c->fd, WEFT_FD_MULTISHOT);
-	server->handle(c->fd);
+	weft_scope limit;
+	weft_scope_enter(&limit, WEFT_FOREVER);
+	server->handle(c->fd, &limit);
+	weft_scope_exit(&limit);
 	weft_close(c->fd);
 	pthread_mutex_lock(&conns_lock);
 	c->prev->next = c->next;

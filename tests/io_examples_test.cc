@@ -158,13 +158,25 @@ std::string recv_n(int s, size_t n)
 
 } // namespace
 
+// Start the example @name with @args in the Server @s; skip the test when
+// the examples are not built.
+#define START_EXAMPLE(s, name, ...)                                    \
+	do {                                                           \
+		std::string bin_ = example(name);                      \
+		if (bin_.empty())                                      \
+			GTEST_SKIP() << "SKIPPED: examples not built"; \
+		ASSERT_TRUE((s).start(bin_, __VA_ARGS__));             \
+	} while (0)
+
+// http_hello's answer to GET /.
+static const std::string kHelloOk =
+	"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+	"Content-Length: 14\r\n\r\nHello, World!\n";
+
 TEST(Examples, EchoServerEchoesAndDrainsOnSigterm)
 {
-	std::string bin = example("echo_server");
-	if (bin.empty())
-		GTEST_SKIP() << "SKIPPED: examples not built";
 	Server s;
-	ASSERT_TRUE(s.start(bin, { "-p", "0", "-w", "2" }));
+	START_EXAMPLE(s, "echo_server", { "-p", "0", "-w", "2" });
 	std::vector<int> open;
 	for (int i = 0; i < 10; i++) {
 		int c = dial(s.port);
@@ -191,11 +203,8 @@ TEST(Examples, EchoServerEchoesAndDrainsOnSigterm)
 
 TEST(Examples, TwoProcessesShareAPortAndBothServe)
 {
-	std::string bin = example("echo_server");
-	if (bin.empty())
-		GTEST_SKIP() << "SKIPPED: examples not built";
 	Server s;
-	ASSERT_TRUE(s.start(bin, { "-p", "0", "-w", "1", "-P", "2" }));
+	START_EXAMPLE(s, "echo_server", { "-p", "0", "-w", "1", "-P", "2" });
 	s.read_line(2000); // the second process's "listening" line
 	for (int i = 0; i < 64; i++) {
 		int c = dial(s.port);
@@ -221,13 +230,9 @@ TEST(Examples, TwoProcessesShareAPortAndBothServe)
 
 TEST(Examples, HttpHelloKeepAlivePipeliningAndBodies)
 {
-	std::string bin = example("http_hello");
-	if (bin.empty())
-		GTEST_SKIP() << "SKIPPED: examples not built";
 	Server s;
-	ASSERT_TRUE(s.start(bin, { "-p", "0", "-w", "2" }));
-	const std::string ok = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
-			       "Content-Length: 14\r\n\r\nHello, World!\n";
+	START_EXAMPLE(s, "http_hello", { "-p", "0", "-w", "2" });
+	const std::string &ok = kHelloOk;
 	int c = dial(s.port);
 	ASSERT_GE(c, 0);
 	// keep-alive: two requests one after the other on one connection
@@ -313,14 +318,10 @@ uint64_t mono_ms()
 // still drains and exits 0.
 TEST(Examples, HttpHelloClosesSlowAndIdleClients)
 {
-	std::string bin = example("http_hello");
-	if (bin.empty())
-		GTEST_SKIP() << "SKIPPED: examples not built";
 	Server s;
-	ASSERT_TRUE(s.start(bin, { "-p", "0", "-w", "2", "-t", "0.3" }));
+	START_EXAMPLE(s, "http_hello", { "-p", "0", "-w", "2", "-t", "0.3" });
 	const std::string rq = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
-	const std::string ok = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
-			       "Content-Length: 14\r\n\r\nHello, World!\n";
+	const std::string &ok = kHelloOk;
 	int fast = dial(s.port), slow = dial(s.port), idle = dial(s.port);
 	ASSERT_GE(fast, 0);
 	ASSERT_GE(slow, 0);
@@ -367,11 +368,8 @@ TEST(Examples, HttpHelloClosesSlowAndIdleClients)
 // closed; one that keeps talking every 20 ms is echoed throughout.
 TEST(Examples, EchoServerClosesIdleConnections)
 {
-	std::string bin = example("echo_server");
-	if (bin.empty())
-		GTEST_SKIP() << "SKIPPED: examples not built";
 	Server s;
-	ASSERT_TRUE(s.start(bin, { "-p", "0", "-w", "2", "-t", "0.3" }));
+	START_EXAMPLE(s, "echo_server", { "-p", "0", "-w", "2", "-t", "0.3" });
 	int talk = dial(s.port);
 	uint64_t from = mono_ms(), closed = 0; // before idle's task starts
 	int idle = dial(s.port);
@@ -401,11 +399,8 @@ TEST(Examples, EchoServerClosesIdleConnections)
 // and the server exits 0 within the stop() bound.
 TEST(Examples, EchoServerSecondSignalDuringDrainIsHarmless)
 {
-	std::string bin = example("echo_server");
-	if (bin.empty())
-		GTEST_SKIP() << "SKIPPED: examples not built";
 	Server s;
-	ASSERT_TRUE(s.start(bin, { "-p", "0", "-w", "2" }));
+	START_EXAMPLE(s, "echo_server", { "-p", "0", "-w", "2" });
 	std::vector<int> open;
 	for (int i = 0; i < 20; i++) {
 		int c = dial(s.port);
