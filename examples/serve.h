@@ -284,17 +284,19 @@ static int serve_main(int argc, char **argv, const struct server *srv)
 	int status = weft_run(server_main, &sigs, &cfg);
 	for (int i = 0; i < nkids; i++)
 		kill(kids[i], SIGTERM);
+	int kids_failed = 0;
 	for (int i = 0; i < nkids; i++)
 		if (waitpid(kids[i], &st, 0) == kids[i] &&
 		    !(WIFEXITED(st) && WEXITSTATUS(st) == 0))
-			status = 1;
+			kids_failed++;
 	printf("pid %d served %lu connections\n", (int)getpid(), served);
 	fflush(stdout);
-	if (status) {
+	if (status)
 		fprintf(stderr, "%s: %s\n", srv->name, strerror(-status));
-		return 1;
-	}
-	return 0;
+	if (kids_failed)
+		fprintf(stderr, "%s: %d of %d other processes failed\n",
+			srv->name, kids_failed, nkids);
+	return status || kids_failed ? 1 : 0;
 }
 
 #endif /* WEFT_EXAMPLES_SERVE_H */
