@@ -68,7 +68,13 @@ WEFT_API unsigned weft_version(void);
 /**
  * weft_now() - Read the monotonic clock.
  *
- * Reads the clock afresh at every call (CLOCK_MONOTONIC).
+ * Reads the clock afresh at every call (CLOCK_MONOTONIC). Every deadline
+ * and timeout in weft is on this clock: a change of the wall clock
+ * (settimeofday, NTP steps) moves none of them, and the time a system
+ * spends suspended does not count (a 10 s sleep across a 1 h suspend ends
+ * 10 s of running time after it began, as Python's time.monotonic() and
+ * asyncio's loop on Linux behave). In a time namespace it reads that
+ * namespace's clock, and deadlines follow it.
  *
  * Context: any thread; never suspends.
  * Return: nanoseconds on the clock every weft deadline uses.
