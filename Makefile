@@ -8,7 +8,7 @@ NPROC := $(shell nproc 2>/dev/null || echo 2)
 CMAKE ?= cmake
 CTEST ?= ctest
 CTEST_FLAGS := --output-on-failure
-FUZZ_SECONDS ?= 20
+FUZZ_SECONDS ?= 60
 FORMAT_DIRS := $(wildcard runtime io include tests perf examples)
 
 .DEFAULT_GOAL := help

@@ -7,7 +7,7 @@
 set -euo pipefail
 
 build=${1:?usage: fuzz.sh BUILD_DIR SECONDS}
-secs=${2:-20}
+secs=${2:-60}
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 list="$build/tests/fuzz/targets.txt"
 [[ $secs =~ ^[0-9]+$ ]] || { echo "weft: FUZZ_SECONDS must be a number of seconds, not '$secs'" >&2; exit 1; }
