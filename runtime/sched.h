@@ -329,6 +329,10 @@ struct weft__worker {
 	 * weft__task_switch_out()): its publish is still to be done, by the
 	 * task it switched to. Owner only. */
 	struct weft__task *handoff;
+	bool handoff_yield;		/* ... and it yielded: queue it */
+	/* an item a yield's hand-off popped but cannot switch to (not
+	 * started): the scheduler runs it first. Owner only. */
+	void *yield_stash;
 	/* what the overflow handler names while a task runs (stack.h) */
 	struct weft__overflow_info oi;
 	uint64_t rng;

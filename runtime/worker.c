@@ -460,6 +460,11 @@ static void *next_task(struct weft__worker *w)
 		 * yielding pinned task cannot starve the deque either.
 		 * Tombstones (fresh entries run inline) do not count. */
 		w->after_yield = false;
+		if (WEFT__UNLIKELY(w->yield_stash)) {
+			t = w->yield_stash;
+			w->yield_stash = NULL;
+			return t;
+		}
 		/* A task woken into the LIFO slot counts as "other runnable
 		 * tasks" too: it runs before the yielder comes back. */
 		if (atomic_load_explicit(&w->lifo, memory_order_relaxed)) {
@@ -774,6 +779,19 @@ static void starved_release(struct weft__worker *w, bool now)
 	weft__notify(w->rt);
 }
 
+/* A yielder goes behind the worker's other tasks (the deque's bottom; the
+ * next pick after a yield takes the top). */
+static void queue_yielder(struct weft__worker *w, struct weft__task *t)
+{
+	struct weft__runtime *rt = w->rt;
+
+	weft__deque_push_or_spill(w, t);
+	/* Cheap check: the task stays ours if nobody comes. */
+	if (atomic_load_explicit(&rt->nidle, memory_order_relaxed) &&
+	    !atomic_load_explicit(&rt->nsearching, memory_order_relaxed))
+		weft__notify(rt);
+}
+
 static void run_task(struct weft__worker *w, void *item)
 {
 	struct weft__runtime *rt = w->rt;
@@ -860,17 +878,10 @@ static void run_task(struct weft__worker *w, void *item)
 		break;
 	case WEFT__SW_YIELD:
 		weft__task_set_state_at(t, WEFT__TASK_RUNNABLE, w->clock_ns);
-		if (t->pinned_to) {
+		if (t->pinned_to)
 			weft__ready_local(w, t, false);
-		} else {
-			weft__deque_push_or_spill(w, t);
-			/* Cheap check: the task stays ours if nobody comes. */
-			if (atomic_load_explicit(&rt->nidle,
-						 memory_order_relaxed) &&
-			    !atomic_load_explicit(&rt->nsearching,
-						  memory_order_relaxed))
-				weft__notify(rt);
-		}
+		else
+			queue_yielder(w, t);
 		w->after_yield = true;
 		break;
 	case WEFT__SW_EXIT:
@@ -936,8 +947,64 @@ static struct weft__task *handoff_pick(struct weft__worker *w)
 	return n;
 }
 
+/*
+ * The same for a yield: the task next_task() would pick after a yield
+ * (the LIFO slot's, else the deque's oldest) when that is a started task
+ * and nothing else is due; the yielder is queued by the task switched to
+ * (handoff_finish()), once its registers are saved, as a park is
+ * published. A yield between two tasks then costs one switch, not two.
+ * An item popped from the top that turns out unstarted (a thief took the
+ * one looked at meanwhile) is stashed for the scheduler, which runs it
+ * first, as it would have.
+ */
+static struct weft__task *yield_pick(struct weft__worker *w)
+{
+	uint64_t tick = w->tick + 1;
+	struct weft__task *n;
+	void *item;
+
+	if (!w->rt->handoff || w->pin_head || w->starved_head ||
+	    atomic_load_explicit(&w->inbox_len, memory_order_relaxed) ||
+	    tick % 61 == 0 ||
+	    ((tick & 3) == 0 &&
+	     atomic_load_explicit(&w->next_deadline, memory_order_relaxed) !=
+		     UINT64_MAX))
+		return NULL;
+	if (atomic_load_explicit(&w->lifo, memory_order_relaxed)) {
+		n = atomic_exchange_explicit(&w->lifo, NULL,
+					     memory_order_acq_rel);
+		if (n && WEFT__LIKELY(n->stack)) {
+			w->tick = tick;
+			return n;
+		}
+		if (n) /* never seen: woken tasks have started */
+			weft__deque_push_or_spill(w, n);
+		return NULL;
+	}
+	/* A look at the top first, as fair_pick(): only a started task. */
+	int64_t top = atomic_load_explicit(&w->dq.top, memory_order_acquire);
+	int64_t bot = atomic_load_explicit(&w->dq.bottom, memory_order_relaxed);
+	if (top >= bot)
+		return NULL;
+	item = atomic_load_explicit(&w->dq.buf[top & (WEFT__DEQUE_CAP - 1)],
+				    memory_order_relaxed);
+	if (!item || ((uintptr_t)item & WEFT__ITEM_FRESH))
+		return NULL;
+	item = deque_pop(w, true);
+	if (!item)
+		return NULL;
+	if (WEFT__UNLIKELY(((uintptr_t)item & WEFT__ITEM_FRESH) ||
+			   !weft__item_task(item)->stack)) {
+		w->yield_stash = item;
+		return NULL;
+	}
+	w->tick = tick;
+	return item;
+}
+
 /* On the task switched to: publish the task that handed over (step 3 of
- * wait.c's protocol, as run_task() does after a park). */
+ * wait.c's protocol, as run_task() does after a park), or queue it if it
+ * yielded. */
 static void handoff_finish(struct weft__worker *w)
 {
 	struct weft__task *p = w->handoff;
@@ -947,6 +1014,12 @@ static void handoff_finish(struct weft__worker *w)
 	/* release: before anyone can queue it again (publish) */
 	atomic_store_explicit(&p->dbg_running_on, 0, memory_order_release);
 #endif
+	if (w->handoff_yield) {
+		w->handoff_yield = false;
+		weft__task_set_state_at(p, WEFT__TASK_RUNNABLE, w->clock_ns);
+		queue_yielder(w, p);
+		return;
+	}
 	weft__note_switch(w, p); /* for dumps: waiting since */
 	weft__wait_publish(w, p);
 }
@@ -965,8 +1038,12 @@ void weft__task_switch_out(struct weft__task *t)
 	struct weft__worker *w = weft__worker_current();
 	struct weft__task *n = NULL;
 
-	if (t->switch_reason == WEFT__SW_PARK)
+	if (t->switch_reason == WEFT__SW_PARK) {
 		n = handoff_pick(w);
+	} else if (t->switch_reason == WEFT__SW_YIELD && !t->pinned_to) {
+		n = yield_pick(w);
+		w->handoff_yield = n != NULL;
+	}
 	if (n) {
 #ifndef NDEBUG
 		unsigned other = atomic_exchange_explicit(

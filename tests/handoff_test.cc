@@ -8,7 +8,8 @@
 // counter), a wake from another worker that lands while the parked task is
 // not yet published (PREP: the publisher must queue it, exactly once), a
 // cancellation or a deadline in that window, and a pinned or yielding task
-// being run out of turn.
+// being run out of turn. Yields hand off too (the yielder is queued by the
+// task switched to): their counter, their order, and steals racing them.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -305,6 +306,132 @@ TEST(Handoff, DeadlinesRacingHandoffs)
 	EXPECT_EQ(0u, bad.load());
 	fprintf(stderr, "deadlines that fired: %llu\n",
 		(unsigned long long)timeouts.load());
+}
+
+// Yields hand off too: two tasks yielding on one worker switch straight to
+// each other; only the scheduler's periodic turns (every 61st tick, for
+// the shared queue and the ring) go through it.
+TEST(Handoff, YieldSwitchesStraightToTheNextTask)
+{
+	const uint64_t n = scaled(20000);
+	uint64_t before = 0, after = 0;
+
+	WEFT_TEST_RUN(1, [&] {
+		before = handoffs();
+		std::vector<weft_task *> ts;
+		for (int k = 0; k < 2; k++)
+			ts.push_back(go([n] {
+				for (uint64_t i = 0; i < n; i++)
+					if (int r = weft_yield())
+						return r;
+				return 0;
+			}));
+		for (weft_task *t : ts)
+			EXPECT_EQ(0, weft_join(t));
+		after = handoffs();
+	});
+	// 2n yields, one in 61 (and the last few) through the scheduler.
+	EXPECT_GE(after - before, 2 * n * 9 / 10) << "yields did not hand off";
+}
+
+// A yield hand-off keeps asyncio's order: on one worker, tasks that yield
+// in a loop take strict turns (the yielder goes behind the others), and a
+// task woken meanwhile runs before the yielder comes back. Checked with
+// the hand-off on and off (WEFT_HANDOFF=0 is read at runtime creation).
+TEST(Handoff, YieldersTakeStrictTurns)
+{
+	for (const char *handoff : { "1", "0" }) {
+		SCOPED_TRACE(handoff);
+		setenv("WEFT_HANDOFF", handoff, 1);
+		const int nt = 3, rounds = (int)scaled(3000);
+		std::vector<int> order;
+		order.reserve((size_t)(nt * rounds + 8));
+		WEFT_TEST_RUN(1, [&] {
+			std::vector<weft_task *> ts;
+			for (int k = 0; k < nt; k++)
+				ts.push_back(go([k, rounds, &order] {
+					for (int i = 0; i < rounds; i++) {
+						order.push_back(k);
+						if (int r = weft_yield())
+							return r;
+					}
+					return 0;
+				}));
+			for (weft_task *t : ts)
+				EXPECT_EQ(0, weft_join(t));
+		});
+		unsetenv("WEFT_HANDOFF");
+		ASSERT_EQ((size_t)(nt * rounds), order.size());
+		size_t bad = 0;
+		for (size_t i = nt; i < order.size(); i++)
+			bad += order[i] != order[i - nt];
+		EXPECT_EQ(0u, bad) << "yielders ran out of turn";
+	}
+
+	// A task woken while others yield runs before the yielder's next turn.
+	WEFT_TEST_RUN(1, [&] {
+		QueuePtr q(weft_queue_new(1));
+		ASSERT_TRUE(q);
+		std::atomic<int> seen_after{ -1 };
+		std::atomic<int> turns{ 0 };
+		weft_task *waiter = go([&] {
+			void *v;
+			int r = weft_queue_get(q.get(), &v);
+			seen_after = turns.load();
+			return r;
+		});
+		weft_task *other = go([&] {
+			for (int i = 0; i < 50; i++)
+				if (int r = weft_yield())
+					return r;
+			return 0;
+		});
+		weft_task *yielder = go([&] {
+			weft_yield(); // the waiter parks, the other runs
+			if (int r = weft_queue_put(q.get(), P(1)))
+				return r;
+			turns++; // counted before the yield...
+			weft_yield(); // ... the waiter runs here
+			turns++;
+			return 0;
+		});
+		EXPECT_EQ(0, weft_join(yielder));
+		EXPECT_EQ(0, weft_join(waiter));
+		EXPECT_EQ(0, weft_join(other));
+		EXPECT_EQ(1, seen_after.load())
+			<< "the woken task ran after the yielder came back";
+	});
+}
+
+// Yield hand-offs racing steals: many tasks yield on 2 workers while the
+// idle one steals from the busy one (the hand-off pops the deque's top,
+// which thieves take from too). Every task finishes its yields exactly
+// once; a debug build aborts if a task ever runs on two workers at once
+// (RELIABILITY C10), which a yielder queued before its switch would do.
+TEST(Handoff, YieldHandoffsRacingSteals)
+{
+	const int nt = 64;
+	const uint64_t n = scaled(3000);
+	std::atomic<uint64_t> yields{ 0 };
+
+	WEFT_TEST_RUN(2, [&] {
+		for (int round = 0; round < 4; round++) {
+			std::vector<weft_task *> ts;
+			for (int k = 0; k < nt; k++)
+				ts.push_back(go([n, &yields] {
+					for (uint64_t i = 0; i < n; i++) {
+						if (int r = weft_yield())
+							return r;
+						yields.fetch_add(
+							1, std::memory_order_relaxed);
+					}
+					return 0;
+				}));
+			for (weft_task *t : ts)
+				EXPECT_EQ(0, weft_join(t));
+		}
+	});
+	EXPECT_EQ(4 * nt * n, yields.load());
 }
 
 } // namespace

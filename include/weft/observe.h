@@ -24,9 +24,10 @@ WEFT_EXTERN_C_BEGIN
  *	runs, or the pool could not start a thread).
  * @offload_threads: offload pool threads alive now (a gauge).
  * @live_tasks: @spawned - @completed at the time of the snapshot.
- * @handoffs: parks that switched straight to the next task (its worker's
- *	just-woken one) instead of through the scheduler: how often a message
- *	between two tasks cost one switch instead of two.
+ * @handoffs: parks and yields that switched straight to the next task
+ *	(after a park, its worker's just-woken one; after a yield, the next
+ *	in turn) instead of through the scheduler: how often a message
+ *	between two tasks, or a yield, cost one switch instead of two.
  * @reserved: zero; new counters take this space.
  *
  * Counters are kept per worker and summed on read: a snapshot, not atomic
