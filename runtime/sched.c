@@ -354,8 +354,11 @@ static void inbox_push(struct weft__worker *w, struct weft__task *t)
 	pthread_mutex_unlock(&w->inbox_lock);
 }
 
-void weft__ready_local(struct weft__worker *w, struct weft__task *t,
-		       bool lifo)
+/* weft__ready_local() but for the wake-up of another worker: true when t
+ * (or the task it displaced from the LIFO slot) went into w's deque, where
+ * another worker could take it. */
+static bool ready_local_queue(struct weft__worker *w, struct weft__task *t,
+			      bool lifo)
 {
 	/* Read what we need before t is published: once on a queue it may
 	 * run, finish and be recycled (pinned_to reset) under us. */
@@ -374,7 +377,7 @@ void weft__ready_local(struct weft__worker *w, struct weft__task *t,
 			inbox_push(pin, t);
 			weft__wake_worker(pin);
 		}
-		return;
+		return false;
 	}
 	if (lifo) {
 		/* Only the owner fills the slot; a thief only empties it. So
@@ -384,16 +387,28 @@ void weft__ready_local(struct weft__worker *w, struct weft__task *t,
 		 * that takes the slot (acquire exchange in search()). */
 		if (!atomic_load_explicit(&w->lifo, memory_order_relaxed)) {
 			atomic_store_explicit(&w->lifo, t, memory_order_release);
-			return;
+			return false;
 		}
 		struct weft__task *prev = atomic_exchange_explicit(
 			&w->lifo, t, memory_order_acq_rel);
 		if (!prev)
-			return;
+			return false;
 		t = prev;
 	}
 	weft__deque_push_or_spill(w, t);
-	weft__notify(w->rt);
+	return true;
+}
+
+void weft__ready_local(struct weft__worker *w, struct weft__task *t,
+		       bool lifo)
+{
+	if (ready_local_queue(w, t, lifo))
+		weft__notify(w->rt);
+}
+
+void weft__ready_local_quiet(struct weft__worker *w, struct weft__task *t)
+{
+	(void)ready_local_queue(w, t, false);
 }
 
 void weft__task_ready(struct weft__task *t)

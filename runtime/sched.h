@@ -564,6 +564,8 @@ static inline int weft__pending_error(struct weft__task *t)
 void weft__task_ready(struct weft__task *t);
 void weft__task_ready_on(struct weft__worker *w, struct weft__task *t);
 void weft__ready_local(struct weft__worker *w, struct weft__task *t, bool lifo);
+/* The same into w's deque, waking no other worker: the caller decides. */
+void weft__ready_local_quiet(struct weft__worker *w, struct weft__task *t);
 void weft__inject_push(struct weft__runtime *rt, void *item);
 size_t weft__inject_pop(struct weft__runtime *rt, void **out, size_t max);
 void weft__inject_free_chunks(struct weft__runtime *rt);

@@ -137,7 +137,7 @@ static unsigned fire_timers_of(struct weft__worker *w, struct weft__worker *v,
 		    2) {
 			/* Into the deque, not the LIFO slot: a burst of
 			 * expiries would only shuffle through the slot. */
-			weft__ready_local(w, t, false);
+			weft__ready_local_quiet(w, t);
 			n++;
 		}
 		atomic_store_explicit(&t->timer_worker, NULL,
@@ -145,7 +145,15 @@ static unsigned fire_timers_of(struct weft__worker *w, struct weft__worker *v,
 	}
 	update_next_deadline(v);
 	pthread_mutex_unlock(&v->timer_lock);
-	if (n)
+	/* w is in its scheduler and runs one of them next: another worker
+	 * is woken only for the rest (Tokio's should_notify_others). One
+	 * sleeper's wake-up used to wake an idle worker too, which spun
+	 * (SPIN_NS) and parked again for nothing. The deque's length is a
+	 * thief-racy hint: it can only make us wake one too many. */
+	size_t runnable =
+		weft__deque_len(&w->dq) + (w->pin_head != NULL) +
+		(atomic_load_explicit(&w->lifo, memory_order_relaxed) != NULL);
+	if (n && runnable > 1)
 		weft__notify(w->rt);
 	return n;
 }

@@ -1182,6 +1182,30 @@ TEST(Sleep, WaitingForAShortTimerDoesNotSpin)
 	});
 }
 
+// A timer that wakes one task wakes no other worker: the worker that fires
+// it runs the task itself (runtime/worker.c, fire_timers_of()). Before,
+// every expiry also woke the idle worker, which spun and parked again: two
+// parks per sleep on 2 workers instead of one. The bound (1.5 per sleep)
+// separates the two; stray wake-ups (a stack trim due) are a handful.
+TEST(Sleep, OneSleeperWakesNoOtherWorker)
+{
+	WEFT_TEST_RUN(2, [] {
+		const uint64_t n = 200;
+		weft_stats s0, s1;
+		weft_sleep(WEFT_MSEC(5)); // let the other worker park
+		weft_stats_get(nullptr, &s0);
+		for (uint64_t i = 0; i < n; i++)
+			ASSERT_EQ(0, weft_sleep(WEFT_USEC(500)));
+		weft_stats_get(nullptr, &s1);
+		uint64_t parks = s1.parks - s0.parks;
+		EXPECT_LT(parks, n * 3 / 2)
+			<< "each expiry woke the idle worker too";
+		EXPECT_GE(parks, n / 2) << "the sleeps did not park";
+		printf("parks: %llu for %llu sleeps\n",
+		       (unsigned long long)parks, (unsigned long long)n);
+	});
+}
+
 // ---------------------------------------------------------------- self/names
 
 TEST(Task, SelfNameAndId)
