@@ -1028,6 +1028,58 @@ TEST(StackOverflowDeathTest, RealTaskOwnMappingBySpawnEx)
 		    overflow_report("deep-1m", usable_for(big)));
 }
 
+// A task named "host", run inline by main, joins a child "child" that
+// returns at once (also run inline, on the same stack), then recurses
+// without bound. One worker: neither is started before its join.
+void run_host_overflow_after_inline_child()
+{
+	weft_config cfg{};
+	cfg.workers = 1;
+	weft_run(
+		[](void *) -> int {
+			weft_task *host = weft_spawn_named(
+				"host",
+				[](void *) -> int {
+					weft_task *c = weft_spawn_named(
+						"child",
+						[](void *) -> int {
+							return 0;
+						},
+						nullptr);
+					if (!c || weft_join(c) != 0)
+						return -1;
+					return recurse_forever(nullptr);
+				},
+				nullptr);
+			return host ? weft_join(host) : -1;
+		},
+		nullptr, &cfg);
+	_exit(12); // no overflow was reported
+}
+
+// RELIABILITY G1 through weft_join(). Symptom: a child that no worker had
+// started when its owner joined it runs inline on the joiner's stack
+// (task.c try_run_inline()), and its overflow was reported under the
+// joiner's name ("stack overflow in task 'block_on'"): the worker's record
+// for the SIGSEGV handler still named the joiner. Now checked: the report
+// names the child (N is the joiner's stack, the one that overflowed), and
+// once an inline child has returned, an overflow of its joiner names the
+// joiner again. One worker, so no child is started before its join.
+TEST(RegressDeathTest, OverflowInAChildRunInlineNamesTheChild)
+{
+	if (!weft__overflow_reporter_enabled())
+		GTEST_SKIP() << "the sanitizer owns SIGSEGV and reports "
+				"overflows itself";
+	testing::GTEST_FLAG(death_test_style) = "threadsafe";
+	size_t n = usable_for(WEFT__STACK_DEFAULT_SIZE);
+	EXPECT_EXIT(run_overflow_in_runtime({ "deep-inline", 0, 0, true, 1 }),
+		    testing::KilledBySignal(SIGABRT),
+		    overflow_report("deep-inline", n));
+	EXPECT_EXIT(run_host_overflow_after_inline_child(),
+		    testing::KilledBySignal(SIGABRT),
+		    overflow_report("host", n));
+}
+
 // ---- a signal while a task is almost out of stack (RELIABILITY G3) -------------------
 
 // The task recurses until fewer than kNearGuard bytes of its stack are
