@@ -1217,7 +1217,9 @@ int signal_near_the_guard(NearGuard &ng, int flags)
 // interrupted stack pointer, on the fiber stack. With this little left
 // it does not fit: the kernel's write of the frame hits the guard page,
 // the handler never runs, and the kernel forces a SIGSEGV (si_code
-// SI_KERNEL, no address) on the thread instead. With a little more room
+// SI_KERNEL, no address) on the thread instead, which kills the process
+// (RegressDeathTest.ForcedSigsegvOfAFrameThatDidNotFitStillKills). With
+// a little more room
 // the frame fits and the handler's own frames run into the guard: a
 // fault at a guard address, which the overflow reporter names ("stack
 // overflow in task 'near-guard'"). A handler that may run while a task
@@ -1247,6 +1249,33 @@ TEST(SignalNearTheGuard, HandlerRunsOnTheWorkersAltstack)
 	uintptr_t guard = weft__stack_guard_size();
 	EXPECT_FALSE(a >= ng.lo - guard && a < ng.lo + ng.size)
 		<< "the handler ran on the fiber stack";
+}
+
+// The death-test child: the G3 run with a SIGUSR1 handler that lacks
+// SA_ONSTACK. Exit 12: the signal was lost and the task went on.
+void signal_near_the_guard_without_onstack()
+{
+	NearGuard ng;
+	signal_near_the_guard(ng, 0);
+	_exit(ng.handled.load() ? 13 : 12);
+}
+
+// RELIABILITY G3 without SA_ONSTACK. Symptom: the kernel could not write
+// the handler's frame on the task's last kilobyte of stack and forced a
+// SIGSEGV (SI_KERNEL, no fault address); the overflow reporter took it
+// for a fault that is not its own, put SIG_DFL back and returned, as for
+// a fault that repeats. Nothing repeated it: SIGUSR1 was lost, the task
+// went on as if nothing had happened, and SIGSEGV stayed at SIG_DFL for
+// the rest of the process (no more overflow reports, weft__copy_out()
+// faults fatal). Without weft the process would have died of SIGSEGV. Now
+// checked: it does, the reporter raising the signal again.
+TEST(RegressDeathTest, ForcedSigsegvOfAFrameThatDidNotFitStillKills)
+{
+	if (!weft__overflow_reporter_enabled())
+		GTEST_SKIP() << "the sanitizer owns SIGSEGV";
+	testing::GTEST_FLAG(death_test_style) = "threadsafe";
+	EXPECT_EXIT(signal_near_the_guard_without_onstack(),
+		    testing::KilledBySignal(SIGSEGV), "");
 }
 
 // ---- alternate signal stacks ---------------------------------------------------------
