@@ -92,9 +92,14 @@
  * (weft__overflow_set_current()). A match prints the task's name with
  * write(2) only and aborts; anything else puts the previous disposition
  * back and returns, so the fault repeats and is handled as if we had not
- * been there. We install only over SIG_DFL: a program with its own handler
- * keeps it. ASan and TSan builds install nothing: the sanitizer owns
- * SIGSEGV and reports the overflow itself.
+ * been there. A signal that does not repeat is raised again first: one
+ * sent by kill(), or one the kernel forces (SI_KERNEL) when it cannot
+ * write the frame of another signal's handler (a handler without
+ * SA_ONSTACK interrupting a task near the end of its stack). Returning
+ * from that one alone lost the signal, skipped the crash and left
+ * SIGSEGV at SIG_DFL for good. We install only over SIG_DFL: a program
+ * with its own handler keeps it. ASan and TSan builds install nothing:
+ * the sanitizer owns SIGSEGV and reports the overflow itself.
  *
  * Locking: only the pool's mutex; caches belong to their worker. The
  * handler takes no lock and reads only its thread's record.
@@ -967,9 +972,12 @@ static void overflow_handler(int sig, siginfo_t *si, void *uctx)
 	if (si->si_code > 0 && info && info->stack &&
 	    weft__stack_in_guard(info->stack, si->si_addr))
 		report_overflow(info);
-	/* Not ours: as if we had never been installed. */
+	/* Not ours: as if we had never been installed. Sent by kill() or
+	 * forced by the kernel (SI_KERNEL: also a #GP, which would repeat,
+	 * but a signal frame that could not be written does not), nothing
+	 * repeats it: raise it again. */
 	sigaction(sig, &old_action[i], NULL);
-	if (si->si_code <= 0)
+	if (si->si_code <= 0 || si->si_code == SI_KERNEL)
 		raise(sig); /* pending until we return */
 	errno = saved_errno;
 }

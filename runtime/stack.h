@@ -261,9 +261,9 @@ struct weft__overflow_info {
  * left to its owner. A fault in the current task's guard prints
  * "weft: stack overflow in task '<name>' (<N>-byte stack)" and aborts;
  * any other fault restores the previous disposition and returns, so the
- * fault repeats and crashes as it would have (a signal sent by kill() is
- * re-raised). Idempotent. A no-op in ASan and TSan builds (the sanitizer
- * owns SIGSEGV).
+ * fault repeats and crashes as it would have (a signal sent by kill(), or
+ * forced by the kernel, SI_KERNEL, is re-raised). Idempotent. A no-op in
+ * ASan and TSan builds (the sanitizer owns SIGSEGV).
  *
  * Context: any thread; each worker also needs weft__altstack_setup().
  * Return: 0 or -errno from sigaction().

@@ -745,12 +745,16 @@ static bool try_run_inline(struct weft__task *host, struct weft__task *c)
 	weft__task_set_state(c, WEFT__TASK_RUNNING);
 	w->current = c;
 	weft__wd_slice_begin(w, c); /* watchdog/dumps name the child */
+	/* So does the stack-overflow report (stack.c): the stack is ours,
+	 * the frames that overflow it are the child's. */
+	w->oi.task_name = c->name;
 
 	c->status = c->fn(c->arg);
 	task_finish(c);
 
 	w = weft__worker_current(); /* c may have migrated, with our stack */
 	w->current = host;
+	w->oi.task_name = host->name;
 #ifndef NDEBUG
 	/* set if c was resumed by a run_task() after a park */
 	atomic_store_explicit(&c->dbg_running_on, 0, memory_order_relaxed);

@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <atomic>
 #include <cerrno>
 #include <csignal>
@@ -18,10 +19,14 @@
 #include <cstdlib>
 #include <cstring>
 #include <set>
+#include <string>
 #include <thread>
 #include <ctime>
 #include <vector>
 
+#include <pthread.h>
+#include <signal.h>
+#include <sys/auxv.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -31,6 +36,7 @@ extern "C" {
 #include "runtime/ctx.h"
 #include "runtime/stack.h"
 #include "runtime/test_hooks.h"
+#include "tests/support/stack_hooks.h"
 #include "weft.h"
 }
 
@@ -900,6 +906,376 @@ TEST(StackOverflowDeathTest, InstallLeavesTheProgramsHandlersAlone)
 {
 	testing::GTEST_FLAG(death_test_style) = "threadsafe";
 	EXPECT_EXIT(check_dispositions(), testing::ExitedWithCode(0), "");
+}
+
+// ---- overflow of a real task (RELIABILITY G1) ----------------------------------------
+
+// Usable bytes of a stack asked for with @size: scaled, then grown until
+// guard + usable + header fill whole pages (stack.c size_slot()). That is
+// the N of the report, "(<N>-byte stack)".
+size_t usable_for(size_t size)
+{
+	size_t hdr = (sizeof(weft__stack) + WEFT__CACHELINE - 1) &
+		     ~(size_t)(WEFT__CACHELINE - 1);
+	size_t u = std::max(size, WEFT__STACK_MIN_SIZE) * WEFT__STACK_SCALE;
+	return ((u + hdr + page() - 1) & ~(page() - 1)) - hdr;
+}
+
+std::string overflow_report(const char *name, size_t n)
+{
+	return std::string("weft: stack overflow in task '") + name + "' \\(" +
+	       std::to_string(n) + "-byte stack\\)";
+}
+
+// What the death-test child runs: a runtime of 2 workers (cfg stack size
+// @runtime_stack) whose main spawns @name, by weft_spawn_named() or, with
+// @task_stack, by weft_spawn_ex() with that size; the task recurses
+// without bound. main then joins it (@join) or detaches it and sleeps.
+struct OverflowSpec {
+	const char *name;
+	size_t runtime_stack, task_stack;
+	bool join;
+	unsigned workers;
+};
+OverflowSpec g_spec;
+
+int recurse_forever(void *)
+{
+	g_stop_recursion = deep(0);
+	return 0;
+}
+
+int spawn_overflowing_task(void *)
+{
+	weft_task *t = nullptr;
+	if (g_spec.task_stack) {
+		weft_spawn_opts o{};
+		o.name = g_spec.name;
+		o.stack_size = g_spec.task_stack;
+		if (weft_spawn_ex(&t, &o, recurse_forever, nullptr) != 0)
+			return -1;
+	} else {
+		t = weft_spawn_named(g_spec.name, recurse_forever, nullptr);
+		if (!t)
+			return -1;
+	}
+	if (g_spec.join)
+		return weft_join(t);
+	weft_detach(t);
+	return weft_sleep(WEFT_SEC(30)); // the overflow ends the process first
+}
+
+void run_overflow_in_runtime(const OverflowSpec &spec)
+{
+	g_spec = spec;
+	weft_config cfg{};
+	cfg.workers = spec.workers;
+	cfg.stack_size = spec.runtime_stack;
+	int r = weft_run(spawn_overflowing_task, nullptr, &cfg);
+	_exit(r == 0 ? 12 : 13); // no overflow was reported
+}
+
+// RELIABILITY G1: a real task (spawned by name on a running runtime, on a
+// worker thread with the worker's alternate signal stack) recurses without
+// bound: it dies of SIGABRT after the report naming it and its stack's
+// usable size, not of a bare SIGSEGV, and does not hang. Default stack:
+// a slot of a stack chunk.
+TEST(StackOverflowDeathTest, RealTaskDefaultStack)
+{
+	if (!weft__overflow_reporter_enabled())
+		GTEST_SKIP() << "the sanitizer owns SIGSEGV and reports "
+				"overflows itself";
+	testing::GTEST_FLAG(death_test_style) = "threadsafe";
+	size_t n = usable_for(WEFT__STACK_DEFAULT_SIZE);
+	EXPECT_GE(n, WEFT__STACK_DEFAULT_SIZE);
+	EXPECT_LT(n, WEFT__STACK_DEFAULT_SIZE + page());
+	EXPECT_EXIT(run_overflow_in_runtime({ "deep-default", 0, 0, false, 2 }),
+		    testing::KilledBySignal(SIGABRT),
+		    overflow_report("deep-default", n));
+}
+
+// RELIABILITY G1, small stacks: the runtime's default set to the smallest
+// size (16 KiB) and the task asking for it by weft_spawn_ex(): the report
+// gives that stack's size, so a guard of a small slot works as well.
+TEST(StackOverflowDeathTest, RealTaskSmallStackBySpawnEx)
+{
+	if (!weft__overflow_reporter_enabled())
+		GTEST_SKIP() << "the sanitizer owns SIGSEGV and reports "
+				"overflows itself";
+	testing::GTEST_FLAG(death_test_style) = "threadsafe";
+	const size_t small = 16 << 10;
+	size_t n = usable_for(small);
+	EXPECT_GE(n, small);
+	EXPECT_LT(n, small + page());
+	EXPECT_EXIT(
+		run_overflow_in_runtime({ "deep-16k", small, small, false, 2 }),
+		testing::KilledBySignal(SIGABRT),
+		overflow_report("deep-16k", n));
+}
+
+// RELIABILITY G1, a stack larger than the default: weft_spawn_ex() gives
+// the task a mapping of its own (stack.c WEFT__STACK_SINGLE), whose guard
+// is found and whose size is reported as well.
+TEST(StackOverflowDeathTest, RealTaskOwnMappingBySpawnEx)
+{
+	if (!weft__overflow_reporter_enabled())
+		GTEST_SKIP() << "the sanitizer owns SIGSEGV and reports "
+				"overflows itself";
+	testing::GTEST_FLAG(death_test_style) = "threadsafe";
+	const size_t big = 1 << 20;
+	EXPECT_EXIT(run_overflow_in_runtime({ "deep-1m", 0, big, false, 2 }),
+		    testing::KilledBySignal(SIGABRT),
+		    overflow_report("deep-1m", usable_for(big)));
+}
+
+// A task named "host", run inline by main, joins a child "child" that
+// returns at once (also run inline, on the same stack), then recurses
+// without bound. One worker: neither is started before its join.
+void run_host_overflow_after_inline_child()
+{
+	weft_config cfg{};
+	cfg.workers = 1;
+	weft_run(
+		[](void *) -> int {
+			weft_task *host = weft_spawn_named(
+				"host",
+				[](void *) -> int {
+					weft_task *c = weft_spawn_named(
+						"child",
+						[](void *) -> int {
+							return 0;
+						},
+						nullptr);
+					if (!c || weft_join(c) != 0)
+						return -1;
+					return recurse_forever(nullptr);
+				},
+				nullptr);
+			return host ? weft_join(host) : -1;
+		},
+		nullptr, &cfg);
+	_exit(12); // no overflow was reported
+}
+
+// RELIABILITY G1 through weft_join(). Symptom: a child that no worker had
+// started when its owner joined it runs inline on the joiner's stack
+// (task.c try_run_inline()), and its overflow was reported under the
+// joiner's name ("stack overflow in task 'block_on'"): the worker's record
+// for the SIGSEGV handler still named the joiner. Now checked: the report
+// names the child (N is the joiner's stack, the one that overflowed), and
+// once an inline child has returned, an overflow of its joiner names the
+// joiner again. One worker, so no child is started before its join.
+TEST(RegressDeathTest, OverflowInAChildRunInlineNamesTheChild)
+{
+	if (!weft__overflow_reporter_enabled())
+		GTEST_SKIP() << "the sanitizer owns SIGSEGV and reports "
+				"overflows itself";
+	testing::GTEST_FLAG(death_test_style) = "threadsafe";
+	size_t n = usable_for(WEFT__STACK_DEFAULT_SIZE);
+	EXPECT_EXIT(run_overflow_in_runtime({ "deep-inline", 0, 0, true, 1 }),
+		    testing::KilledBySignal(SIGABRT),
+		    overflow_report("deep-inline", n));
+	EXPECT_EXIT(run_host_overflow_after_inline_child(),
+		    testing::KilledBySignal(SIGABRT),
+		    overflow_report("host", n));
+}
+
+// ---- a signal while a task is almost out of stack (RELIABILITY G3) -------------------
+
+// The task recurses until fewer than kNearGuard bytes of its stack are
+// left: less than any signal frame needs (with the FPU state, over 1 KiB
+// on x86-64 even without AVX; getauxval(AT_MINSIGSTKSZ) gives 3376 bytes
+// with AVX-512, and aarch64 needs over 4 KiB), so a handler could not
+// even be entered on the fiber stack.
+constexpr uintptr_t kNearGuard = 1024;
+
+// Shared by the task, the thread that sends the signal, and the handler.
+struct NearGuard {
+	// Written by the task before it sets ready (release).
+	pthread_t worker;
+	uintptr_t lo, size; // the task's usable stack
+	uintptr_t left; // bytes of it left below the deepest frame
+	stack_t alt; // the worker's alternate signal stack
+	std::atomic<int> ready{ 0 };
+	// Written by the handler (lock-free atomics: async-signal-safe).
+	std::atomic<uintptr_t> handler_local{ 0 };
+	std::atomic<int> handler_on_alt{ -1 };
+	std::atomic<int> handled{ 0 };
+	// Set when the sender gave up waiting (the handler never ran), or
+	// after the run (the task ended before it was ready).
+	std::atomic<int> give_up{ 0 };
+};
+NearGuard *g_ng;
+
+void usr1_handler(int)
+{
+	volatile char local = 0;
+	stack_t ss;
+	g_ng->handler_local.store((uintptr_t)&local, std::memory_order_relaxed);
+	g_ng->handler_on_alt.store(sigaltstack(nullptr, &ss) == 0 &&
+					   (ss.ss_flags & SS_ONSTACK),
+				   std::memory_order_relaxed);
+	g_ng->handled.store(1 + local, std::memory_order_release);
+}
+
+// Recurse with 256-byte frames until the guard is near, then wait there,
+// without a call that could need stack, for the signal's handler.
+__attribute__((noinline)) int to_the_guard(int n)
+{
+	volatile char buf[256];
+	buf[0] = (char)n;
+	uintptr_t here = (uintptr_t)&buf[0];
+	if (here - g_ng->lo >= kNearGuard)
+		return to_the_guard(n + 1) + buf[0];
+	g_ng->left = here - g_ng->lo;
+	g_ng->ready.store(1, std::memory_order_release);
+	while (!g_ng->handled.load(std::memory_order_acquire) &&
+	       !g_ng->give_up.load(std::memory_order_acquire))
+		;
+	return n;
+}
+
+int near_guard_task(void *)
+{
+	void *lo = nullptr;
+	size_t size = 0;
+	if (stack_test_current(&lo, &size) != 0)
+		return -EPERM;
+	g_ng->lo = (uintptr_t)lo;
+	g_ng->size = size;
+	// The worker thread, read now: from here to the end the task makes
+	// no suspension point, so it cannot move to another worker.
+	g_ng->worker = pthread_self();
+	if (sigaltstack(nullptr, &g_ng->alt) != 0 ||
+	    (g_ng->alt.ss_flags & SS_DISABLE))
+		return -ENOTSUP;
+	int depth = to_the_guard(0);
+	return depth > 0 ? 0 : -EIO;
+}
+
+// Runs a task to within kNearGuard of its guard and has another thread
+// pthread_kill() SIGUSR1 to its worker there; @flags are those of the
+// SIGUSR1 handler. Return: the task's status.
+int signal_near_the_guard(NearGuard &ng, int flags)
+{
+	struct sigaction act, old;
+	memset(&act, 0, sizeof(act));
+	act.sa_handler = usr1_handler;
+	act.sa_flags = flags;
+	sigemptyset(&act.sa_mask);
+	g_ng = &ng;
+	if (sigaction(SIGUSR1, &act, &old) != 0)
+		return -errno;
+	// Sends only once the task is ready, which then spins until the
+	// handler ran or the sender gave up: the worker is alive at the kill.
+	std::thread sender([&ng] {
+		auto end = std::chrono::steady_clock::now() +
+			   std::chrono::seconds(20);
+		while (!ng.ready.load(std::memory_order_acquire))
+			if (ng.give_up.load() ||
+			    std::chrono::steady_clock::now() > end) {
+				ng.give_up.store(1);
+				return;
+			} else {
+				usleep(100);
+			}
+		pthread_kill(ng.worker, SIGUSR1);
+		while (!ng.handled.load(std::memory_order_acquire))
+			if (std::chrono::steady_clock::now() > end) {
+				ng.give_up.store(1);
+				return;
+			} else {
+				usleep(100);
+			}
+	});
+	weft_config cfg{};
+	cfg.workers = 2;
+	int status = weft_run(
+		[](void *) -> int {
+			weft_task *t = nullptr;
+			weft_spawn_opts o{};
+			o.name = "near-guard";
+			o.flags = WEFT_SPAWN_PINNED; // never run inline
+			int r = weft_spawn_ex(&t, &o, near_guard_task, nullptr);
+			return r ? r : weft_join(t);
+		},
+		nullptr, &cfg);
+	ng.give_up.store(1); // the task ended early: the sender stops too
+	sender.join();
+	sigaction(SIGUSR1, &old, nullptr);
+	return status;
+}
+
+// RELIABILITY G3: SIGUSR1, whose handler asks for SA_ONSTACK, is sent
+// with pthread_kill() to the worker running a task that has recursed to
+// within 1 KiB of its guard page. The handler runs on the worker's
+// alternate signal stack (weft__altstack_setup(); under ASan, the one
+// ASan gave the thread), not on the fiber stack, where its frame could
+// not fit; and the task then unwinds and finishes normally.
+//
+// Without SA_ONSTACK the kernel builds the signal frame right below the
+// interrupted stack pointer, on the fiber stack. With this little left
+// it does not fit: the kernel's write of the frame hits the guard page,
+// the handler never runs, and the kernel forces a SIGSEGV (si_code
+// SI_KERNEL, no address) on the thread instead, which kills the process
+// (RegressDeathTest.ForcedSigsegvOfAFrameThatDidNotFitStillKills). With
+// a little more room
+// the frame fits and the handler's own frames run into the guard: a
+// fault at a guard address, which the overflow reporter names ("stack
+// overflow in task 'near-guard'"). A handler that may run while a task
+// is deep in its stack must ask for SA_ONSTACK.
+TEST(SignalNearTheGuard, HandlerRunsOnTheWorkersAltstack)
+{
+#if defined(__SANITIZE_THREAD__)
+	GTEST_SKIP() << "SKIPPED: TSan defers asynchronous signals and runs "
+			"the handler later from its own code, on the "
+			"interrupted stack: here the fiber's last kilobyte";
+#endif
+	NearGuard ng;
+	ASSERT_EQ(0, signal_near_the_guard(ng, SA_ONSTACK))
+		<< "the task did not finish normally";
+	ASSERT_EQ(1, ng.handled.load()) << "the handler never ran";
+	EXPECT_LT(ng.left, kNearGuard);
+	unsigned long min_frame = getauxval(AT_MINSIGSTKSZ); // 0: unknown
+	if (min_frame) {
+		EXPECT_LT(ng.left, min_frame) << "a signal frame would fit";
+	}
+	uintptr_t a = ng.handler_local.load();
+	uintptr_t alt = (uintptr_t)ng.alt.ss_sp;
+	EXPECT_EQ(1, ng.handler_on_alt.load()) << "SS_ONSTACK not set";
+	EXPECT_TRUE(a >= alt && a < alt + ng.alt.ss_size)
+		<< std::hex << a << " is not in the altstack [" << alt << ", "
+		<< alt + ng.alt.ss_size << ")";
+	uintptr_t guard = weft__stack_guard_size();
+	EXPECT_FALSE(a >= ng.lo - guard && a < ng.lo + ng.size)
+		<< "the handler ran on the fiber stack";
+}
+
+// The death-test child: the G3 run with a SIGUSR1 handler that lacks
+// SA_ONSTACK. Exit 12: the signal was lost and the task went on.
+void signal_near_the_guard_without_onstack()
+{
+	NearGuard ng;
+	signal_near_the_guard(ng, 0);
+	_exit(ng.handled.load() ? 13 : 12);
+}
+
+// RELIABILITY G3 without SA_ONSTACK. Symptom: the kernel could not write
+// the handler's frame on the task's last kilobyte of stack and forced a
+// SIGSEGV (SI_KERNEL, no fault address); the overflow reporter took it
+// for a fault that is not its own, put SIG_DFL back and returned, as for
+// a fault that repeats. Nothing repeated it: SIGUSR1 was lost, the task
+// went on as if nothing had happened, and SIGSEGV stayed at SIG_DFL for
+// the rest of the process (no more overflow reports, weft__copy_out()
+// faults fatal). Without weft the process would have died of SIGSEGV. Now
+// checked: it does, the reporter raising the signal again.
+TEST(RegressDeathTest, ForcedSigsegvOfAFrameThatDidNotFitStillKills)
+{
+	if (!weft__overflow_reporter_enabled())
+		GTEST_SKIP() << "the sanitizer owns SIGSEGV";
+	testing::GTEST_FLAG(death_test_style) = "threadsafe";
+	EXPECT_EXIT(signal_near_the_guard_without_onstack(),
+		    testing::KilledBySignal(SIGSEGV), "");
 }
 
 // ---- alternate signal stacks ---------------------------------------------------------
