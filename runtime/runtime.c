@@ -364,11 +364,6 @@ WEFT_API int weft_runtime_free(weft_runtime *h)
 			weft__report("... and %u more tasks never joined nor "
 				     "detached", u.count - 32);
 	}
-	if (getenv("WEFT_DBG_STATS"))
-		for (unsigned i = 0; i < rt->nworkers; i++)
-			fprintf(stderr, "worker %u: spawned %lu completed %lu steals %lu parks %lu\n", i,
-				(unsigned long)rt->workers[i]->stats.spawned, (unsigned long)rt->workers[i]->stats.completed,
-				(unsigned long)rt->workers[i]->stats.steals, (unsigned long)rt->workers[i]->stats.parks);
 	weft__registry_free_all(rt);
 	weft__io_rt_fini(rt);
 	free_workers(rt);

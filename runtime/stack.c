@@ -926,7 +926,11 @@ report_overflow(const struct weft__overflow_info *info)
 {
 	char buf[256];
 	size_t n = 0, cap = sizeof(buf);
-	const char *name = info->task_name ? info->task_name : "?";
+	/* NULL: no task record at hand; "": an unnamed task (as the dumps
+	 * show it). */
+	const char *name = !info->task_name   ? "?" :
+			   info->task_name[0] ? info->task_name :
+						"<unnamed>";
 	struct sigaction dfl;
 	sigset_t abrt;
 

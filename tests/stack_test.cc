@@ -994,6 +994,19 @@ TEST(StackOverflowDeathTest, RealTaskDefaultStack)
 		    overflow_report("deep-default", n));
 }
 
+// An unnamed task is reported as the dumps show it, not as ''.
+TEST(StackOverflowDeathTest, RealUnnamedTask)
+{
+	if (!weft__overflow_reporter_enabled())
+		GTEST_SKIP() << "the sanitizer owns SIGSEGV and reports "
+				"overflows itself";
+	testing::GTEST_FLAG(death_test_style) = "threadsafe";
+	EXPECT_EXIT(run_overflow_in_runtime({ nullptr, 0, 0, true, 2 }),
+		    testing::KilledBySignal(SIGABRT),
+		    overflow_report("<unnamed>",
+				    usable_for(WEFT__STACK_DEFAULT_SIZE)));
+}
+
 // RELIABILITY G1, small stacks: the runtime's default set to the smallest
 // size (16 KiB) and the task asking for it by weft_spawn_ex(): the report
 // gives that stack's size, so a guard of a small slot works as well.

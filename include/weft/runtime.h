@@ -22,8 +22,10 @@ WEFT_EXTERN_C_BEGIN
  *	capped by the cgroup CPU quota; env WEFT_WORKERS overrides 0 only.
  *	Values above 1024 are clamped to 1024.
  * @stack_size: usable bytes of each task stack (a guard page is added).
- *	0: 256 KiB (x4 in sanitizer builds). Rounded up to the page size;
- *	clamped to [16 KiB, 1 GiB].
+ *	0: 256 KiB (x4 in sanitizer builds). Clamped to [16 KiB, 1 GiB],
+ *	then rounded up so that the stack and its 128-byte header fill
+ *	whole pages (a stack overflow report gives the usable size: 266,112
+ *	bytes for the 256 KiB default with 4 KiB pages).
  * @offload_max: most offload threads alive at once (0: 512); see
  *	weft_offload() in weft/offload.h.
  * @ring_entries: io_uring SQ size per worker (0: default).

@@ -63,7 +63,10 @@ typedef struct weft_task weft_task;
 /**
  * struct weft_spawn_opts - options of weft_spawn_ex(); all-zero = defaults.
  * @name: copied and truncated to WEFT_TASK_NAME_MAX bytes; NULL: no name.
- * @stack_size: usable stack bytes; 0: the runtime's default.
+ * @stack_size: usable stack bytes; 0: the runtime's default. A size up
+ *	to the runtime's default gets a default stack (from the per-worker
+ *	cache); a larger one gets its own mapping, rounded as
+ *	weft_config.stack_size is.
  * @flags: WEFT_SPAWN_PINNED.
  * @reserved: must be zero.
  */
