@@ -54,6 +54,12 @@ WEFT_API void weft_test_queue_self_again(void);
 /* worker.c: entries (tasks and tombstones) in the calling task's worker's
  * deque now; 0 outside a task. */
 WEFT_API unsigned long weft_test_deque_len(void);
+/* worker.c: a yield's hand-off pops the deque's top without looking at it
+ * first, as if a thief had just taken the started task it saw, so an
+ * unstarted top goes down the stash path (1: on, 0: off); how many items
+ * were stashed so far. */
+WEFT_API void weft_test_yield_skip_peek(int on);
+WEFT_API unsigned long weft_test_yield_stashes(void);
 #endif
 
 WEFT_EXTERN_C_END

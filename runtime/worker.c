@@ -932,7 +932,7 @@ static struct weft__task *handoff_pick(struct weft__worker *w)
 	struct weft__task *n;
 
 	if (!w->rt->handoff || w->lifo_streak >= 3 || w->after_yield ||
-	    w->pin_head ||
+	    w->pin_head || w->yield_stash ||
 	    atomic_load_explicit(&w->inbox_len, memory_order_relaxed) ||
 	    tick % 61 == 0 ||
 	    ((tick & 3) == 0 &&
@@ -955,6 +955,40 @@ static struct weft__task *handoff_pick(struct weft__worker *w)
 	return n;
 }
 
+#ifdef WEFT_TEST_HOOKS
+static _Atomic int yield_skip_peek;
+static _Atomic unsigned long yield_stashes;
+
+WEFT_API void weft_test_yield_skip_peek(int on)
+{
+	atomic_store_explicit(&yield_skip_peek, on, memory_order_relaxed);
+}
+
+WEFT_API unsigned long weft_test_yield_stashes(void)
+{
+	return atomic_load_explicit(&yield_stashes, memory_order_relaxed);
+}
+
+static bool skip_peek(void)
+{
+	return atomic_load_explicit(&yield_skip_peek, memory_order_relaxed);
+}
+
+static void count_stash(void)
+{
+	atomic_fetch_add_explicit(&yield_stashes, 1, memory_order_relaxed);
+}
+#else
+static inline bool skip_peek(void)
+{
+	return false;
+}
+
+static inline void count_stash(void)
+{
+}
+#endif
+
 /*
  * The same for a yield: the task next_task() would pick after a yield
  * (the LIFO slot's, else the deque's oldest) when that is a started task
@@ -972,6 +1006,7 @@ static struct weft__task *yield_pick(struct weft__worker *w)
 	void *item;
 
 	if (!w->rt->handoff || w->pin_head || w->starved_head ||
+	    w->yield_stash ||
 	    atomic_load_explicit(&w->inbox_len, memory_order_relaxed) ||
 	    tick % 61 == 0 ||
 	    ((tick & 3) == 0 &&
@@ -996,7 +1031,7 @@ static struct weft__task *yield_pick(struct weft__worker *w)
 		return NULL;
 	item = atomic_load_explicit(&w->dq.buf[top & (WEFT__DEQUE_CAP - 1)],
 				    memory_order_relaxed);
-	if (!item || ((uintptr_t)item & WEFT__ITEM_FRESH))
+	if (!item || (((uintptr_t)item & WEFT__ITEM_FRESH) && !skip_peek()))
 		return NULL;
 	item = deque_pop(w, true);
 	if (!item)
@@ -1004,11 +1039,13 @@ static struct weft__task *yield_pick(struct weft__worker *w)
 	if (WEFT__UNLIKELY(((uintptr_t)item & WEFT__ITEM_FRESH) ||
 			   !weft__item_task(item)->stack)) {
 		w->yield_stash = item;
+		count_stash();
 		return NULL;
 	}
 	w->tick = tick;
 	return item;
 }
+
 
 /* On the task switched to: publish the task that handed over (step 3 of
  * wait.c's protocol, as run_task() does after a park), or queue it if it

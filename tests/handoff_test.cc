@@ -412,26 +412,84 @@ TEST(Handoff, YieldHandoffsRacingSteals)
 {
 	const int nt = 64;
 	const uint64_t n = scaled(3000);
-	std::atomic<uint64_t> yields{ 0 };
+	std::atomic<uint64_t> yields{ 0 }, children{ 0 };
 
 	WEFT_TEST_RUN(2, [&] {
 		for (int round = 0; round < 4; round++) {
+#ifdef WEFT_TEST_HOOKS
+			// Rounds 2 and 3: every unstarted top is stashed.
+			weft_test_yield_skip_peek(round >= 2);
+#endif
 			std::vector<weft_task *> ts;
 			for (int k = 0; k < nt; k++)
-				ts.push_back(go([n, &yields] {
+				ts.push_back(go([n, &yields, &children] {
 					for (uint64_t i = 0; i < n; i++) {
 						if (int r = weft_yield())
 							return r;
 						yields.fetch_add(
 							1, std::memory_order_relaxed);
+						// Unstarted tasks among the started
+						// ones: the top a yield looks at
+						// may be taken, and the next one
+						// unstarted (the stash).
+						if (i % 32 == 0) {
+							weft_task *c = go([&children] {
+								children.fetch_add(1);
+								return 0;
+							});
+							if (!c)
+								return -ENOMEM;
+							weft_detach(c);
+						}
 					}
 					return 0;
 				}));
 			for (weft_task *t : ts)
 				EXPECT_EQ(0, weft_join(t));
 		}
+		// detached children finish before the body's leak check
+		while (children.load() < 4 * nt * ((n + 31) / 32))
+			weft_yield();
+#ifdef WEFT_TEST_HOOKS
+		weft_test_yield_skip_peek(0);
+#endif
 	});
 	EXPECT_EQ(4 * nt * n, yields.load());
+	EXPECT_EQ(4 * nt * ((n + 31) / 32), children.load());
+}
+
+// The stash: a yield's hand-off that pops an unstarted task (a thief took
+// the started one it looked at; forced here by the test hook, which skips
+// the look) cannot switch to it; the scheduler runs it first, so the order
+// is the one a yield always gives: the unstarted child before the yielder.
+TEST(Handoff, YieldPoppingAnUnstartedTaskStashesItForTheScheduler)
+{
+#ifndef WEFT_TEST_HOOKS
+	GTEST_SKIP() << "needs the WEFT_TEST_HOOKS build";
+#else
+	WEFT_TEST_RUN(1, [&] {
+		std::vector<int> order;
+		unsigned long before = weft_test_yield_stashes();
+		weft_test_yield_skip_peek(1);
+		weft_task *y = go([&order] {
+			weft_task *c = go([&order] {
+				order.push_back(1);
+				return 0;
+			});
+			if (!c)
+				return -ENOMEM;
+			int r = weft_yield(); // the child is the deque's top
+			order.push_back(2);
+			int j = weft_join(c);
+			return r ? r : j;
+		});
+		EXPECT_EQ(0, weft_join(y));
+		weft_test_yield_skip_peek(0);
+		EXPECT_EQ((std::vector<int>{ 1, 2 }), order);
+		EXPECT_EQ(before + 1, weft_test_yield_stashes())
+			<< "the yield did not go down the stash path";
+	});
+#endif
 }
 
 } // namespace
