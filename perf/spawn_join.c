@@ -22,9 +22,14 @@
 struct spawn_join {
 	long long n;
 	weft_task **handles; /* BATCH slots, reused by every batch */
-	_Atomic uint64_t counter; /* the tasks' relaxed increments */
 	uint64_t wall_ns;
 	int failed; /* first failed weft call, as -errno */
+	/* The tasks' relaxed increments, on a line of its own: the driver
+	 * reads n and handles at every spawn and join, and a counter on
+	 * their line had the other worker's increments steal it from under
+	 * the driver (the peers' counters are separate allocations). */
+	_Alignas(64) _Atomic uint64_t counter;
+	char pad[64 - sizeof(uint64_t)];
 };
 
 static int incr(void *arg)
