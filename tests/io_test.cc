@@ -441,6 +441,65 @@ TEST_P(IoBackend, FileWriteFsyncReadBack)
 	});
 }
 
+// RELIABILITY D16, file edge cases, the same on both backends: a read at
+// or past the end gives 0; offset -1 on a pipe reads at its (only)
+// position, and so does any other offset (io_uring ignores the offset of
+// a stream and cannot be told otherwise for free: an lseek(2) per call
+// costs 1.2 us here, a cached read 1.3 us; the epoll backend, whose
+// pread(2) says -ESPIPE, follows io_uring); an O_DIRECT read into a buffer that is not aligned is -EINVAL
+// (where the file system takes O_DIRECT at all), and an aligned one works.
+TEST_P(IoBackend, FileEdgeCases)
+{
+	Run(2, [] {
+		int p[2];
+		ASSERT_EQ(0, pipe2(p, O_CLOEXEC));
+		ASSERT_EQ(3, write(p[1], "abc", 3));
+		char b[8];
+		EXPECT_EQ(3, weft_read(p[0], b, sizeof(b), -1));
+		EXPECT_EQ(0, memcmp(b, "abc", 3));
+		EXPECT_EQ(2, weft_write(p[1], "xy", 2, 5));
+		EXPECT_EQ(1, weft_read(p[0], b, 1, 0));
+		EXPECT_EQ('x', b[0]);
+		struct iovec v = { b, sizeof(b) };
+		EXPECT_EQ(1, weft_readv(p[0], &v, 1, 7));
+		EXPECT_EQ('y', b[0]);
+		EXPECT_EQ(1, weft_write(p[1], "z", 1, -1));
+		EXPECT_EQ(1, weft_read(p[0], b, sizeof(b), -1));
+		close(p[1]);
+		EXPECT_EQ(0, weft_read(p[0], b, sizeof(b), -1)) << "EOF";
+		close(p[0]);
+
+		char path[] = "/var/tmp/weft_d16_XXXXXX";
+		int tmp = mkstemp(path);
+		ASSERT_GE(tmp, 0);
+		const size_t blk = 4096;
+		std::vector<char> data(2 * blk, 'd');
+		ASSERT_EQ((ssize_t)data.size(),
+			  write(tmp, data.data(), data.size()));
+		close(tmp);
+		int fd = weft_open(path, O_RDONLY, 0);
+		ASSERT_GE(fd, 0);
+		EXPECT_EQ(0, weft_read(fd, b, sizeof(b), (int64_t)data.size()));
+		EXPECT_EQ(0, weft_read(fd, b, sizeof(b), 1 << 30));
+		EXPECT_EQ(2, weft_read(fd, b, sizeof(b), (int64_t)data.size() - 2));
+		EXPECT_EQ(0, weft_close(fd));
+		int dfd = weft_open(path, O_RDONLY | O_DIRECT, 0);
+		if (dfd == -EINVAL) {
+			fprintf(stderr, "no O_DIRECT here: that part skipped\n");
+		} else {
+			ASSERT_GE(dfd, 0);
+			void *al = nullptr;
+			ASSERT_EQ(0, posix_memalign(&al, blk, 2 * blk));
+			EXPECT_EQ(-EINVAL,
+				  weft_read(dfd, (char *)al + 1, blk, 0));
+			EXPECT_EQ((ssize_t)blk, weft_read(dfd, al, blk, 0));
+			free(al);
+			EXPECT_EQ(0, weft_close(dfd));
+		}
+		unlink(path);
+	});
+}
+
 // RELIABILITY H4: io_uring's length is 32 bits; 4 GiB + 1 must give the
 // kernel's per-call maximum, not 1 byte. /dev/null never touches the buffer.
 TEST_P(IoBackend, HugeLengthIsClampedNotTruncated)

@@ -143,7 +143,10 @@ WEFT_API ssize_t weft_sendmsg(int fd, const struct msghdr *msg, int flags);
  * @fd: a file, pipe or socket.
  * @buf: where to store them.
  * @len: at most this many (clamped to 0x7ffff000).
- * @offset: file offset, or -1 for the current position (pipes, sockets).
+ * @offset: file offset, or -1 for the current position. On a pipe, FIFO,
+ *	socket or other stream any offset means the current position, as
+ *	io_uring reads them, on both backends (a socket flagged
+ *	WEFT_FD_MULTISHOT gives -ESPIPE instead: see weft_fd_set_flags()).
  *
  * On the epoll backend regular files are read with a blocking call.
  *
@@ -157,7 +160,8 @@ WEFT_API ssize_t weft_read(int fd, void *buf, size_t len, int64_t offset);
  * @fd: a file, pipe or socket.
  * @buf: the bytes.
  * @len: how many (clamped to 0x7ffff000).
- * @offset: file offset, or -1 for the current position.
+ * @offset: file offset, or -1 for the current position (any offset on a
+ *	stream, as weft_read()).
  *
  * Context: task only; suspension point.
  * Return: bytes written; -EPIPE (no SIGPIPE reaches the process), -ENOSPC,
@@ -171,7 +175,8 @@ WEFT_API ssize_t weft_write(int fd, const void *buf, size_t len,
  * @fd: a file, pipe or socket.
  * @iov: the buffers (may live on the task's stack).
  * @iovcnt: how many, 0..IOV_MAX.
- * @offset: file offset, or -1 for the current position.
+ * @offset: file offset, or -1 for the current position (any offset on a
+ *	stream, as weft_read()).
  *
  * Context: task only; suspension point.
  * Return: bytes read, or -errno as for weft_read().
@@ -184,7 +189,8 @@ WEFT_API ssize_t weft_readv(int fd, const struct iovec *iov, int iovcnt,
  * @fd: a file, pipe or socket.
  * @iov: the buffers.
  * @iovcnt: how many, 0..IOV_MAX.
- * @offset: file offset, or -1 for the current position.
+ * @offset: file offset, or -1 for the current position (any offset on a
+ *	stream, as weft_read()).
  *
  * Context: task only; suspension point.
  * Return: bytes written, or -errno as for weft_write().
