@@ -441,6 +441,33 @@ TEST_P(IoBackend, FileWriteFsyncReadBack)
 	});
 }
 
+// RELIABILITY A14 and H2: a NULL host listens on 127.0.0.1 only, never on
+// every interface; port 0 gives an ephemeral port; a backlog <= 0 or past
+// somaxconn is clamped, not an error; a host name is -EINVAL (above).
+TEST_P(IoBackend, ListenDefaultsToLoopbackAndClampsTheBacklog)
+{
+	Run(1, [] {
+		for (int backlog : { 0, -5, 1 << 30 }) {
+			int l = weft_listen_tcp(nullptr, 0, backlog);
+			ASSERT_GE(l, 0) << backlog;
+			struct sockaddr_in sa = {};
+			socklen_t sl = sizeof(sa);
+			ASSERT_EQ(0,
+				  getsockname(l, (struct sockaddr *)&sa, &sl));
+			EXPECT_EQ(AF_INET, sa.sin_family);
+			EXPECT_EQ(htonl(INADDR_LOOPBACK), sa.sin_addr.s_addr);
+			EXPECT_NE(0, ntohs(sa.sin_port));
+			int c = weft_dial_tcp("127.0.0.1", ntohs(sa.sin_port));
+			EXPECT_GE(c, 0);
+			int a = weft_accept(l, nullptr, nullptr);
+			EXPECT_GE(a, 0);
+			weft_close(a);
+			weft_close(c);
+			weft_close(l);
+		}
+	});
+}
+
 // RELIABILITY D16, file edge cases, the same on both backends: a read at
 // or past the end gives 0; offset -1 on a pipe reads at its (only)
 // position, and so does any other offset (io_uring ignores the offset of
