@@ -1333,6 +1333,50 @@ TEST(Limiter, CancelledCallerGivesItsSlotBack)
 	weft_limiter_free(l);
 }
 
+// RELIABILITY E11, limiter extremes. 1e9 per second (a 1 ns interval) with
+// a burst of 1: no division by zero, and 10^5 calls pass in the time the
+// slots allow (0.1 ms), not one timer tick each. 1e-9 per second (one
+// call every ~31.7 years: the interval is still below 2^63 ns): the first
+// call passes; twelve callers in turn each wait for a slot decades away
+// and are cancelled. Cancelled slots are given back; were they not, the
+// twelfth slot would lie ~380 years ahead, past 2^63 ns: none may wrap
+// to the past and pass.
+TEST(Limiter, ExtremeRates)
+{
+	weft_limiter *fast = weft_limiter_new(1e9, 1);
+	weft_limiter *slow = weft_limiter_new(1e-9, 1);
+	ASSERT_NE(nullptr, fast);
+	ASSERT_NE(nullptr, slow);
+	WEFT_TEST_RUN(2, [&] {
+		uint64_t t0 = weft_now();
+		for (int i = 0; i < 100000; i++)
+			ASSERT_EQ(0, weft_limiter_acquire(fast));
+		EXPECT_LT(weft_now() - t0, WEFT_SEC(20));
+
+		ASSERT_EQ(0, weft_limiter_acquire(slow)); // the burst
+		for (int round = 0; round < 12; round++) {
+			weft_task *t = go([&] {
+				return weft_limiter_acquire(slow);
+			});
+			ASSERT_TRUE(wait_until([&] {
+				return weft__limiter_nsleepers(slow) == 1;
+			}));
+			// Waits: its slot did not wrap to the past.
+			weft_sleep(WEFT_MSEC(2));
+			EXPECT_EQ(1u, weft__limiter_nsleepers(slow));
+			weft_cancel(t);
+			EXPECT_EQ(-ECANCELED, weft_join(t));
+		}
+		// A scope's deadline ends a decades-long wait too, at once.
+		weft_scope sc;
+		weft_scope_enter(&sc, WEFT_MSEC(10));
+		EXPECT_EQ(-ETIMEDOUT, weft_limiter_acquire(slow));
+		EXPECT_EQ(-ETIMEDOUT, weft_scope_exit(&sc));
+	});
+	weft_limiter_free(fast);
+	weft_limiter_free(slow);
+}
+
 TEST(Limiter, PendingCancellationFailsAtEntry)
 {
 	weft_limiter *l = weft_limiter_new(1000, 10);
