@@ -399,8 +399,7 @@ static bool ready_local_queue(struct weft__worker *w, struct weft__task *t,
 	return true;
 }
 
-void weft__ready_local(struct weft__worker *w, struct weft__task *t,
-		       bool lifo)
+void weft__ready_local(struct weft__worker *w, struct weft__task *t, bool lifo)
 {
 	if (ready_local_queue(w, t, lifo))
 		weft__notify(w->rt);

@@ -325,11 +325,12 @@ struct weft__worker {
 	bool searching;			/* counted in rt->nsearching */
 	struct weft__ctx sched_ctx;	/* the worker thread's own stack */
 	struct weft__task *current;	/* task running now, or NULL */
-	/* a task that parked by switching straight to another (worker.c,
-	 * weft__task_switch_out()): its publish is still to be done, by the
-	 * task it switched to. Owner only. */
+	/* a task that parked or yielded by switching straight to another
+	 * (worker.c, weft__task_switch_out()): its publish, or its queueing
+	 * if handoff_yield, is still to be done, by the task it switched to.
+	 * Owner only. */
 	struct weft__task *handoff;
-	bool handoff_yield;		/* ... and it yielded: queue it */
+	bool handoff_yield;
 	/* an item a yield's hand-off popped but cannot switch to (not
 	 * started): the scheduler runs it first. Owner only. */
 	void *yield_stash;

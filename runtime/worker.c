@@ -1046,7 +1046,6 @@ static struct weft__task *yield_pick(struct weft__worker *w)
 	return item;
 }
 
-
 /* On the task switched to: publish the task that handed over (step 3 of
  * wait.c's protocol, as run_task() does after a park), or queue it if it
  * yielded. */
