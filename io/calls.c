@@ -98,11 +98,10 @@ static ssize_t sys_call(struct weft__io_op *op)
 	if (r < 0 && errno == ESPIPE && op->off >= 0 &&
 	    op->opcode != WEFT__OP_OPEN && op->opcode != WEFT__OP_FSYNC) {
 		/* A pipe, FIFO or socket: io_uring ignores the offset of
-		 * such a file, so the epoll backend does too (io.h). */
-		struct weft__io_op plain = *op;
-
-		plain.off = -1;
-		return sys_call(&plain);
+		 * such a file, so the epoll backend does too (io.h); for
+		 * good, so a retry after EAGAIN does not fail the same way. */
+		op->off = -1;
+		return sys_call(op);
 	}
 	if (r < 0) {
 		r = -errno;

@@ -408,6 +408,20 @@ static void stop_searching(struct weft__worker *w)
 		weft__notify(rt);
 }
 
+/* The owner's look at its deque's top item, or NULL. A thief may take it
+ * meanwhile: the caller only reads atomics of a record that is never
+ * freed, and a later deque_pop() takes whatever is on top then. */
+static void *peek_top(struct weft__worker *w)
+{
+	int64_t top = atomic_load_explicit(&w->dq.top, memory_order_acquire);
+	int64_t bot = atomic_load_explicit(&w->dq.bottom, memory_order_relaxed);
+
+	if (top >= bot)
+		return NULL;
+	return atomic_load_explicit(&w->dq.buf[top & (WEFT__DEQUE_CAP - 1)],
+				    memory_order_relaxed);
+}
+
 /*
  * The owner's look at the oldest item of its own deque: a task that already
  * ran (it was woken, not just spawned) and has waited there since before
@@ -417,17 +431,9 @@ static void stop_searching(struct weft__worker *w)
  */
 static void *fair_pick(struct weft__worker *w)
 {
-	int64_t top = atomic_load_explicit(&w->dq.top, memory_order_acquire);
-	int64_t bot = atomic_load_explicit(&w->dq.bottom, memory_order_relaxed);
-	void *item;
+	void *item = peek_top(w);
 
-	if (top >= bot)
-		return NULL;
-	item = atomic_load_explicit(&w->dq.buf[top & (WEFT__DEQUE_CAP - 1)],
-				    memory_order_relaxed);
-	/* A thief may take it meanwhile: we only read atomics of a record
-	 * that is never freed, and deque_pop() takes whatever is on top.
-	 * Fresh entries are unstarted by definition. */
+	/* Fresh entries are unstarted by definition. */
 	if (!item || ((uintptr_t)item & WEFT__ITEM_FRESH))
 		return NULL;
 	struct weft__task *t = item;
@@ -926,30 +932,45 @@ static void run_task(struct weft__worker *w, void *item)
  * started (a woken task always is). Anything else goes through the
  * scheduler, which then makes the same choice the long way.
  */
+/* Must the next pick (at @tick) go through the scheduler? Due timers,
+ * the 61-tick turn, pinned work, the inbox, a stash or starved tasks. */
+static bool scheduler_due(struct weft__worker *w, uint64_t tick)
+{
+	return !w->rt->handoff || w->pin_head || w->yield_stash ||
+	       w->starved_head ||
+	       atomic_load_explicit(&w->inbox_len, memory_order_relaxed) ||
+	       tick % 61 == 0 ||
+	       ((tick & 3) == 0 &&
+		atomic_load_explicit(&w->next_deadline, memory_order_relaxed) !=
+			UINT64_MAX);
+}
+
+/* Take the LIFO slot's task if it has started (a woken task always has);
+ * one that has not goes to the deque for the scheduler to start. */
+static struct weft__task *take_lifo_started(struct weft__worker *w)
+{
+	/* acq_rel as in next_task(): a thief may empty the slot first. */
+	struct weft__task *n =
+		atomic_exchange_explicit(&w->lifo, NULL, memory_order_acq_rel);
+
+	if (n && WEFT__UNLIKELY(!n->stack)) { /* never seen */
+		weft__deque_push_or_spill(w, n);
+		return NULL;
+	}
+	return n;
+}
+
 static struct weft__task *handoff_pick(struct weft__worker *w)
 {
 	uint64_t tick = w->tick + 1;
 	struct weft__task *n;
 
-	if (!w->rt->handoff || w->lifo_streak >= 3 || w->after_yield ||
-	    w->pin_head || w->yield_stash ||
-	    atomic_load_explicit(&w->inbox_len, memory_order_relaxed) ||
-	    tick % 61 == 0 ||
-	    ((tick & 3) == 0 &&
-	     atomic_load_explicit(&w->next_deadline, memory_order_relaxed) !=
-		     UINT64_MAX) ||
+	if (w->lifo_streak >= 3 || w->after_yield || scheduler_due(w, tick) ||
 	    !atomic_load_explicit(&w->lifo, memory_order_relaxed))
 		return NULL;
-	/* acq_rel as in next_task(): a thief may empty the slot first. */
-	n = atomic_exchange_explicit(&w->lifo, NULL, memory_order_acq_rel);
+	n = take_lifo_started(w);
 	if (!n)
 		return NULL;
-	if (WEFT__UNLIKELY(!n->stack)) {
-		/* never seen: woken tasks have started. Let the scheduler
-		 * start it. */
-		weft__deque_push_or_spill(w, n);
-		return NULL;
-	}
 	w->tick = tick;
 	w->lifo_streak++;
 	return n;
@@ -1005,32 +1026,16 @@ static struct weft__task *yield_pick(struct weft__worker *w)
 	struct weft__task *n;
 	void *item;
 
-	if (!w->rt->handoff || w->pin_head || w->starved_head ||
-	    w->yield_stash ||
-	    atomic_load_explicit(&w->inbox_len, memory_order_relaxed) ||
-	    tick % 61 == 0 ||
-	    ((tick & 3) == 0 &&
-	     atomic_load_explicit(&w->next_deadline, memory_order_relaxed) !=
-		     UINT64_MAX))
+	if (scheduler_due(w, tick))
 		return NULL;
 	if (atomic_load_explicit(&w->lifo, memory_order_relaxed)) {
-		n = atomic_exchange_explicit(&w->lifo, NULL,
-					     memory_order_acq_rel);
-		if (n && WEFT__LIKELY(n->stack)) {
+		n = take_lifo_started(w);
+		if (n)
 			w->tick = tick;
-			return n;
-		}
-		if (n) /* never seen: woken tasks have started */
-			weft__deque_push_or_spill(w, n);
-		return NULL;
+		return n;
 	}
 	/* A look at the top first, as fair_pick(): only a started task. */
-	int64_t top = atomic_load_explicit(&w->dq.top, memory_order_acquire);
-	int64_t bot = atomic_load_explicit(&w->dq.bottom, memory_order_relaxed);
-	if (top >= bot)
-		return NULL;
-	item = atomic_load_explicit(&w->dq.buf[top & (WEFT__DEQUE_CAP - 1)],
-				    memory_order_relaxed);
+	item = peek_top(w);
 	if (!item || (((uintptr_t)item & WEFT__ITEM_FRESH) && !skip_peek()))
 		return NULL;
 	item = deque_pop(w, true);
