@@ -93,11 +93,14 @@
  * write(2) only and aborts; anything else puts the previous disposition
  * back and returns, so the fault repeats and is handled as if we had not
  * been there. A signal that does not repeat is raised again first: one
- * sent by kill(), or one the kernel forces (SI_KERNEL) when it cannot
- * write the frame of another signal's handler (a handler without
- * SA_ONSTACK interrupting a task near the end of its stack). Returning
- * from that one alone lost the signal, skipped the crash and left
- * SIGSEGV at SIG_DFL for good. We install only over SIG_DFL: a program
+ * sent by kill(), or a SIGSEGV the kernel forces (SI_KERNEL) for another
+ * reason than a #GP. Returning from that one alone lost the signal,
+ * skipped the crash and left SIGSEGV at SIG_DFL for good. The kernel
+ * forces one when it cannot write the frame of another signal's handler
+ * (a handler without SA_ONSTACK interrupting a task near the end of its
+ * stack): when the interrupted stack pointer is within a signal frame of
+ * the guard, that is reported as the task's overflow, with a line saying
+ * why (frame_did_not_fit()). We install only over SIG_DFL: a program
  * with its own handler keeps it. ASan and TSan builds install nothing:
  * the sanitizer owns SIGSEGV and reports the overflow itself.
  *
@@ -116,8 +119,10 @@
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/auxv.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <ucontext.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -920,11 +925,14 @@ static size_t put_uint(char *buf, size_t at, size_t cap, size_t v)
 	return at;
 }
 
-/* Async-signal-safe: write(2), sigaction(2), sigprocmask(2), abort(3). */
+/*
+ * Async-signal-safe: write(2), sigaction(2), sigprocmask(2), abort(3).
+ * @why: NULL, or a line of explanation printed after the report.
+ */
 __attribute__((noreturn)) static void
-report_overflow(const struct weft__overflow_info *info)
+report_overflow(const struct weft__overflow_info *info, const char *why)
 {
-	char buf[256];
+	char buf[512];
 	size_t n = 0, cap = sizeof(buf);
 	/* NULL: no task record at hand; "": an unnamed task (as the dumps
 	 * show it). */
@@ -939,6 +947,8 @@ report_overflow(const struct weft__overflow_info *info)
 	n = put_str(buf, n, cap, "' (", cap);
 	n = put_uint(buf, n, cap, info->stack->size);
 	n = put_str(buf, n, cap, "-byte stack)\n", cap);
+	if (why)
+		n = put_str(buf, n, cap, why, cap);
 	for (size_t done = 0; done < n;) {
 		ssize_t w = write(STDERR_FILENO, buf + done, n - done);
 
@@ -957,13 +967,70 @@ report_overflow(const struct weft__overflow_info *info)
 	abort();
 }
 
+/*
+ * The interrupted stack pointer of a signal's context, or 0 where we do
+ * not know where the port keeps it.
+ */
+static uintptr_t interrupted_sp(const void *uctx)
+{
+	const ucontext_t *uc = uctx;
+
+	if (!uc)
+		return 0;
+#if defined(__x86_64__)
+	return (uintptr_t)uc->uc_mcontext.gregs[REG_RSP];
+#elif defined(__aarch64__)
+	return (uintptr_t)uc->uc_mcontext.sp;
+#else
+	return 0;
+#endif
+}
+
+/*
+ * The most a signal frame can need below the interrupted stack pointer:
+ * the kernel's own figure for this CPU (AT_MINSIGSTKSZ, with the xsave
+ * area), the x86-64 red zone and some alignment. Read when the handler
+ * is installed: the handler calls nothing that is not async-signal-safe.
+ */
+static size_t sigframe_room;
+
+static void sigframe_room_init(void)
+{
+	unsigned long frame = getauxval(AT_MINSIGSTKSZ); /* 0: unknown */
+
+	if (frame == 0 || frame > ((size_t)64 << 10))
+		frame = 4096;
+	sigframe_room = (size_t)frame + 128 + 256;
+}
+
+/*
+ * Did the kernel fail to write a signal frame on the task's stack? When a
+ * handler without SA_ONSTACK interrupts a task near the end of its stack,
+ * the frame runs into the guard, the handler never runs, and the kernel
+ * forces a SIGSEGV (SI_KERNEL, no address) instead. The fault is ours
+ * when the interrupted stack pointer leaves less than a frame above the
+ * guard (or is already in it: a large frame not yet probed). A #GP (also
+ * SI_KERNEL) that happens that close to the guard is reported as an
+ * overflow too; it would have been one at the next call anyway.
+ */
+static bool frame_did_not_fit(const struct weft__overflow_info *info,
+			      const siginfo_t *si, const void *uctx)
+{
+	uintptr_t sp = interrupted_sp(uctx), lo, guard;
+
+	if (si->si_code != SI_KERNEL || !info || !info->stack || !sp)
+		return false;
+	lo = (uintptr_t)info->stack->lo;
+	guard = weft__stack_guard_size();
+	return sp >= lo - guard && sp < lo + sigframe_room;
+}
+
 static void overflow_handler(int sig, siginfo_t *si, void *uctx)
 {
 	const struct weft__overflow_info *info = cur_info;
 	int i = sig == SIGBUS;
 	int saved_errno = errno;
 
-	(void)uctx;
 	/* A fault of weft__copy_out() in the user's buffer: -EFAULT. */
 	if (si->si_code > 0 && copy_env &&
 	    (uintptr_t)si->si_addr - copy_lo < copy_hi - copy_lo) {
@@ -975,7 +1042,12 @@ static void overflow_handler(int sig, siginfo_t *si, void *uctx)
 	/* si_code > 0: raised by the kernel for a fault, not by kill(). */
 	if (si->si_code > 0 && info && info->stack &&
 	    weft__stack_in_guard(info->stack, si->si_addr))
-		report_overflow(info);
+		report_overflow(info, NULL);
+	if (sig == SIGSEGV && frame_did_not_fit(info, si, uctx))
+		report_overflow(info,
+				"weft: a signal arrived with too little stack "
+				"left for its handler's frame; a handler that "
+				"can interrupt a task needs SA_ONSTACK\n");
 	/* Not ours: as if we had never been installed. Sent by kill() or
 	 * forced by the kernel (SI_KERNEL: also a #GP, which would repeat,
 	 * but a signal frame that could not be written does not), nothing
@@ -1001,6 +1073,7 @@ int weft__overflow_handler_install(void)
 	sigemptyset(&act.sa_mask);
 
 	pthread_mutex_lock(&install_lock);
+	sigframe_room_init(); /* before the handler can run */
 	for (int i = 0; i < 2; i++) {
 		if (sigaction(sigs[i], NULL, &cur) != 0) {
 			ret = -errno;

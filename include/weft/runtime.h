@@ -25,7 +25,12 @@ WEFT_EXTERN_C_BEGIN
  *	0: 256 KiB (x4 in sanitizer builds). Clamped to [16 KiB, 1 GiB],
  *	then rounded up so that the stack and its 128-byte header fill
  *	whole pages (a stack overflow report gives the usable size: 266,112
- *	bytes for the 256 KiB default with 4 KiB pages).
+ *	bytes for the 256 KiB default with 4 KiB pages). A task that runs
+ *	into its guard page is reported on stderr ("weft: stack overflow in
+ *	task 'name' (N-byte stack)") and the process aborts. Each worker has
+ *	an alternate signal stack: give signal handlers SA_ONSTACK. Without
+ *	it a handler's frame is written on the interrupted task's stack; one
+ *	that does not fit there is reported as that task's overflow too.
  * @offload_max: most offload threads alive at once (0: 512); see
  *	weft_offload() in weft/offload.h.
  * @ring_entries: io_uring SQ size per worker (0: default).
