@@ -1005,9 +1005,14 @@ int stuck_spinner(void *p)
 
 TEST(Sleep, IdleWorkerFiresTheTimersOfAStuckOne)
 {
+	// A round passes when the sleeper woke while its worker was still
+	// stuck. Without the idle worker's help no round can pass; with it a
+	// round fails only when the machine keeps the idle worker's thread
+	// off the CPU for the whole 380 ms (seen once under TSan at a load
+	// average of 60). So: 2 passing rounds, at most 8 tried.
 	WEFT_TEST_RUN(2, [] {
-		int tried = 0, exercised = 0;
-		while (exercised < 2 && tried++ < 40) {
+		int tried = 0, exercised = 0, passed = 0;
+		while (passed < 2 && exercised < 8 && tried++ < 80) {
 			StuckTimer s;
 			weft_spawn_opts o{};
 			o.flags = WEFT_SPAWN_PINNED;
@@ -1019,10 +1024,13 @@ TEST(Sleep, IdleWorkerFiresTheTimersOfAStuckOne)
 			if (s.b_worker.load() != s.a_worker.load())
 				continue;
 			exercised++;
-			EXPECT_LT(s.b_woke.load(), s.a_done.load())
-				<< "the sleeper waited for the stuck worker";
+			if (s.b_woke.load() < s.a_done.load())
+				passed++;
 		}
-		EXPECT_EQ(2, exercised) << "never got both on one worker";
+		EXPECT_EQ(2, passed)
+			<< "the sleeper waited for the stuck worker in "
+			<< exercised - passed << " of " << exercised
+			<< " rounds with both on one worker";
 	});
 }
 
