@@ -193,7 +193,8 @@ size_t weft__deque_steal_half(struct weft__deque *victim,
  * @out: receives the items, oldest first.
  * @max: the most items to remove.
  *
- * For spilling half of a full deque to the global injection queue. One CAS
+ * For spilling half of a full deque to the global injection queue, and
+ * for the owner's own FIFO pops (a yield's next task). One CAS
  * claims the whole batch: that is safe here (unlike in steal_half) because
  * the caller is the owner, so nobody moves bottom during the call. With
  * @max >= 1 the next push succeeds: 0 is returned only for an empty deque,

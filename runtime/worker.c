@@ -289,15 +289,11 @@ static void *deque_pop(struct weft__worker *w, bool fifo)
 
 	if (!fifo)
 		return weft__deque_take(&w->dq);
-	/* The owner may steal from its own top (FIFO end). */
-	for (int tries = 0; tries < 8; tries++) {
-		int r = weft__deque_steal(&w->dq, &p);
-		if (r == WEFT__STEAL_OK)
-			return p;
-		if (r == WEFT__STEAL_EMPTY)
-			break;
-	}
-	return weft__deque_take(&w->dq);
+	/* The owner takes from its own top (FIFO end) as a thief would, but
+	 * without a thief's fence: bottom is its own and cannot move during
+	 * the call, so only the CAS on top races (with thieves). One
+	 * serialising instruction less per yield. 0: the deque is empty. */
+	return weft__deque_take_top(&w->dq, &p, 1) ? p : NULL;
 }
 
 /* Take a fair share of the injection queue (at most 64) in one lock: the
