@@ -909,6 +909,78 @@ TEST(Yield, RunsTheTaskItJustWokeFirst)
 	});
 }
 
+// The global queue's turn (every 61st tick) holds among tasks that only
+// yield to each other, hand-offs included: a task submitted from another
+// thread to a one-worker runtime whose two tasks yield in a loop runs
+// within about 61 yields. Without the turn it would wait for both to stop.
+namespace
+{
+struct Yielders {
+	std::atomic<uint64_t> yields{ 0 }, at_submit{ 0 }, at_run{ 0 };
+	std::atomic<bool> ran{ false };
+};
+Yielders *g_yielders;
+
+int yield_until_submitted_runs(void *)
+{
+	const uint64_t cap = 50000000; // a bug shows as this many
+	while (!g_yielders->ran.load() && g_yielders->yields.load() < cap) {
+		g_yielders->yields.fetch_add(1);
+		if (int r = weft_yield())
+			return r;
+	}
+	return 0;
+}
+} // namespace
+
+TEST(Yield, SubmittedTaskRunsWithinAGlobalTurn)
+{
+	Yielders y;
+	g_yielders = &y;
+	weft_runtime *rt = nullptr;
+	weft_config cfg{};
+	cfg.workers = 1;
+	ASSERT_EQ(0, weft_runtime_new(&rt, &cfg));
+	std::thread submitter([&] {
+		while (y.yields.load() < 10000)
+			std::this_thread::yield();
+		ASSERT_EQ(0, weft_submit(
+				     rt,
+				     [](void *) -> int {
+					     g_yielders->at_run =
+						     g_yielders->yields.load();
+					     g_yielders->ran = true;
+					     return 0;
+				     },
+				     nullptr));
+		// After the submit returns: its own first-call latency
+		// (milliseconds in a debug build) is not what is measured.
+		y.at_submit = y.yields.load();
+	});
+	EXPECT_EQ(0,
+		  weft_block_on(
+			  rt,
+			  [](void *) -> int {
+				  weft_task *a = weft_spawn(
+					  yield_until_submitted_runs, nullptr);
+				  weft_task *b = weft_spawn(
+					  yield_until_submitted_runs, nullptr);
+				  int ra = weft_join(a), rb = weft_join(b);
+				  return ra ? ra : rb;
+			  },
+			  nullptr));
+	submitter.join();
+	EXPECT_EQ(0, weft_runtime_free(rt));
+	ASSERT_TRUE(y.ran.load()) << "the submitted task never ran";
+	fprintf(stderr, "submit returned at yield %llu, ran at %llu\n",
+		(unsigned long long)y.at_submit.load(),
+		(unsigned long long)y.at_run.load());
+	// One turn is at most 61 ticks away (a yield is one tick). The task
+	// may also run before the submit has returned (negative).
+	EXPECT_LE((int64_t)(y.at_run.load() - y.at_submit.load()), 200)
+		<< "yields between the submit's return and the run";
+}
+
 TEST(Sleep, NeverEarly)
 {
 	WEFT_TEST_RUN(2, [] {
