@@ -709,17 +709,19 @@ static unsigned op_cqe(struct weft__worker *w, struct uring *u, uint64_t ud,
 	struct weft__io_op *op =
 		(struct weft__io_op *)(uintptr_t)(ud & UD_PTR_MASK);
 
-	/* A stale completion (RELIABILITY D11): its op has ended, or the
-	 * slot holds an op armed since, with a new generation in op->ud.
-	 * The kernel posts one CQE per single-shot op and weft waits for it
-	 * before the op's frame may end, so only a kernel or reactor bug
-	 * (or the cqe_stale fault) gets here; completing it would hand the
-	 * new op an old result while the kernel still writes to its buffer.
-	 * The frame is on a task stack, which stays mapped while the runtime
-	 * lives, so the look is safe; a 16-bit generation that wrapped
-	 * exactly (65536 arms on this worker in between) is not caught. */
+	/* A stale completion (RELIABILITY D11): its op has ended, is being
+	 * armed again (owner NULL), was armed since on another worker, or
+	 * on this one with a new generation in op->ud. The kernel posts one
+	 * CQE per single-shot op and weft waits for it before the op's frame
+	 * may end, so only a kernel or reactor bug (or the cqe_stale fault)
+	 * gets here; completing it would hand the new op an old result while
+	 * the kernel still writes to its buffer. The frame is on a task
+	 * stack, which stays mapped while the runtime lives, so the look is
+	 * safe, but it is a best effort: a 16-bit generation that wrapped
+	 * exactly (65536 arms on this worker in between) is not caught, and
+	 * the loads race with another worker reusing the frame. */
 	if (WEFT__UNLIKELY(
-		    op->ud != ud ||
+		    op->owner != w || op->ud != ud ||
 		    atomic_load_explicit(&op->done, memory_order_relaxed))) {
 		weft__io_stat_inc(&u->common.stale_cqes);
 		return 0;
@@ -794,20 +796,34 @@ static unsigned handle_op(struct weft__worker *w, struct uring *u, uint64_t ud,
 	return op_cqe(w, u, ud, res);
 }
 
-/* Handle the held completions that are due (all when @all), in order. */
+/* Handle the held completions that are due (all when @all), in order,
+ * the ops' before the cancels' ("cancel_delay": a cancel's completion
+ * comes after its target's when both are due). */
 static unsigned undelay(struct weft__worker *w, struct uring *u, bool all)
 {
-	unsigned woken = 0, i = 0, kept = 0;
+	unsigned woken = 0, kept = 0;
 
 	/* handle_op() may append a replay: count it in as it comes */
-	for (; i < u->ndelayed; i++) {
+	for (unsigned i = 0; i < u->ndelayed; i++) {
 		struct delayed_cqe c = u->delayed[i];
 		if (!all && (int)(u->reaps - c.due) < 0)
 			u->delayed[kept++] = c;
-		else if (c.ud == TAG_CANCEL)
+		else if (c.ud != TAG_CANCEL)
+			woken += handle_op(w, u, c.ud, c.res, c.replay);
+		else
+			u->delayed[kept++] =
+				(struct delayed_cqe){ .ud = TAG_CANCEL,
+						      .res = c.res,
+						      .due = u->reaps };
+	}
+	u->ndelayed = kept;
+	kept = 0;
+	for (unsigned i = 0; i < u->ndelayed; i++) {
+		struct delayed_cqe c = u->delayed[i];
+		if (c.ud == TAG_CANCEL && (all || (int)(u->reaps - c.due) >= 0))
 			cancel_cqe(c.res);
 		else
-			woken += handle_op(w, u, c.ud, c.res, c.replay);
+			u->delayed[kept++] = c;
 	}
 	u->ndelayed = kept;
 	publish_held(u);
