@@ -39,7 +39,9 @@
  * arm generation in bits 48-63, or one of the small tags below. The
  * generation keeps a late ASYNC_CANCEL (its target completed first and the
  * task armed a new op in the same stack slot) from hitting the new op:
- * it names the old generation. User addresses fit in 47 bits (task stacks
+ * it names the old generation, and lets op_cqe() ignore (and count, in
+ * weft_io_stats.stale_cqes) a completion for a slot armed again since
+ * (RELIABILITY D11). User addresses fit in 47 bits (task stacks
  * come from weft's own mmap arena, never from a high-address hint). Bit 0
  * (op records are 8-aligned) marks a multishot recv (io/stream.c): its
  * completions go to weft__io_stream_cqe(); bit 1 a multishot accept

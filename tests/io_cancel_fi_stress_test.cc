@@ -139,8 +139,8 @@ TEST_P(IoCancelFiStress, CancelRacingDataLosesNoByte)
 			weft_io_stats st;
 			weft_io_stats_get(nullptr, &st);
 			EXPECT_EQ(0u, st.stale_cqes);
-			printf("  [%s] rounds %llu: cancelled %u, bytes returned "
-			       "after a cancel %u, %zu bytes\n",
+			printf("  [%s] rounds %llu: -ECANCELED %u, bytes "
+			       "with a cancel pending %u, %zu bytes\n",
 			       spec, (unsigned long long)rounds, cancelled,
 			       bytes_won, sent.size());
 			weft_close(sv[0]);
