@@ -98,21 +98,13 @@ static const struct {
 	const char *name;
 	int err;
 } errnos[] = {
-	{ "EPERM", EPERM },
-	{ "ENOSYS", ENOSYS },
-	{ "ENOMEM", ENOMEM },
-	{ "EMFILE", EMFILE },
-	{ "ENFILE", ENFILE },
-	{ "EAGAIN", EAGAIN },
-	{ "EINTR", EINTR },
-	{ "EBUSY", EBUSY },
-	{ "EINVAL", EINVAL },
-	{ "EACCES", EACCES },
-	{ "ENOBUFS", ENOBUFS },
-	{ "EIO", EIO },
+	{ "EPERM", EPERM },   { "ENOSYS", ENOSYS }, { "ENOMEM", ENOMEM },
+	{ "EMFILE", EMFILE }, { "ENFILE", ENFILE }, { "EAGAIN", EAGAIN },
+	{ "EINTR", EINTR },   { "EBUSY", EBUSY },   { "EINVAL", EINVAL },
+	{ "EACCES", EACCES }, { "ENOBUFS", ENOBUFS }, { "EIO", EIO },
 	{ "ECONNABORTED", ECONNABORTED },
-	{ "ENOENT", ENOENT },
-	{ "EALREADY", EALREADY },
+	/* for cancel_res and cancel_target */
+	{ "ENOENT", ENOENT }, { "EALREADY", EALREADY },
 	{ "ECANCELED", ECANCELED },
 };
 
