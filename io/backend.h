@@ -113,6 +113,7 @@ struct weft__io_worker {
 	/* weft_io_stats: written by the owner (weft__io_stat_inc), read by
 	 * weft_io_stats_get() from any thread */
 	_Atomic uint64_t enters, sleeps, cq_overflows, cq_dropped;
+	_Atomic uint64_t stale_cqes; /* io/uring.c op_cqe() */
 };
 
 int weft__io_worker_init(struct weft__io_worker *c);

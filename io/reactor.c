@@ -267,6 +267,8 @@ WEFT_API void weft_io_stats_get(const weft_runtime *h, weft_io_stats *out)
 							  memory_order_relaxed);
 		out->cq_dropped += atomic_load_explicit(&c->cq_dropped,
 							memory_order_relaxed);
+		out->stale_cqes += atomic_load_explicit(&c->stale_cqes,
+							memory_order_relaxed);
 	}
 }
 

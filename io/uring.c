@@ -39,7 +39,9 @@
  * arm generation in bits 48-63, or one of the small tags below. The
  * generation keeps a late ASYNC_CANCEL (its target completed first and the
  * task armed a new op in the same stack slot) from hitting the new op:
- * it names the old generation. User addresses fit in 47 bits (task stacks
+ * it names the old generation, and lets op_cqe() ignore (and count, in
+ * weft_io_stats.stale_cqes) a completion for a slot armed again since
+ * (RELIABILITY D11). User addresses fit in 47 bits (task stacks
  * come from weft's own mmap arena, never from a high-address hint). Bit 0
  * (op records are 8-aligned) marks a multishot recv (io/stream.c): its
  * completions go to weft__io_stream_cqe(); bit 1 a multishot accept
@@ -69,6 +71,7 @@
 #include <unistd.h>
 
 #include "io/backend.h"
+#include "runtime/test_hooks.h"
 #include "runtime/waitq.h"
 
 #define TAG_KICK 1u /* the eventfd read */
@@ -128,16 +131,20 @@ struct uring {
 	char *bufs; /* pbuf_n buffers of pbuf_sz bytes */
 	unsigned pbuf_n, pbuf_sz;
 	_Atomic uint32_t pbuf_lock; /* over br->tail; any thread */
-	/* Test builds' "cqe_delay:D" (RELIABILITY 3.5): completions of
-	 * single-shot ops held back for D reaps, oldest first. */
+	/* Test builds' "cqe_delay:D", "cancel_delay:D" and "cqe_stale:K"
+	 * (RELIABILITY 3.5, D9, D11): completions of single-shot ops and of
+	 * cancels held back, and replays, oldest first. */
 	struct delayed_cqe *delayed;
 	unsigned ndelayed, reaps;
+	/* weft_test_io_ring_counts(): written by the owner, read anywhere */
+	_Atomic unsigned long held_pub, replayed;
 };
 
 struct delayed_cqe {
 	uint64_t ud;
 	int res;
 	unsigned due; /* u->reaps at which it is handled */
+	bool replay; /* cqe_stale's copy of a completion already handled */
 };
 #define DELAY_MAX 1024u
 
@@ -704,6 +711,23 @@ static unsigned op_cqe(struct weft__worker *w, struct uring *u, uint64_t ud,
 	struct weft__io_op *op =
 		(struct weft__io_op *)(uintptr_t)(ud & UD_PTR_MASK);
 
+	/* A stale completion (RELIABILITY D11): its op has ended, is being
+	 * armed again (owner NULL), was armed since on another worker, or
+	 * on this one with a new generation in op->ud. The kernel posts one
+	 * CQE per single-shot op and weft waits for it before the op's frame
+	 * may end, so only a kernel or reactor bug (or the cqe_stale fault)
+	 * gets here; completing it would hand the new op an old result while
+	 * the kernel still writes to its buffer. The frame is on a task
+	 * stack, which stays mapped while the runtime lives, so the look is
+	 * safe, but it is a best effort: a 16-bit generation that wrapped
+	 * exactly (65536 arms on this worker in between) is not caught, and
+	 * the loads race with another worker reusing the frame. */
+	if (WEFT__UNLIKELY(
+		    op->owner != w || op->ud != ud ||
+		    atomic_load_explicit(&op->done, memory_order_relaxed))) {
+		weft__io_stat_inc(&u->common.stale_cqes);
+		return 0;
+	}
 	/* write(2) on a socket or pipe whose reader is gone raised SIGPIPE
 	 * in this thread. */
 	if (res == -EPIPE &&
@@ -713,13 +737,32 @@ static unsigned op_cqe(struct weft__worker *w, struct uring *u, uint64_t ud,
 	return weft__io_complete(w, op, res);
 }
 
+/* The completion of one of weft's ASYNC_CANCELs: nothing to do (see
+ * prep_cancel()), but test builds may rewrite its result ("cancel_res"),
+ * which must not matter either. */
+static void cancel_cqe(int res)
+{
+	int v = weft__fault(WEFT__F_CANCEL_RES);
+
+	if (v)
+		res = v == WEFT_TEST_FAULT_RES0 ? 0 : -v;
+	(void)res;
+}
+
+static void publish_held(struct uring *u)
+{
+	atomic_store_explicit(&u->held_pub, u->ndelayed, memory_order_relaxed);
+}
+
 /*
- * "cqe_delay:D" (test builds): hold an op's completion back for D reaps.
+ * "cqe_delay:D", "cancel_delay:D", "cqe_stale:K" (test builds): hold a
+ * completion back for D reaps (@replay: a copy of one already handled).
  * Return: whether it was held (a full buffer or no memory: handled now).
- * The op stays in flight meanwhile, so its task waits as for a slow
+ * An op stays in flight meanwhile, so its task waits as for a slow
  * kernel, and a cancel's own completion overtakes its target's.
  */
-static bool delay_cqe(struct uring *u, unsigned d, uint64_t ud, int res)
+static bool delay_cqe(struct uring *u, unsigned d, uint64_t ud, int res,
+		      bool replay)
 {
 	if (!u->delayed) {
 		u->delayed = weft__alloc(DELAY_MAX * sizeof(*u->delayed));
@@ -728,24 +771,64 @@ static bool delay_cqe(struct uring *u, unsigned d, uint64_t ud, int res)
 	}
 	if (u->ndelayed == DELAY_MAX)
 		return false;
-	u->delayed[u->ndelayed++] =
-		(struct delayed_cqe){ .ud = ud, .res = res, .due = u->reaps + d };
+	u->delayed[u->ndelayed++] = (struct delayed_cqe){ .ud = ud,
+							  .res = res,
+							  .due = u->reaps + d,
+							  .replay = replay };
+	publish_held(u);
 	return true;
 }
 
-/* Handle the held completions that are due (all when @all), in order. */
+/* Handle a single-shot op's completion now; "cqe_stale:K" (test builds)
+ * also replays it K reaps later (RELIABILITY D11). */
+static unsigned handle_op(struct weft__worker *w, struct uring *u, uint64_t ud,
+			  int res, bool replay)
+{
+	unsigned k;
+
+	if (res == -ECANCELED) {
+		int e = weft__fault(WEFT__F_CANCEL_TARGET);
+		if (e)
+			res = -e;
+	}
+	if (!replay && (k = (unsigned)weft__fault(WEFT__F_CQE_STALE)) &&
+	    delay_cqe(u, k, ud, res, true))
+		atomic_fetch_add_explicit(&u->replayed, 1,
+					  memory_order_relaxed);
+	return op_cqe(w, u, ud, res);
+}
+
+/* Handle the held completions that are due (all when @all), in order,
+ * the ops' before the cancels' ("cancel_delay": a cancel's completion
+ * comes after its target's when both are due). */
 static unsigned undelay(struct weft__worker *w, struct uring *u, bool all)
 {
-	unsigned woken = 0, i = 0, kept = 0;
+	unsigned woken = 0, kept = 0;
 
-	for (; i < u->ndelayed; i++) {
+	/* handle_op() may append a replay: count it in as it comes */
+	for (unsigned i = 0; i < u->ndelayed; i++) {
 		struct delayed_cqe c = u->delayed[i];
-		if (all || (int)(u->reaps - c.due) >= 0)
-			woken += op_cqe(w, u, c.ud, c.res);
+		if (!all && (int)(u->reaps - c.due) < 0)
+			u->delayed[kept++] = c;
+		else if (c.ud != TAG_CANCEL)
+			woken += handle_op(w, u, c.ud, c.res, c.replay);
+		else
+			u->delayed[kept++] =
+				(struct delayed_cqe){ .ud = TAG_CANCEL,
+						      .res = c.res,
+						      .due = u->reaps };
+	}
+	u->ndelayed = kept;
+	kept = 0;
+	for (unsigned i = 0; i < u->ndelayed; i++) {
+		struct delayed_cqe c = u->delayed[i];
+		if (c.ud == TAG_CANCEL && (all || (int)(u->reaps - c.due) >= 0))
+			cancel_cqe(c.res);
 		else
 			u->delayed[kept++] = c;
 	}
 	u->ndelayed = kept;
+	publish_held(u);
 	return woken;
 }
 
@@ -760,10 +843,12 @@ static unsigned reap(struct weft__worker *w)
 	unsigned k = (unsigned)weft__fault(WEFT__F_REAP_K);
 	unsigned seed = (unsigned)weft__fault(WEFT__F_CQE_SHUFFLE);
 	unsigned delay = (unsigned)weft__fault(WEFT__F_CQE_DELAY);
+	unsigned cdelay = (unsigned)weft__fault(WEFT__F_CANCEL_DELAY);
+	bool holding = delay || cdelay || weft__fault(WEFT__F_CQE_STALE);
 
-	if (WEFT__UNLIKELY(u->ndelayed || delay)) {
+	if (WEFT__UNLIKELY(u->ndelayed || holding)) {
 		u->reaps++;
-		woken += undelay(w, u, !delay);
+		woken += undelay(w, u, !holding);
 	}
 	for (;;) {
 		n = io_uring_peek_batch_cqe(&u->ring, cqes,
@@ -792,13 +877,17 @@ static unsigned reap(struct weft__worker *w)
 
 			if (ud == TAG_KICK) {
 				u->kick_armed = false;
-			} else if (ud == TAG_CANCEL ||
-				   ud == LIBURING_UDATA_TIMEOUT) {
+			} else if (ud == TAG_CANCEL) {
+				if (!cdelay ||
+				    !delay_cqe(u, cdelay, ud, res, false))
+					cancel_cqe(res);
+			} else if (ud == LIBURING_UDATA_TIMEOUT) {
 				/* nothing to do */
 			} else if (is_multishot(ud) || is_accept_ms(ud)) {
 				/* done by the forward pass above */
-			} else if (!delay || !delay_cqe(u, delay, ud, res)) {
-				woken += op_cqe(w, u, ud, res);
+			} else if (!delay ||
+				   !delay_cqe(u, delay, ud, res, false)) {
+				woken += handle_op(w, u, ud, res, false);
 			}
 		}
 		io_uring_cq_advance(&u->ring, n);
@@ -892,6 +981,31 @@ static void u_kick(struct weft__worker *w)
 
 	(void)r; /* cannot fail short of a closed fd (a bug) */
 }
+
+#ifdef WEFT_TEST_HOOKS
+WEFT_API void weft_test_io_ring_counts(struct weft_runtime *h,
+				       unsigned long *held,
+				       unsigned long *replayed)
+{
+	struct weft__runtime *rt = (struct weft__runtime *)h;
+	unsigned long nh = 0, nr = 0;
+
+	for (unsigned i = 0; rt && rt->io_backend == &weft__io_uring_backend &&
+			     i < rt->nworkers;
+	     i++) {
+		struct uring *u = U(rt->workers[i]);
+		if (!u)
+			continue;
+		/* relaxed: a snapshot; one writer each (the owner) */
+		nh += atomic_load_explicit(&u->held_pub, memory_order_relaxed);
+		nr += atomic_load_explicit(&u->replayed, memory_order_relaxed);
+	}
+	if (held)
+		*held = nh;
+	if (replayed)
+		*replayed = nr;
+}
+#endif
 
 static unsigned u_inflight(struct weft__worker *w)
 {

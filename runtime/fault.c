@@ -33,6 +33,26 @@
  * And "sq_full:E" makes the io_uring backend find its SQ full when it
  * looks for an SQE without reaping (a cancel asked for from a completion
  * handler is then put off; weft's own cancel reaps to make room).
+ * Four more stand in for the kernel's answers to a cancel of in-flight
+ * I/O (RELIABILITY D9, D11), io_uring backend only:
+ *   "cancel_res:E" rewrites the res of weft's own ASYNC_CANCEL
+ *     completions to -E ("cancel_res:0": 0, the target was found; in a
+ *     test, weft_test_fault("cancel_res", WEFT_TEST_FAULT_RES0, ...)):
+ *     ENOENT (the target had completed), EALREADY (it was running);
+ *   "cancel_target:E" rewrites a cancelled op's -ECANCELED to -E
+ *     (EINTR: an op interrupted in io-wq);
+ *   "cancel_delay:D" holds each ASYNC_CANCEL completion back for D reaps,
+ *     behind any held target completion ("cqe_delay"), so the target's
+ *     completion comes first; a large D with cqe_delay holds both until
+ *     the tests disarm them (which releases every held completion, in
+ *     order, at the next reap);
+ *   "cqe_stale:K" replays each single-shot op's completion K reaps after
+ *     it was handled, when its op record is gone or its slot armed again
+ *     with a new generation: the reactor must ignore it and count it
+ *     (weft_io_stats.stale_cqes).
+ * weft_test_fault_calls(site) tells a test how often a site was consulted
+ * since it was armed (for cancel_res and cancel_target: completions
+ * rewritten).
  *
  * Cost when nothing is armed: one relaxed load of a flag per site call.
  * The sites are the calls named below; each returns its usual failure
@@ -68,6 +88,10 @@ static const char *const site_names[WEFT__F_NSITES] = {
 	[WEFT__F_CQE_SHUFFLE] = "cqe_shuffle",
 	[WEFT__F_CQE_DELAY] = "cqe_delay",
 	[WEFT__F_SQ_FULL] = "sq_full",
+	[WEFT__F_CANCEL_RES] = "cancel_res",
+	[WEFT__F_CANCEL_TARGET] = "cancel_target",
+	[WEFT__F_CANCEL_DELAY] = "cancel_delay",
+	[WEFT__F_CQE_STALE] = "cqe_stale",
 };
 
 static const struct {
@@ -79,6 +103,9 @@ static const struct {
 	{ "EINTR", EINTR },   { "EBUSY", EBUSY },   { "EINVAL", EINVAL },
 	{ "EACCES", EACCES }, { "ENOBUFS", ENOBUFS }, { "EIO", EIO },
 	{ "ECONNABORTED", ECONNABORTED },
+	/* for cancel_res and cancel_target */
+	{ "ENOENT", ENOENT }, { "EALREADY", EALREADY },
+	{ "ECANCELED", ECANCELED },
 };
 
 struct rule {
@@ -180,8 +207,14 @@ static int apply_spec(const char *spec)
 		end = p;
 		while ((*end >= 'A' && *end <= 'Z') || (*end >= '0' && *end <= '9'))
 			end++;
-		if (site == WEFT__F_SHORT_IO || site == WEFT__F_REAP_K ||
-		    site == WEFT__F_CQE_SHUFFLE || site == WEFT__F_CQE_DELAY) {
+		if (site == WEFT__F_CANCEL_RES && end - p == 1 && *p == '0') {
+			/* "cancel_res:0": a cancel that found its target */
+			err = WEFT_TEST_FAULT_RES0;
+		} else if (site == WEFT__F_SHORT_IO || site == WEFT__F_REAP_K ||
+			   site == WEFT__F_CQE_SHUFFLE ||
+			   site == WEFT__F_CQE_DELAY ||
+			   site == WEFT__F_CANCEL_DELAY ||
+			   site == WEFT__F_CQE_STALE) {
 			/* a number, not an errno: "short_io:1" */
 			unsigned k;
 			if (!parse_uint(&p, &k))
@@ -248,6 +281,13 @@ WEFT_API int weft_test_fault(const char *site, int err, unsigned nth,
 	atomic_store(&r->err, err);
 	rearm_flag();
 	return 0;
+}
+
+WEFT_API unsigned long weft_test_fault_calls(const char *site)
+{
+	int s = site ? site_of(site, strlen(site)) : -1;
+
+	return s < 0 ? 0 : atomic_load(&rules[s].calls);
 }
 
 WEFT_API void weft_test_faults_clear(void)

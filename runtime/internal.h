@@ -174,6 +174,10 @@ enum weft__fault_site {
 	WEFT__F_CQE_SHUFFLE,	/* not a failure: a seed; CQE order per batch */
 	WEFT__F_CQE_DELAY,	/* not a failure: reaps an op's CQE is held */
 	WEFT__F_SQ_FULL,	/* no SQE for a cancel without reaping */
+	WEFT__F_CANCEL_RES, /* not a failure: an ASYNC_CANCEL's res */
+	WEFT__F_CANCEL_TARGET, /* not a failure: a cancelled op's res */
+	WEFT__F_CANCEL_DELAY, /* not a failure: reaps a cancel's CQE is held */
+	WEFT__F_CQE_STALE, /* not a failure: reaps until a CQE's replay */
 	WEFT__F_NSITES
 };
 

@@ -11,6 +11,10 @@
 
 WEFT_EXTERN_C_BEGIN
 
+/* fault.c: site "cancel_res" takes this as its errno for a result of 0
+ * ("cancel_res:0"); io/uring.c reads it back. */
+#define WEFT_TEST_FAULT_RES0 0x10000
+
 #ifdef WEFT_TEST_HOOKS
 /* Let n more runtime allocations succeed, then fail every one (-1: off). */
 WEFT_API void weft_test_fail_alloc_after(long n);
@@ -44,6 +48,14 @@ WEFT_API void weft_test_stack_counts(struct weft_runtime *rt,
  * byte count as @err: transfers are capped at it. Return 0 or -EINVAL. */
 WEFT_API int weft_test_fault(const char *site, int err, unsigned nth,
 			     unsigned every);
+/* How often @site was consulted since it was last armed (0: unknown). */
+WEFT_API unsigned long weft_test_fault_calls(const char *site);
+/* io/uring.c: completions @rt's rings hold back now (cqe_delay,
+ * cancel_delay, cqe_stale's pending replays), and replays cqe_stale has
+ * made so far. Either may be NULL. */
+WEFT_API void weft_test_io_ring_counts(struct weft_runtime *rt,
+				       unsigned long *held,
+				       unsigned long *replayed);
 /* Disarm every site. */
 WEFT_API void weft_test_faults_clear(void);
 /* Apply a WEFT_FAULTS string now: 0, or -EINVAL (nothing applied). */

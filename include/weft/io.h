@@ -429,11 +429,16 @@ WEFT_API const char *weft_io_backend_of(const struct weft_runtime *rt);
  * @cq_dropped: completions the kernel dropped outright (its overflow
  *	counter: only without NODROP, or when it had no memory to keep them);
  *	should stay 0. Always 0 on epoll.
+ * @stale_cqes: completions ignored because their op had ended or its record
+ *	was in use by a newer op (the generation in user_data differed); only
+ *	a kernel or weft bug, or a test's fault injection, makes one. Always 0
+ *	on epoll.
  * @reserved: zero; new counters take this space.
  */
 typedef struct weft_io_stats {
 	uint64_t enters, sleeps, cq_overflows, cq_dropped;
-	uint64_t reserved[12];
+	uint64_t stale_cqes;
+	uint64_t reserved[11];
 } weft_io_stats;
 
 /**
