@@ -443,6 +443,14 @@ static void *fair_pick(struct weft__worker *w)
 	return deque_pop(w, true);
 }
 
+/* A fresh entry whose task its joiner already claimed to run inline. */
+static bool tombstone(void *item)
+{
+	return ((uintptr_t)item & WEFT__ITEM_FRESH) &&
+	       atomic_load_explicit(&weft__item_task(item)->run_claim,
+				    memory_order_acquire) != WEFT__RC_DEQUE;
+}
+
 static void *next_task(struct weft__worker *w)
 {
 	void *t;
@@ -477,7 +485,11 @@ static void *next_task(struct weft__worker *w)
 		if (WEFT__UNLIKELY(w->yield_stash)) {
 			t = w->yield_stash;
 			w->yield_stash = NULL;
-			return t;
+			/* A tombstone runs nothing: returned, it would use up
+			 * this pick and the yielder (the deque's newest) would
+			 * run next, ahead of the others. Dropped, as below. */
+			if (!tombstone(t))
+				return t;
 		}
 		/* A task woken into the LIFO slot counts as "other runnable
 		 * tasks" too: it runs before the yielder comes back. */
@@ -488,11 +500,7 @@ static void *next_task(struct weft__worker *w)
 				return t;
 		}
 		while ((t = deque_pop(w, true))) {
-			struct weft__task *u = weft__item_task(t);
-			if (!((uintptr_t)t & WEFT__ITEM_FRESH) ||
-			    atomic_load_explicit(&u->run_claim,
-						 memory_order_acquire) ==
-				    WEFT__RC_DEQUE)
+			if (!tombstone(t))
 				return t;
 			/* a tombstone: dropped (it holds no reference) */
 		}

@@ -492,4 +492,47 @@ TEST(Handoff, YieldPoppingAnUnstartedTaskStashesItForTheScheduler)
 #endif
 }
 
+// A stash that is a tombstone (an unstarted child its joiner then ran
+// inline: its entry stays in the deque, claimed) runs nothing: the yield
+// must still let the next task in the deque run before the yielder comes
+// back, as the scheduler's own pick after a yield (which skips tombstones)
+// does. Here the yielder is the inline child itself: c, spawned first, is
+// the deque's top and s behind it when its parent joins it; c yields, and
+// the hook makes the hand-off pop c's own tombstone.
+TEST(Handoff, YieldStashingATombstoneStillRunsTheNextTaskFirst)
+{
+#ifndef WEFT_TEST_HOOKS
+	GTEST_SKIP() << "needs the WEFT_TEST_HOOKS build";
+#else
+	WEFT_TEST_RUN(1, [&] {
+		std::vector<int> order;
+		unsigned long before = weft_test_yield_stashes();
+		weft_test_yield_skip_peek(1);
+		weft_task *y = go([&order] {
+			weft_task *c = go([&order] {
+				int r = weft_yield(); // pops c's tombstone
+				order.push_back(2);
+				return r;
+			});
+			weft_task *s = go([&order] {
+				order.push_back(1);
+				return 0;
+			});
+			if (!c || !s)
+				return -ENOMEM;
+			int jc = weft_join(c); // c is not the bottom: inline
+			int js = weft_join(s);
+			return jc ? jc : js;
+		});
+		EXPECT_EQ(0, weft_join(y));
+		weft_test_yield_skip_peek(0);
+		EXPECT_EQ((std::vector<int>{ 1, 2 }), order)
+			<< "the yielder came back before the task behind the "
+			   "tombstone ran";
+		EXPECT_EQ(before + 1, weft_test_yield_stashes())
+			<< "the yield did not go down the stash path";
+	});
+#endif
+}
+
 } // namespace
