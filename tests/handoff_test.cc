@@ -12,6 +12,9 @@
 // task switched to): their counter, their order, and steals racing them.
 #include <gtest/gtest.h>
 
+#include <poll.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -20,6 +23,7 @@
 #include <vector>
 
 #include "tests/harness.h"
+#include "weft/io.h"
 #include "weft/observe.h"
 #include "weft/queue.h"
 #include "weft/scope.h"
@@ -533,6 +537,142 @@ TEST(Handoff, YieldStashingATombstoneStillRunsTheNextTaskFirst)
 			<< "the yield did not go down the stash path";
 	});
 #endif
+}
+
+// A chain of yield hand-offs never passes through the scheduler on its
+// own, so the hand-off must step aside for what only the scheduler does:
+// timers every 4th tick while one is armed, and every 61st tick the
+// injection queue and the reactor's completions. On one worker, 3 tasks
+// yield in a loop (their iterations are the clock here, not time) while a
+// sleeper sleeps 10 times, a foreign thread submits a task, and a task
+// polls a pipe the foreign thread then writes (those two once the sleeper
+// is done: then only the 61-tick turns stop the chain). Each must run
+// within a few dozen iterations of becoming due: a sleeper within 16 of a
+// yielder seeing its deadline pass, the other two within 130 (two 61-tick
+// turns) of the submit or the write returning. Without the hand-off's
+// deferral to those turns the timers wait for the 61st tick and the other
+// two for the yielders to stop.
+TEST(Handoff, YieldChainLetsTimersInjectedTasksAndIoRun)
+{
+	constexpr int nyield = 3, nsleep = 10;
+	struct State {
+		std::atomic<int64_t> ticks{ 0 };
+		std::atomic<bool> stop{ false };
+		// timers: the round's deadline, when a yielder saw it pass and
+		// when the sleeper woke (in ticks); the worst gap
+		std::atomic<uint64_t> deadline{ UINT64_MAX };
+		std::atomic<int64_t> passed_at{ -1 }, timer_worst{ 0 };
+		std::atomic<bool> slept{ false };
+		// the injected task and the poller: when they became due and
+		// when they ran (-1: not yet)
+		std::atomic<int64_t> submitted_at{ -1 }, injected_at{ -1 };
+		std::atomic<bool> polling{ false };
+		std::atomic<int64_t> written_at{ -1 }, polled_at{ -1 };
+		int pipe_fd[2] = { -1, -1 };
+	} st;
+	ASSERT_EQ(0, pipe(st.pipe_fd));
+
+	WEFT_TEST_RUN(1, [&] {
+		weft_runtime *rt = weft_runtime_current();
+		std::vector<weft_task *> ts;
+		for (int k = 0; k < nyield; k++)
+			ts.push_back(go([&st] {
+				uint64_t guard = weft_now() + WEFT_SEC(5);
+				while (!st.stop.load()) {
+					if (int r = weft_yield())
+						return r;
+					int64_t now_tick = ++st.ticks;
+					uint64_t now = weft_now();
+					if (now >= st.deadline.load() &&
+					    st.passed_at.load() < 0)
+						st.passed_at = now_tick;
+					if (now > guard)
+						break; // the assertions below fail
+				}
+				return 0;
+			}));
+		weft_task *sleeper = go([&st] {
+			int r = 0;
+			for (int i = 0; i < nsleep && !r; i++) {
+				st.passed_at = -1;
+				uint64_t d = weft_now() + WEFT_USEC(300);
+				st.deadline = d;
+				if ((r = weft_sleep_until(d)))
+					break;
+				int64_t gap =
+					st.ticks.load() - st.passed_at.load();
+				st.deadline = UINT64_MAX;
+				if (st.passed_at.load() >= 0 &&
+				    gap > st.timer_worst.load())
+					st.timer_worst = gap;
+			}
+			st.slept = true; // the foreign thread goes on
+			return r;
+		});
+		weft_task *poller = go([&st] {
+			st.polling = true;
+			int r = weft_poll(st.pipe_fd[0], POLLIN);
+			st.polled_at = st.ticks.load();
+			return r > 0 ? 0 : r;
+		});
+		std::thread foreign([&st, rt] {
+			auto wait_ticks = [&st](int64_t n) {
+				int64_t until = st.ticks.load() + n;
+				while (st.ticks.load() < until &&
+				       !st.stop.load())
+					std::this_thread::yield();
+			};
+			// no timer armed from here on: only the 61-tick turns
+			// take the worker through its scheduler
+			while (!st.slept.load())
+				std::this_thread::yield();
+			wait_ticks(100);
+			EXPECT_EQ(0,
+				  weft_submit(
+					  rt,
+					  [](void *p) -> int {
+						  auto *s =
+							  static_cast<State *>(
+								  p);
+						  s->injected_at =
+							  s->ticks.load();
+						  return 0;
+					  },
+					  &st));
+			st.submitted_at = st.ticks.load();
+			while (!st.polling.load())
+				std::this_thread::yield();
+			// two 61-tick turns: the poll is submitted to the ring
+			wait_ticks(200);
+			EXPECT_EQ(1, write(st.pipe_fd[1], "x", 1));
+			st.written_at = st.ticks.load();
+		});
+		EXPECT_EQ(0, weft_join(sleeper));
+		EXPECT_EQ(0, weft_join(poller));
+		st.stop = true;
+		foreign.join();
+		for (weft_task *t : ts)
+			EXPECT_EQ(0, weft_join(t));
+		// detached: it must end before the body's leak check
+		EXPECT_TRUE(weft_test::wait_until([&st] {
+			return st.injected_at.load() >= 0;
+		}));
+	});
+	close(st.pipe_fd[0]);
+	close(st.pipe_fd[1]);
+	fprintf(stderr,
+		"yields: %lld; worst timer gap %lld, submit %lld, io %lld\n",
+		(long long)st.ticks.load(), (long long)st.timer_worst.load(),
+		(long long)(st.injected_at.load() - st.submitted_at.load()),
+		(long long)(st.polled_at.load() - st.written_at.load()));
+	EXPECT_LE(st.timer_worst.load(), 16)
+		<< "a sleeper waited that many yields past its deadline";
+	ASSERT_GE(st.injected_at.load(), 0) << "the submitted task never ran";
+	EXPECT_LE(st.injected_at.load() - st.submitted_at.load(), 130)
+		<< "the submitted task waited that many yields";
+	ASSERT_GE(st.polled_at.load(), 0);
+	EXPECT_LE(st.polled_at.load() - st.written_at.load(), 130)
+		<< "the poll's completion waited that many yields";
 }
 
 } // namespace
