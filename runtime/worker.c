@@ -1113,16 +1113,24 @@ void weft__task_switch_out(struct weft__task *t)
 		w->handoff = t;
 		w->current = n;
 		weft__task_set_state_at(n, WEFT__TASK_RUNNING, w->clock_ns);
-		w->oi.stack = n->stack;
-		w->oi.task_name = n->name;
+		/* w->oi still names t: see below. */
 		weft__wd_slice_begin(w, n);
 		weft__ctx_switch(&t->ctx, &n->ctx);
 	} else {
 		weft__ctx_switch(&t->ctx, &w->sched_ctx);
 	}
 	w = weft__worker_current();
-	if (w->handoff)
+	if (w->handoff) {
+		/* Handed to: only now may the overflow reporter name us.
+		 * Until the switch was done the thread ran on the stack of
+		 * the task that handed over, whose last frames (the swap's
+		 * register saves) can be the ones that hit its guard; named
+		 * before, that overflow was a bare SIGSEGV with no report.
+		 * Our stack is no deeper here than when we switched out. */
+		w->oi.stack = t->stack;
+		w->oi.task_name = t->name;
 		handoff_finish(w);
+	}
 }
 
 void *weft__worker_main(void *arg)

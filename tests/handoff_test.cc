@@ -13,15 +13,19 @@
 #include <gtest/gtest.h>
 
 #include <poll.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstdint>
 #include <memory>
 #include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
+#include "runtime/stack.h"
 #include "tests/harness.h"
 #include "weft/io.h"
 #include "weft/observe.h"
@@ -673,6 +677,175 @@ TEST(Handoff, YieldChainLetsTimersInjectedTasksAndIoRun)
 	ASSERT_GE(st.polled_at.load(), 0);
 	EXPECT_LE(st.polled_at.load() - st.written_at.load(), 130)
 		<< "the poll's completion waited that many yields";
+}
+
+// The overflow reporter names the task whose guard page a fault hits
+// (w->oi). A hand-off switches task to task: until the switch is done the
+// thread still runs on the task handing over, whose frames (the swap's
+// register saves included) may be the ones that reach its guard, so the
+// record must still name that task then. Probed at every depth near the
+// guard: a task leaves N bytes of stack above its guard and yields while
+// the task it woke waits in the LIFO slot (a hand-off); each probe runs in
+// a process of its own and must either finish or die with the report
+// naming the yielder. Naming the other task too early made one depth (168
+// bytes, release build) a bare SIGSEGV, no report. The -O0 debug build
+// cannot show it: its picks reach deeper than the swap, and fault first.
+uintptr_t current_stack_lo()
+{
+	const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+	uintptr_t a = (uintptr_t)__builtin_frame_address(0) & ~(pg - 1);
+	int p[2];
+	char c;
+
+	if (pipe(p))
+		return 0;
+	// Down from here, the first page the kernel cannot read: the guard.
+	for (int i = 0;; i++, a -= pg) {
+		if (i == 4096) {
+			a = 0;
+			break;
+		}
+		if (write(p[1], (void *)(a - pg), 1) < 0) {
+			if (errno != EFAULT)
+				a = 0;
+			break;
+		}
+		if (read(p[0], &c, 1) != 1) {
+			a = 0;
+			break;
+		}
+	}
+	close(p[0]);
+	close(p[1]);
+	return a;
+}
+
+weft_event probe_ev;
+
+__attribute__((noinline)) int yield_not_inlined()
+{
+	int r = weft_yield();
+	__asm__ __volatile__("" ::: "memory"); // not a tail call
+	return r;
+}
+
+__attribute__((noinline)) int yield_with_stack_down_to(uintptr_t target)
+{
+	uintptr_t here = (uintptr_t)__builtin_frame_address(0);
+	volatile char *pad = (volatile char *)alloca(here - target);
+	int r = yield_not_inlined();
+	pad[here - target - 1] = 0; // keeps the pad
+	return r;
+}
+
+size_t probe_room;
+
+[[noreturn]] void run_probe()
+{
+	weft_config cfg{};
+	cfg.workers = 1;
+	if (weft_event_init(&probe_ev))
+		_exit(6);
+	int r = weft_run(
+		[](void *) -> int {
+			weft_task *b = weft_spawn_named(
+				"other",
+				[](void *) -> int {
+					return weft_event_wait(&probe_ev);
+				},
+				nullptr);
+			weft_task *a = weft_spawn_named(
+				"prober",
+				[](void *) -> int {
+					weft_yield(); // "other" starts and waits
+					uintptr_t lo = current_stack_lo();
+					if (!lo)
+						return -1;
+					// "other" to the LIFO slot, the hand-off's
+					// shallowest pick (no deque call below it);
+					// woken up here, where the stack is deep
+					// enough for the wake's own calls
+					weft_event_set(&probe_ev);
+					return yield_with_stack_down_to(
+						lo + probe_room);
+				},
+				nullptr);
+			if (!a || !b)
+				return -1;
+			int ra = weft_join(a);
+			int rb = weft_join(b);
+			return ra ? ra : rb;
+		},
+		nullptr, &cfg);
+	_exit(r ? 3 : 0);
+}
+
+// One probe in a process of its own: 0 if it finished, 1 if it died with
+// the report naming the yielder, -1 otherwise (printed).
+int probe_at(size_t room)
+{
+	int errp[2];
+	if (pipe(errp))
+		_exit(4);
+	pid_t pid = fork();
+	if (pid == 0) {
+		dup2(errp[1], 2);
+		close(errp[0]);
+		probe_room = room;
+		run_probe();
+	}
+	close(errp[1]);
+	std::string out;
+	char buf[512];
+	ssize_t n;
+	while ((n = read(errp[0], buf, sizeof(buf))) > 0)
+		out.append(buf, (size_t)n);
+	close(errp[0]);
+	int st = 0;
+	if (pid < 0 || waitpid(pid, &st, 0) != pid)
+		_exit(5);
+	if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+		return 0;
+	if (WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT &&
+	    out.find("stack overflow in task 'prober'") != std::string::npos)
+		return 1;
+	fprintf(stderr,
+		"%zu bytes left: status %#x, no report naming the yielder; "
+		"stderr: %s\n",
+		room, st, out.c_str());
+	return -1;
+}
+
+// In a death test's process (single-threaded: forks are safe): the least
+// room (in steps of 256 bytes) that lets the yield finish, then every
+// 8 bytes below it, where the yield's deepest frames reach the guard.
+[[noreturn]] void probe_every_depth()
+{
+	struct rlimit no_core = { 0, 0 };
+	size_t enough = 0;
+	int r;
+
+	setrlimit(RLIMIT_CORE, &no_core);
+	while ((r = probe_at(enough)) == 1 && enough < 65536)
+		enough += 256;
+	if (r != 0) {
+		fprintf(stderr, "no probe finished (last: %d)\n", r);
+		_exit(1);
+	}
+	for (size_t room = enough >= 1024 ? enough - 1024 : 0; room < enough;
+	     room += 8)
+		if (probe_at(room) < 0)
+			_exit(1);
+	_exit(0);
+}
+
+TEST(HandoffDeathTest, OverflowDuringAHandoffNamesTheTaskThatOverflowed)
+{
+	if (!weft__overflow_reporter_enabled())
+		GTEST_SKIP() << "the sanitizer owns SIGSEGV and reports "
+				"overflows itself";
+	testing::GTEST_FLAG(death_test_style) = "threadsafe";
+	EXPECT_EXIT(probe_every_depth(), testing::ExitedWithCode(0), "");
 }
 
 } // namespace
