@@ -452,6 +452,14 @@ static inline bool global_turn(uint64_t tick)
 	return tick * UINT64_C(0x4fbcda3ac10c9715) <= UINT64_MAX / 61;
 }
 
+/* A fresh entry whose task its joiner already claimed to run inline. */
+static bool tombstone(void *item)
+{
+	return ((uintptr_t)item & WEFT__ITEM_FRESH) &&
+	       atomic_load_explicit(&weft__item_task(item)->run_claim,
+				    memory_order_acquire) != WEFT__RC_DEQUE;
+}
+
 static void *next_task(struct weft__worker *w)
 {
 	void *t;
@@ -486,7 +494,11 @@ static void *next_task(struct weft__worker *w)
 		if (WEFT__UNLIKELY(w->yield_stash)) {
 			t = w->yield_stash;
 			w->yield_stash = NULL;
-			return t;
+			/* A tombstone runs nothing: returned, it would use up
+			 * this pick and the yielder (the deque's newest) would
+			 * run next, ahead of the others. Dropped, as below. */
+			if (!tombstone(t))
+				return t;
 		}
 		/* A task woken into the LIFO slot counts as "other runnable
 		 * tasks" too: it runs before the yielder comes back. */
@@ -497,11 +509,7 @@ static void *next_task(struct weft__worker *w)
 				return t;
 		}
 		while ((t = deque_pop(w, true))) {
-			struct weft__task *u = weft__item_task(t);
-			if (!((uintptr_t)t & WEFT__ITEM_FRESH) ||
-			    atomic_load_explicit(&u->run_claim,
-						 memory_order_acquire) ==
-				    WEFT__RC_DEQUE)
+			if (!tombstone(t))
 				return t;
 			/* a tombstone: dropped (it holds no reference) */
 		}
@@ -1114,16 +1122,24 @@ void weft__task_switch_out(struct weft__task *t)
 		w->handoff = t;
 		w->current = n;
 		weft__task_set_state_at(n, WEFT__TASK_RUNNING, w->clock_ns);
-		w->oi.stack = n->stack;
-		w->oi.task_name = n->name;
+		/* w->oi still names t: see below. */
 		weft__wd_slice_begin(w, n);
 		weft__ctx_switch(&t->ctx, &n->ctx);
 	} else {
 		weft__ctx_switch(&t->ctx, &w->sched_ctx);
 	}
 	w = weft__worker_current();
-	if (w->handoff)
+	if (w->handoff) {
+		/* Handed to: only now may the overflow reporter name us.
+		 * Until the switch was done the thread ran on the stack of
+		 * the task that handed over, whose last frames (the swap's
+		 * register saves) can be the ones that hit its guard; named
+		 * before, that overflow was a bare SIGSEGV with no report.
+		 * Our stack is no deeper here than when we switched out. */
+		w->oi.stack = t->stack;
+		w->oi.task_name = t->name;
 		handoff_finish(w);
+	}
 }
 
 void *weft__worker_main(void *arg)

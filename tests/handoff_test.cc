@@ -12,14 +12,22 @@
 // task switched to): their counter, their order, and steals racing them.
 #include <gtest/gtest.h>
 
+#include <poll.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <cstdint>
 #include <memory>
 #include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
+#include "runtime/stack.h"
 #include "tests/harness.h"
+#include "weft/io.h"
 #include "weft/observe.h"
 #include "weft/queue.h"
 #include "weft/scope.h"
@@ -490,6 +498,354 @@ TEST(Handoff, YieldPoppingAnUnstartedTaskStashesItForTheScheduler)
 			<< "the yield did not go down the stash path";
 	});
 #endif
+}
+
+// A stash that is a tombstone (an unstarted child its joiner then ran
+// inline: its entry stays in the deque, claimed) runs nothing: the yield
+// must still let the next task in the deque run before the yielder comes
+// back, as the scheduler's own pick after a yield (which skips tombstones)
+// does. Here the yielder is the inline child itself: c, spawned first, is
+// the deque's top and s behind it when its parent joins it; c yields, and
+// the hook makes the hand-off pop c's own tombstone.
+TEST(Handoff, YieldStashingATombstoneStillRunsTheNextTaskFirst)
+{
+#ifndef WEFT_TEST_HOOKS
+	GTEST_SKIP() << "needs the WEFT_TEST_HOOKS build";
+#else
+	WEFT_TEST_RUN(1, [&] {
+		std::vector<int> order;
+		unsigned long before = weft_test_yield_stashes();
+		weft_test_yield_skip_peek(1);
+		weft_task *y = go([&order] {
+			weft_task *c = go([&order] {
+				int r = weft_yield(); // pops c's tombstone
+				order.push_back(2);
+				return r;
+			});
+			weft_task *s = go([&order] {
+				order.push_back(1);
+				return 0;
+			});
+			if (!c || !s)
+				return -ENOMEM;
+			int jc = weft_join(c); // c is not the bottom: inline
+			int js = weft_join(s);
+			return jc ? jc : js;
+		});
+		EXPECT_EQ(0, weft_join(y));
+		weft_test_yield_skip_peek(0);
+		EXPECT_EQ((std::vector<int>{ 1, 2 }), order)
+			<< "the yielder came back before the task behind the "
+			   "tombstone ran";
+		EXPECT_EQ(before + 1, weft_test_yield_stashes())
+			<< "the yield did not go down the stash path";
+	});
+#endif
+}
+
+// A chain of yield hand-offs never passes through the scheduler on its
+// own, so the hand-off must step aside for what only the scheduler does:
+// timers every 4th tick while one is armed, and every 61st tick the
+// injection queue and the reactor's completions. On one worker, 3 tasks
+// yield in a loop (their iterations are the clock here, not time) while a
+// sleeper sleeps 10 times, a foreign thread submits a task, and a task
+// polls a pipe the foreign thread then writes (those two once the sleeper
+// is done: then only the 61-tick turns stop the chain). Each must run
+// within a few dozen iterations of becoming due: a sleeper within 16 of a
+// yielder seeing its deadline pass, the other two within 130 (two 61-tick
+// turns) of the submit or the write returning. Without the hand-off's
+// deferral to those turns the timers wait for the 61st tick and the other
+// two for the yielders to stop.
+TEST(Handoff, YieldChainLetsTimersInjectedTasksAndIoRun)
+{
+	constexpr int nyield = 3, nsleep = 10;
+	struct State {
+		std::atomic<int64_t> ticks{ 0 };
+		std::atomic<bool> stop{ false };
+		// timers: the round's deadline, when a yielder saw it pass and
+		// when the sleeper woke (in ticks); the worst gap
+		std::atomic<uint64_t> deadline{ UINT64_MAX };
+		std::atomic<int64_t> passed_at{ -1 }, timer_worst{ 0 };
+		std::atomic<bool> slept{ false };
+		// the injected task and the poller: when they became due and
+		// when they ran (-1: not yet)
+		std::atomic<int64_t> submitted_at{ -1 }, injected_at{ -1 };
+		std::atomic<bool> polling{ false };
+		std::atomic<int64_t> written_at{ -1 }, polled_at{ -1 };
+		int pipe_fd[2] = { -1, -1 };
+	} st;
+	ASSERT_EQ(0, pipe(st.pipe_fd));
+
+	WEFT_TEST_RUN(1, [&] {
+		weft_runtime *rt = weft_runtime_current();
+		std::vector<weft_task *> ts;
+		for (int k = 0; k < nyield; k++)
+			ts.push_back(go([&st] {
+				uint64_t guard = weft_now() + WEFT_SEC(5);
+				while (!st.stop.load()) {
+					if (int r = weft_yield())
+						return r;
+					int64_t now_tick = ++st.ticks;
+					uint64_t now = weft_now();
+					if (now >= st.deadline.load() &&
+					    st.passed_at.load() < 0)
+						st.passed_at = now_tick;
+					if (now > guard)
+						break; // the assertions below fail
+				}
+				return 0;
+			}));
+		weft_task *sleeper = go([&st] {
+			int r = 0;
+			for (int i = 0; i < nsleep && !r; i++) {
+				st.passed_at = -1;
+				uint64_t d = weft_now() + WEFT_USEC(300);
+				st.deadline = d;
+				if ((r = weft_sleep_until(d)))
+					break;
+				int64_t gap =
+					st.ticks.load() - st.passed_at.load();
+				st.deadline = UINT64_MAX;
+				if (st.passed_at.load() >= 0 &&
+				    gap > st.timer_worst.load())
+					st.timer_worst = gap;
+			}
+			st.slept = true; // the foreign thread goes on
+			return r;
+		});
+		weft_task *poller = go([&st] {
+			st.polling = true;
+			int r = weft_poll(st.pipe_fd[0], POLLIN);
+			st.polled_at = st.ticks.load();
+			return r > 0 ? 0 : r;
+		});
+		std::thread foreign([&st, rt] {
+			auto wait_ticks = [&st](int64_t n) {
+				int64_t until = st.ticks.load() + n;
+				while (st.ticks.load() < until &&
+				       !st.stop.load())
+					std::this_thread::yield();
+			};
+			// no timer armed from here on: only the 61-tick turns
+			// take the worker through its scheduler
+			while (!st.slept.load())
+				std::this_thread::yield();
+			wait_ticks(100);
+			EXPECT_EQ(0,
+				  weft_submit(
+					  rt,
+					  [](void *p) -> int {
+						  auto *s =
+							  static_cast<State *>(
+								  p);
+						  s->injected_at =
+							  s->ticks.load();
+						  return 0;
+					  },
+					  &st));
+			st.submitted_at = st.ticks.load();
+			while (!st.polling.load())
+				std::this_thread::yield();
+			// two 61-tick turns: the poll is submitted to the ring
+			wait_ticks(200);
+			EXPECT_EQ(1, write(st.pipe_fd[1], "x", 1));
+			st.written_at = st.ticks.load();
+		});
+		EXPECT_EQ(0, weft_join(sleeper));
+		EXPECT_EQ(0, weft_join(poller));
+		st.stop = true;
+		foreign.join();
+		for (weft_task *t : ts)
+			EXPECT_EQ(0, weft_join(t));
+		// detached: it must end before the body's leak check
+		EXPECT_TRUE(weft_test::wait_until([&st] {
+			return st.injected_at.load() >= 0;
+		}));
+	});
+	close(st.pipe_fd[0]);
+	close(st.pipe_fd[1]);
+	fprintf(stderr,
+		"yields: %lld; worst timer gap %lld, submit %lld, io %lld\n",
+		(long long)st.ticks.load(), (long long)st.timer_worst.load(),
+		(long long)(st.injected_at.load() - st.submitted_at.load()),
+		(long long)(st.polled_at.load() - st.written_at.load()));
+	EXPECT_LE(st.timer_worst.load(), 16)
+		<< "a sleeper waited that many yields past its deadline";
+	ASSERT_GE(st.injected_at.load(), 0) << "the submitted task never ran";
+	EXPECT_LE(st.injected_at.load() - st.submitted_at.load(), 130)
+		<< "the submitted task waited that many yields";
+	ASSERT_GE(st.polled_at.load(), 0);
+	EXPECT_LE(st.polled_at.load() - st.written_at.load(), 130)
+		<< "the poll's completion waited that many yields";
+}
+
+// The overflow reporter names the task whose guard page a fault hits
+// (w->oi). A hand-off switches task to task: until the switch is done the
+// thread still runs on the task handing over, whose frames (the swap's
+// register saves included) may be the ones that reach its guard, so the
+// record must still name that task then. Probed at every depth near the
+// guard: a task leaves N bytes of stack above its guard and yields while
+// the task it woke waits in the LIFO slot (a hand-off); each probe runs in
+// a process of its own and must either finish or die with the report
+// naming the yielder. Naming the other task too early made one depth (168
+// bytes, release build) a bare SIGSEGV, no report. The -O0 debug build
+// cannot show it: its picks reach deeper than the swap, and fault first.
+uintptr_t current_stack_lo()
+{
+	const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+	uintptr_t a = (uintptr_t)__builtin_frame_address(0) & ~(pg - 1);
+	int p[2];
+	char c;
+
+	if (pipe(p))
+		return 0;
+	// Down from here, the first page the kernel cannot read: the guard.
+	for (int i = 0;; i++, a -= pg) {
+		if (i == 4096) {
+			a = 0;
+			break;
+		}
+		if (write(p[1], (void *)(a - pg), 1) < 0) {
+			if (errno != EFAULT)
+				a = 0;
+			break;
+		}
+		if (read(p[0], &c, 1) != 1) {
+			a = 0;
+			break;
+		}
+	}
+	close(p[0]);
+	close(p[1]);
+	return a;
+}
+
+weft_event probe_ev;
+
+__attribute__((noinline)) int yield_not_inlined()
+{
+	int r = weft_yield();
+	__asm__ __volatile__("" ::: "memory"); // not a tail call
+	return r;
+}
+
+__attribute__((noinline)) int yield_with_stack_down_to(uintptr_t target)
+{
+	uintptr_t here = (uintptr_t)__builtin_frame_address(0);
+	volatile char *pad = (volatile char *)alloca(here - target);
+	int r = yield_not_inlined();
+	pad[here - target - 1] = 0; // keeps the pad
+	return r;
+}
+
+size_t probe_room;
+
+[[noreturn]] void run_probe()
+{
+	weft_config cfg{};
+	cfg.workers = 1;
+	if (weft_event_init(&probe_ev))
+		_exit(6);
+	int r = weft_run(
+		[](void *) -> int {
+			weft_task *b = weft_spawn_named(
+				"other",
+				[](void *) -> int {
+					return weft_event_wait(&probe_ev);
+				},
+				nullptr);
+			weft_task *a = weft_spawn_named(
+				"prober",
+				[](void *) -> int {
+					weft_yield(); // "other" starts and waits
+					uintptr_t lo = current_stack_lo();
+					if (!lo)
+						return -1;
+					// "other" to the LIFO slot, the hand-off's
+					// shallowest pick (no deque call below it);
+					// woken up here, where the stack is deep
+					// enough for the wake's own calls
+					weft_event_set(&probe_ev);
+					return yield_with_stack_down_to(
+						lo + probe_room);
+				},
+				nullptr);
+			if (!a || !b)
+				return -1;
+			int ra = weft_join(a);
+			int rb = weft_join(b);
+			return ra ? ra : rb;
+		},
+		nullptr, &cfg);
+	_exit(r ? 3 : 0);
+}
+
+// One probe in a process of its own: 0 if it finished, 1 if it died with
+// the report naming the yielder, -1 otherwise (printed).
+int probe_at(size_t room)
+{
+	int errp[2];
+	if (pipe(errp))
+		_exit(4);
+	pid_t pid = fork();
+	if (pid == 0) {
+		dup2(errp[1], 2);
+		close(errp[0]);
+		probe_room = room;
+		run_probe();
+	}
+	close(errp[1]);
+	std::string out;
+	char buf[512];
+	ssize_t n;
+	while ((n = read(errp[0], buf, sizeof(buf))) > 0)
+		out.append(buf, (size_t)n);
+	close(errp[0]);
+	int st = 0;
+	if (pid < 0 || waitpid(pid, &st, 0) != pid)
+		_exit(5);
+	if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+		return 0;
+	if (WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT &&
+	    out.find("stack overflow in task 'prober'") != std::string::npos)
+		return 1;
+	fprintf(stderr,
+		"%zu bytes left: status %#x, no report naming the yielder; "
+		"stderr: %s\n",
+		room, st, out.c_str());
+	return -1;
+}
+
+// In a death test's process (single-threaded: forks are safe): the least
+// room (in steps of 256 bytes) that lets the yield finish, then every
+// 8 bytes below it, where the yield's deepest frames reach the guard.
+[[noreturn]] void probe_every_depth()
+{
+	struct rlimit no_core = { 0, 0 };
+	size_t enough = 0;
+	int r;
+
+	setrlimit(RLIMIT_CORE, &no_core);
+	while ((r = probe_at(enough)) == 1 && enough < 65536)
+		enough += 256;
+	if (r != 0) {
+		fprintf(stderr, "no probe finished (last: %d)\n", r);
+		_exit(1);
+	}
+	for (size_t room = enough >= 1024 ? enough - 1024 : 0; room < enough;
+	     room += 8)
+		if (probe_at(room) < 0)
+			_exit(1);
+	_exit(0);
+}
+
+TEST(HandoffDeathTest, OverflowDuringAHandoffNamesTheTaskThatOverflowed)
+{
+	if (!weft__overflow_reporter_enabled())
+		GTEST_SKIP() << "the sanitizer owns SIGSEGV and reports "
+				"overflows itself";
+	testing::GTEST_FLAG(death_test_style) = "threadsafe";
+	EXPECT_EXIT(probe_every_depth(), testing::ExitedWithCode(0), "");
 }
 
 } // namespace
