@@ -705,26 +705,36 @@ static unsigned ms_cqe(struct weft__worker *w, struct io_uring_cqe *cqe)
 }
 
 /* The completion of a single-shot op. */
+/*
+ * Is this completion stale (RELIABILITY D11)? Its op has ended, is being
+ * armed again (owner NULL), was armed since on another worker, or on this
+ * one with a new generation in op->ud. The kernel posts one CQE per
+ * single-shot op and weft waits for it before the op's frame may end, so
+ * only a kernel or reactor bug (or the cqe_stale fault) gets here;
+ * completing it would hand the new op an old result while the kernel
+ * still writes to its buffer. A best effort: the frame is on a task
+ * stack, which is usually still mapped (a default stack is cached, maybe
+ * with its pages dropped, which read as zeros; a larger one is unmapped
+ * when its task ends, and the read would fault); a 16-bit generation that
+ * wrapped exactly (65536 arms on this worker in between) is not caught;
+ * and the loads race with another worker reusing the frame. ASan is told
+ * not to check the reads: on the stale path they look at a dead frame,
+ * which is the point.
+ */
+__attribute__((no_sanitize("address"))) static bool
+op_is_stale(const struct weft__worker *w, struct weft__io_op *op, uint64_t ud)
+{
+	return op->owner != w || op->ud != ud ||
+	       atomic_load_explicit(&op->done, memory_order_relaxed);
+}
+
 static unsigned op_cqe(struct weft__worker *w, struct uring *u, uint64_t ud,
 		       int res)
 {
 	struct weft__io_op *op =
 		(struct weft__io_op *)(uintptr_t)(ud & UD_PTR_MASK);
 
-	/* A stale completion (RELIABILITY D11): its op has ended, is being
-	 * armed again (owner NULL), was armed since on another worker, or
-	 * on this one with a new generation in op->ud. The kernel posts one
-	 * CQE per single-shot op and weft waits for it before the op's frame
-	 * may end, so only a kernel or reactor bug (or the cqe_stale fault)
-	 * gets here; completing it would hand the new op an old result while
-	 * the kernel still writes to its buffer. The frame is on a task
-	 * stack, which stays mapped while the runtime lives, so the look is
-	 * safe, but it is a best effort: a 16-bit generation that wrapped
-	 * exactly (65536 arms on this worker in between) is not caught, and
-	 * the loads race with another worker reusing the frame. */
-	if (WEFT__UNLIKELY(
-		    op->owner != w || op->ud != ud ||
-		    atomic_load_explicit(&op->done, memory_order_relaxed))) {
+	if (WEFT__UNLIKELY(op_is_stale(w, op, ud))) {
 		weft__io_stat_inc(&u->common.stale_cqes);
 		return 0;
 	}
