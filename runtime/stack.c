@@ -1010,8 +1010,9 @@ static void sigframe_room_init(void)
  * forces a SIGSEGV (SI_KERNEL, no address) instead. The fault is ours
  * when the interrupted stack pointer leaves less than a frame above the
  * guard (or is already in it: a large frame not yet probed). A #GP (also
- * SI_KERNEL) that happens that close to the guard is reported as an
- * overflow too; it would have been one at the next call anyway.
+ * SI_KERNEL) with the stack pointer that close to the guard is reported
+ * as an overflow too: the signal cannot tell the two apart, and a task
+ * that deep is one call away from overflowing.
  */
 static bool frame_did_not_fit(const struct weft__overflow_info *info,
 			      const siginfo_t *si, const void *uctx)
