@@ -704,7 +704,6 @@ static unsigned ms_cqe(struct weft__worker *w, struct io_uring_cqe *cqe)
 	return weft__io_stream_cqe(w, op, cqe->res, more, buf, bid);
 }
 
-/* The completion of a single-shot op. */
 /*
  * Is this completion stale (RELIABILITY D11)? Its op has ended, is being
  * armed again (owner NULL), was armed since on another worker, or on this
@@ -728,6 +727,7 @@ op_is_stale(const struct weft__worker *w, struct weft__io_op *op, uint64_t ud)
 	       atomic_load_explicit(&op->done, memory_order_relaxed);
 }
 
+/* The completion of a single-shot op. */
 static unsigned op_cqe(struct weft__worker *w, struct uring *u, uint64_t ud,
 		       int res)
 {

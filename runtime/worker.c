@@ -452,7 +452,10 @@ static inline bool global_turn(uint64_t tick)
 	return tick * UINT64_C(0x4fbcda3ac10c9715) <= UINT64_MAX / 61;
 }
 
-/* A fresh entry whose task its joiner already claimed to run inline. */
+/* A fresh entry whose task its joiner already claimed to run inline.
+ * acquire: pairs with the joiner's claim of run_claim (task.c), as in
+ * run_task(); a stale RC_DEQUE read only sends the item to run_task(),
+ * whose own claim CAS then fails and drops it. */
 static bool tombstone(void *item)
 {
 	return ((uintptr_t)item & WEFT__ITEM_FRESH) &&
@@ -928,27 +931,6 @@ static void run_task(struct weft__worker *w, void *item)
 
 /* ------------------------------------------------------------ hand-off */
 
-/*
- * Direct hand-off, the fast path of a park: a task that parks while its
- * worker's LIFO slot holds the task the scheduler would run next anyway
- * switches straight to that task instead of going through the scheduler's
- * stack (one switch instead of two, and none of run_task()'s bookkeeping):
- * a message passed between two tasks costs one switch.
- *
- * The park protocol still holds (wait.c): the parked task's publish must
- * run only once its registers are saved, i.e. after the switch. So the
- * parking task leaves itself in w->handoff and the task it switched to
- * publishes it, first thing after its own switch returns
- * (handoff_finish(), called at every resume point of a started task: they
- * all go through weft__task_switch_out()). Until then the parked task is in
- * no queue, exactly as while the scheduler would be publishing it.
- *
- * The pick is next_task()'s, limited to its common case: nothing due
- * (every 4th tick with timers armed, every 61st), no pinned work, no
- * yielder pending, the LIFO streak below its cap, and the slot's task
- * started (a woken task always is). Anything else goes through the
- * scheduler, which then makes the same choice the long way.
- */
 /* Must the next pick (at @tick) go through the scheduler? Due timers,
  * the 61-tick turn, pinned work, the inbox, a stash or starved tasks. */
 static bool scheduler_due(struct weft__worker *w, uint64_t tick)
@@ -977,6 +959,27 @@ static struct weft__task *take_lifo_started(struct weft__worker *w)
 	return n;
 }
 
+/*
+ * Direct hand-off, the fast path of a park: a task that parks while its
+ * worker's LIFO slot holds the task the scheduler would run next anyway
+ * switches straight to that task instead of going through the scheduler's
+ * stack (one switch instead of two, and none of run_task()'s bookkeeping):
+ * a message passed between two tasks costs one switch.
+ *
+ * The park protocol still holds (wait.c): the parked task's publish must
+ * run only once its registers are saved, i.e. after the switch. So the
+ * parking task leaves itself in w->handoff and the task it switched to
+ * publishes it, first thing after its own switch returns
+ * (handoff_finish(), called at every resume point of a started task: they
+ * all go through weft__task_switch_out()). Until then the parked task is in
+ * no queue, exactly as while the scheduler would be publishing it.
+ *
+ * The pick is next_task()'s, limited to its common case: nothing due
+ * (every 4th tick with timers armed, every 61st), no pinned work, no
+ * yielder pending, the LIFO streak below its cap, and the slot's task
+ * started (a woken task always is). Anything else goes through the
+ * scheduler, which then makes the same choice the long way.
+ */
 static struct weft__task *handoff_pick(struct weft__worker *w)
 {
 	uint64_t tick = w->tick + 1;

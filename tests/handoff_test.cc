@@ -19,6 +19,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <random>
 #include <string>
@@ -466,6 +467,30 @@ TEST(Handoff, YieldHandoffsRacingSteals)
 	EXPECT_EQ(4 * nt * ((n + 31) / 32), children.load());
 }
 
+#ifdef WEFT_TEST_HOOKS
+// Run @body as a task on one worker with the hand-off's look at the top
+// skipped (weft_test_yield_skip_peek), so a yield pops whatever is on top
+// and, if it has not started, stashes it; check the stash path was taken
+// once. Return the order @body's tasks recorded.
+std::vector<int>
+run_with_forced_stash(const std::function<int(std::vector<int> &)> &body)
+{
+	std::vector<int> order;
+	WEFT_TEST_RUN(1, [&] {
+		unsigned long before = weft_test_yield_stashes();
+		weft_test_yield_skip_peek(1);
+		weft_task *y = go([&] {
+			return body(order);
+		});
+		EXPECT_EQ(0, weft_join(y));
+		weft_test_yield_skip_peek(0);
+		EXPECT_EQ(before + 1, weft_test_yield_stashes())
+			<< "the yield did not go down the stash path";
+	});
+	return order;
+}
+#endif
+
 // The stash: a yield's hand-off that pops an unstarted task (a thief took
 // the started one it looked at; forced here by the test hook, which skips
 // the look) cannot switch to it; the scheduler runs it first, so the order
@@ -475,28 +500,19 @@ TEST(Handoff, YieldPoppingAnUnstartedTaskStashesItForTheScheduler)
 #ifndef WEFT_TEST_HOOKS
 	GTEST_SKIP() << "needs the WEFT_TEST_HOOKS build";
 #else
-	WEFT_TEST_RUN(1, [&] {
-		std::vector<int> order;
-		unsigned long before = weft_test_yield_stashes();
-		weft_test_yield_skip_peek(1);
-		weft_task *y = go([&order] {
-			weft_task *c = go([&order] {
-				order.push_back(1);
-				return 0;
-			});
-			if (!c)
-				return -ENOMEM;
-			int r = weft_yield(); // the child is the deque's top
-			order.push_back(2);
-			int j = weft_join(c);
-			return r ? r : j;
+	std::vector<int> order = run_with_forced_stash([](std::vector<int> &o) {
+		weft_task *c = go([&o] {
+			o.push_back(1);
+			return 0;
 		});
-		EXPECT_EQ(0, weft_join(y));
-		weft_test_yield_skip_peek(0);
-		EXPECT_EQ((std::vector<int>{ 1, 2 }), order);
-		EXPECT_EQ(before + 1, weft_test_yield_stashes())
-			<< "the yield did not go down the stash path";
+		if (!c)
+			return -ENOMEM;
+		int r = weft_yield(); // the child is the deque's top
+		o.push_back(2);
+		int j = weft_join(c);
+		return r ? r : j;
 	});
+	EXPECT_EQ((std::vector<int>{ 1, 2 }), order);
 #endif
 }
 
@@ -512,34 +528,25 @@ TEST(Handoff, YieldStashingATombstoneStillRunsTheNextTaskFirst)
 #ifndef WEFT_TEST_HOOKS
 	GTEST_SKIP() << "needs the WEFT_TEST_HOOKS build";
 #else
-	WEFT_TEST_RUN(1, [&] {
-		std::vector<int> order;
-		unsigned long before = weft_test_yield_stashes();
-		weft_test_yield_skip_peek(1);
-		weft_task *y = go([&order] {
-			weft_task *c = go([&order] {
-				int r = weft_yield(); // pops c's tombstone
-				order.push_back(2);
-				return r;
-			});
-			weft_task *s = go([&order] {
-				order.push_back(1);
-				return 0;
-			});
-			if (!c || !s)
-				return -ENOMEM;
-			int jc = weft_join(c); // c is not the bottom: inline
-			int js = weft_join(s);
-			return jc ? jc : js;
+	std::vector<int> order = run_with_forced_stash([](std::vector<int> &o) {
+		weft_task *c = go([&o] {
+			int r = weft_yield(); // pops c's tombstone
+			o.push_back(2);
+			return r;
 		});
-		EXPECT_EQ(0, weft_join(y));
-		weft_test_yield_skip_peek(0);
-		EXPECT_EQ((std::vector<int>{ 1, 2 }), order)
-			<< "the yielder came back before the task behind the "
-			   "tombstone ran";
-		EXPECT_EQ(before + 1, weft_test_yield_stashes())
-			<< "the yield did not go down the stash path";
+		weft_task *s = go([&o] {
+			o.push_back(1);
+			return 0;
+		});
+		if (!c || !s)
+			return -ENOMEM;
+		int jc = weft_join(c); // c is not the bottom: inline
+		int js = weft_join(s);
+		return jc ? jc : js;
 	});
+	EXPECT_EQ((std::vector<int>{ 1, 2 }), order)
+		<< "the yielder came back before the task behind the "
+		   "tombstone ran";
 #endif
 }
 
