@@ -44,6 +44,7 @@ struct weft__scope {
 	uint64_t saved_inherited;	/* shielded: host deadline at entry */
 	uint32_t magic;			/* SCOPE_OPEN while open */
 	uint32_t flags;			/* SCOPE_* */
+	uint16_t shield_depth; /* the task's, inside this scope */
 };
 
 _Static_assert(sizeof(struct weft__scope) <= sizeof(weft_scope),
@@ -116,6 +117,7 @@ static void scope_open(weft_scope *us, uint64_t deadline_ns, bool shielded,
 	} else if (deadline_ns < t->scope_deadline_ns) {
 		t->scope_deadline_ns = deadline_ns;
 	}
+	s->shield_depth = t->shield_depth;
 	t->scope_top = s;
 	t->scoped = true;
 }
@@ -220,17 +222,34 @@ WEFT_API uint64_t weft_scope_deadline(const weft_scope *us)
 
 /*
  * The task returned (or a shield's fn returned) with scopes above @keep
- * still open: report once and close them, so the task's deadline and
- * shield depth are consistent again. Context: @t's own task.
+ * still open: close them and report once, so the task's deadline and
+ * shield depth are consistent again. Those scopes lived in frames that
+ * have returned: their memory may hold other frames by now, and this
+ * call's own report overwrites it, so they are neither read nor written
+ * (walking them once looped forever on a clobbered prev pointer). The
+ * state comes from @keep alone, which is in a frame still running. With no
+ * @keep (the task's end) the host deadline of an inline run is left as
+ * it is: the host restores its own. Context: @t's own task.
  */
 void weft__scopes_unwind(struct weft__task *t, void *keep, const char *what)
 {
-	if (t->scope_top == keep)
+	struct weft__scope *k = keep;
+
+	if (t->scope_top == k)
 		return;
-	weft__report("task '%s': %s with a cancel scope still open", t->name,
-		     what);
-	while (t->scope_top && t->scope_top != keep)
-		scope_pop(t, t->scope_top);
+	t->scope_top = k;
+	if (k) {
+		t->shield_depth = k->shield_depth;
+		if (k->flags & SCOPE_SHIELDED)
+			t->inherited_deadline_ns = UINT64_MAX;
+		else
+			t->inherited_deadline_ns = k->saved_inherited;
+	} else {
+		t->shield_depth = 0;
+	}
+	t->scope_deadline_ns = chain_deadline(k);
+	weft__report("task '%s': %s with a cancel scope still open",
+		     t->name[0] ? t->name : "<unnamed>", what);
 }
 
 WEFT_API int weft_shield(weft_fn fn, void *arg)

@@ -614,6 +614,10 @@ static _Atomic unsigned nkeys;
 /* After fn returned, in the task: task-local destructors, scope check. */
 static void task_finish(struct weft__task *t)
 {
+	/* First: the scopes fn left open are in its dead frame, which the
+	 * destructors' calls below would overwrite (weft__scopes_unwind()). */
+	if (t->scoped)
+		weft__scopes_unwind(t, NULL, "returned");
 	while (t->locals_mask) {
 		unsigned k = (unsigned)__builtin_ctz(t->locals_mask);
 		void *v = t->locals[k];
@@ -624,8 +628,9 @@ static void task_finish(struct weft__task *t)
 		if (v && d)
 			d(v); /* may set other locals: the loop sees them */
 	}
-	if (t->scoped)
-		weft__scopes_unwind(t, NULL, "returned");
+	if (t->scoped) /* and any a destructor left open */
+		weft__scopes_unwind(t, NULL,
+				    "a task-local destructor returned");
 	if (atomic_load_explicit(&t->flags, memory_order_relaxed) &
 	    WEFT__T_GROUP)
 		weft__group_child_done(t);

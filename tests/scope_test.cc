@@ -284,6 +284,62 @@ TEST(Scope, LeftOpenWhenTheTaskReturnsIsReportedAndClosed)
 	});
 }
 
+// A scope entered on the stack of a function that returned without
+// exiting it: its memory then belongs to whatever runs next. Here that is
+// a frame full of 0xff bytes; at the task's end weft must close the scope
+// without reading it (it once walked such a chain: a crash, or a loop
+// on a prev pointer that the report itself overwrote).
+static __attribute__((noinline)) void leave_scopes_open()
+{
+	weft_scope outer, inner;
+	weft_scope_enter(&outer, WEFT_SEC(30));
+	weft_scope_enter_shielded(&inner, WEFT_SEC(30));
+	asm volatile("" ::"r"(&outer), "r"(&inner) : "memory");
+}
+
+static __attribute__((noinline)) void clobber_dead_frames()
+{
+	volatile unsigned char junk[2048];
+	for (auto &b : junk)
+		b = 0xff;
+	asm volatile("" ::"r"(junk) : "memory");
+}
+
+// 16 KiB down the stack, below anything the task's end and a report on
+// stderr use, so that the 0xff bytes are what a reader finds there.
+static __attribute__((noinline)) void leave_scopes_open_deep(int n)
+{
+	volatile unsigned char pad[1024];
+	pad[0] = (unsigned char)n;
+	if (n) {
+		leave_scopes_open_deep(n - 1);
+	} else {
+		leave_scopes_open();
+		clobber_dead_frames();
+	}
+	asm volatile("" ::"r"(pad) : "memory");
+}
+
+TEST(Scope, LeftOpenInAFrameThatReturnedIsNotReadAgain)
+{
+	WEFT_TEST_RUN(1, [] {
+		weft_task *t = go([] {
+			leave_scopes_open_deep(16);
+			return 7;
+		});
+		EXPECT_EQ(7, weft_join(t));
+		// The record is reused with no scope open and no shield.
+		t = go([] {
+			weft_scope s;
+			weft_scope_enter(&s, WEFT_MSEC(1));
+			int r = weft_sleep(WEFT_SEC(30));
+			weft_scope_exit(&s);
+			return r;
+		});
+		EXPECT_EQ(-ETIMEDOUT, weft_join(t));
+	});
+}
+
 TEST(Scope, ChildrenDoNotInheritTheSpawnersScope)
 {
 	WEFT_TEST_RUN(2, [] {
@@ -455,6 +511,28 @@ TEST(Shield, ScopesLeftOpenInsideAreClosed)
 		EXPECT_EQ(0, weft_sleep(WEFT_MSEC(1)));
 		EXPECT_EQ(0, weft_scope_exit(&outer));
 	});
+}
+
+// The shield's fn returns with scopes open in its own frame, one of them
+// shielded: after weft_shield() returns, the caller's deadline applies
+// again and a cancellation shows (the shield depth is the caller's).
+TEST(Shield, ScopesLeftOpenInTheFnsFrameRestoreTheCallersState)
+{
+	WEFT_TEST_RUN(
+		1,
+		[] {
+			weft_scope outer;
+			weft_scope_enter(&outer, WEFT_MSEC(20));
+			EXPECT_EQ(0, shield([] {
+					  leave_scopes_open();
+					  return 0;
+				  }));
+			EXPECT_EQ(-ETIMEDOUT, weft_sleep(WEFT_SEC(30)));
+			EXPECT_EQ(-ETIMEDOUT, weft_scope_exit(&outer));
+			weft_cancel(weft_self());
+			EXPECT_EQ(-ECANCELED, weft_checkpoint());
+		},
+		false);
 }
 
 TEST(Shield, NullFnIsInvalid)
