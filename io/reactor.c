@@ -299,9 +299,9 @@ static void race_delay(void)
 
 	if (!ns)
 		return;
-	now = weft__clock_now();
+	now = weft__clock_real();
 	end = now + (now ^ (now >> 13) ^ (now >> 29)) % ns;
-	while (weft__clock_now() < end)
+	while (weft__clock_real() < end)
 		weft__cpu_relax();
 }
 #else

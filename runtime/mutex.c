@@ -290,7 +290,7 @@ static void unlock_slow(struct mutex_impl *mi)
 	wk.n = 0;
 	weft__spin_lock(&mi->lock);
 	if (!weft__waitq_empty(&mi->q))
-		now = weft__clock_now();
+		now = weft__clock_real(); /* fairness: real time */
 	/* 1. Hand-over to a starving waiter: LOCKED stays set. */
 	while ((w = mi->q.head) && now - w->enq_ns >= WEFT__STARVE_NS) {
 		weft__waitq_remove(&mi->q, w);

@@ -322,7 +322,7 @@ void weft__drain_report(struct weft__runtime *rt, uint64_t *next_ns)
 {
 	uint64_t grace = atomic_load_explicit(&grace_override,
 					      memory_order_relaxed);
-	uint64_t now = weft__clock_now();
+	uint64_t now = weft__clock_real();
 
 	if (!grace)
 		grace = DRAIN_GRACE_NS;
@@ -430,7 +430,7 @@ static void *monitor_main(void *arg)
 		period = 250000000u;
 	weft__ns_to_timespec(period, &ts);
 	while (!atomic_load_explicit(&o->stop_word, memory_order_acquire)) {
-		uint64_t now = weft__clock_now();
+		uint64_t now = weft__clock_real();
 		for (unsigned i = 0; i < rt->nworkers; i++)
 			monitor_check(rt, o, i, now);
 		syscall(SYS_futex, (uint32_t *)&o->stop_word,

@@ -359,7 +359,7 @@ static struct offload_req *idle_wait(struct weft__offload_pool *pool,
 	struct offload_req *req;
 	uint64_t idle_ns = atomic_load_explicit(&idle_ns_override,
 						memory_order_relaxed);
-	uint64_t now = weft__clock_now(), deadline;
+	uint64_t now = weft__clock_real(), deadline;
 	struct timespec ts;
 
 	if (!idle_ns)
@@ -374,7 +374,7 @@ static struct offload_req *idle_wait(struct weft__offload_pool *pool,
 			if (req)
 				break;
 			weft__cpu_relax();
-			if ((++n & 63) == 0 && weft__clock_now() >= end)
+			if ((++n & 63) == 0 && weft__clock_real() >= end)
 				break;
 		}
 		spin_scored(pool, req != NULL);
@@ -393,7 +393,7 @@ static struct offload_req *idle_wait(struct weft__offload_pool *pool,
 		pthread_mutex_unlock(&pool->lock);
 		if (req)
 			goto got;
-		now = weft__clock_now();
+		now = weft__clock_real();
 	}
 	deadline = weft__deadline_after(now, idle_ns);
 	weft__ns_to_timespec(deadline, &ts);
@@ -407,7 +407,7 @@ static struct offload_req *idle_wait(struct weft__offload_pool *pool,
 		req = atomic_load_explicit(&th->handoff, memory_order_acquire);
 		if (req)
 			break;
-		if (weft__clock_now() >= deadline) {
+		if (weft__clock_real() >= deadline) {
 			pthread_mutex_lock(&pool->lock);
 			/* A waker stores the hand-off under this lock after
 			 * popping us: popped means a request is there. */

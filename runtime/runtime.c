@@ -114,11 +114,18 @@ static int resolve_config(const weft_config *in, weft_config *cfg)
 			if (in->reserved[i])
 				return -EINVAL;
 		if (in->flags & ~(WEFT_IO_EPOLL | WEFT_PIN_WORKERS |
-				  WEFT_DUMP_ON_SIGQUIT))
+				  WEFT_DUMP_ON_SIGQUIT | WEFT_CLOCK_PAUSED))
 			return -EINVAL;
 		*cfg = *in;
 	} else {
 		memset(cfg, 0, sizeof(*cfg));
+	}
+	/* One worker: the clock stands still while any task runs, and only
+	 * one thread moves it (worker.c: vclock_park()). */
+	if (cfg->flags & WEFT_CLOCK_PAUSED) {
+		if (cfg->workers > 1)
+			return -EINVAL;
+		cfg->workers = 1;
 	}
 	if (cfg->workers == 0) {
 		if (weft__env_ulong("WEFT_WORKERS", 1, WORKERS_MAX, &v))
@@ -197,6 +204,11 @@ WEFT_API int weft_runtime_new(weft_runtime **out, const weft_config *in)
 	rt->stack_size = cfg.stack_size;
 	rt->inline_join = weft__env_switch("WEFT_INLINE_JOIN", true);
 	rt->handoff = weft__env_switch("WEFT_HANDOFF", true);
+	if (cfg.flags & WEFT_CLOCK_PAUSED) {
+		rt->vclock_paused = true;
+		atomic_init(&rt->vclock_ns, weft__clock_real());
+		weft__vclock_runtimes_add(1);
+	}
 	pthread_mutex_init(&rt->inject_lock, NULL);
 	pthread_mutex_init(&rt->idle_lock, NULL);
 	pthread_mutex_init(&rt->reg_lock, NULL);
@@ -266,6 +278,8 @@ out_free_workers:
 out_free_stacks:
 	weft__stack_pool_destroy(&rt->stacks);
 out_free_rt:
+	if (rt->vclock_paused)
+		weft__vclock_runtimes_add(-1);
 	weft__free(rt);
 	return err;
 }
@@ -372,6 +386,8 @@ WEFT_API int weft_runtime_free(weft_runtime *h)
 	pthread_mutex_destroy(&rt->inject_lock);
 	pthread_mutex_destroy(&rt->idle_lock);
 	pthread_mutex_destroy(&rt->reg_lock);
+	if (rt->vclock_paused)
+		weft__vclock_runtimes_add(-1);
 	weft__free(rt);
 	return 0;
 }

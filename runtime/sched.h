@@ -498,6 +498,11 @@ struct weft__runtime {
 	struct weft__stack_pool stacks;
 	bool inline_join;		/* env WEFT_INLINE_JOIN=0 turns it off */
 	bool handoff;			/* env WEFT_HANDOFF=0 turns it off */
+	/* WEFT_CLOCK_PAUSED (one worker): weft__clock_now() on the worker
+	 * reads vclock_ns, which only that worker moves (worker.c:
+	 * vclock_park(), weft_clock_advance()) */
+	bool vclock_paused;
+	_Atomic uint64_t vclock_ns;
 
 	struct weft__offload_pool *offload;	/* offload.c */
 	struct weft__observer *observer;	/* observe.c: watchdog, SIGQUIT */

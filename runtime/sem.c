@@ -166,7 +166,7 @@ static void release_slow(weft_sem *s, struct sem_impl *si)
 	wk.n = 0;
 	weft__spin_lock(&si->lock);
 	if (!weft__waitq_empty(&si->q))
-		now = weft__clock_now();
+		now = weft__clock_real(); /* fairness: real time */
 	/* 1. Hand the unit to a starving waiter. */
 	while ((w = si->q.head) && now - w->enq_ns >= WEFT__STARVE_NS) {
 		weft__waitq_remove(&si->q, w);

@@ -98,6 +98,7 @@
 #include <time.h>
 
 #include "internal.h"
+#include "sched.h"
 
 #define NSEC_PER_SEC UINT64_C(1000000000)
 #define NSEC_PER_MSEC UINT64_C(1000000)
@@ -424,7 +425,7 @@ uint64_t weft__timer_next_deadline(struct weft__timer_heap *h)
 	return h->root ? h->root->deadline_ns : UINT64_MAX;
 }
 
-uint64_t weft__clock_now(void)
+uint64_t weft__clock_real(void)
 {
 	struct timespec ts;
 	uint64_t sec;
@@ -441,6 +442,28 @@ uint64_t weft__clock_now(void)
 	if (sec >= (UINT64_MAX - 1) / NSEC_PER_SEC)
 		return UINT64_MAX - 1;
 	return sec * NSEC_PER_SEC + (uint64_t)ts.tv_nsec;
+}
+
+/* Runtimes alive with WEFT_CLOCK_PAUSED: while there are none, the clock
+ * costs one relaxed load more than clock_gettime. */
+static _Atomic unsigned weft__vclock_runtimes;
+
+void weft__vclock_runtimes_add(int delta)
+{
+	atomic_fetch_add_explicit(&weft__vclock_runtimes, (unsigned)delta,
+				  memory_order_relaxed);
+}
+
+uint64_t weft__clock_now(void)
+{
+	if (WEFT__UNLIKELY(atomic_load_explicit(&weft__vclock_runtimes,
+						memory_order_relaxed))) {
+		struct weft__worker *w = weft__worker_current();
+		if (w && w->rt->vclock_paused)
+			return atomic_load_explicit(&w->rt->vclock_ns,
+						    memory_order_relaxed);
+	}
+	return weft__clock_real();
 }
 
 uint64_t weft__deadline_after(uint64_t now_ns, uint64_t timeout_ns)

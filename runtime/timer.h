@@ -155,7 +155,21 @@ struct weft__timer *weft__timer_pop_expired(struct weft__timer_heap *h,
 uint64_t weft__timer_next_deadline(struct weft__timer_heap *h);
 
 /**
- * weft__clock_now() - Read CLOCK_MONOTONIC.
+ * weft__clock_now() - The clock of every deadline: weft_now().
+ *
+ * CLOCK_MONOTONIC (weft__clock_real()), except on a worker of a runtime
+ * made with WEFT_CLOCK_PAUSED, where it is that runtime's virtual clock
+ * (worker.c: vclock_park()). Use it for deadlines and timeouts; use
+ * weft__clock_real() for spins, back-offs and fairness, which are about
+ * real time spent on a CPU (a virtual clock stands still while tasks run).
+ *
+ * Context: any thread; never suspends.
+ * Return: nanoseconds since an arbitrary start; never UINT64_MAX.
+ */
+uint64_t weft__clock_now(void);
+
+/**
+ * weft__clock_real() - Read CLOCK_MONOTONIC.
  *
  * Always reads the clock (no caching). Unaffected by CLOCK_REALTIME jumps
  * (RELIABILITY E8).
@@ -163,7 +177,11 @@ uint64_t weft__timer_next_deadline(struct weft__timer_heap *h);
  * Context: any thread; never suspends.
  * Return: nanoseconds since an arbitrary start; never UINT64_MAX.
  */
-uint64_t weft__clock_now(void);
+uint64_t weft__clock_real(void);
+
+/* Count a runtime made with WEFT_CLOCK_PAUSED in (+1) or out (-1): while
+ * none is alive, weft__clock_now() does not look for one. */
+void weft__vclock_runtimes_add(int delta);
 
 /**
  * weft__deadline_after() - The absolute deadline @timeout_ns after @now_ns.

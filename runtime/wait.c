@@ -281,3 +281,22 @@ WEFT_API uint64_t weft_now(void)
 {
 	return weft__clock_now();
 }
+
+WEFT_API int weft_clock_advance(uint64_t ns)
+{
+	struct weft__worker *w;
+	uint64_t v;
+
+	if (!weft__task_current())
+		return -EPERM;
+	w = weft__worker_current();
+	if (!w->rt->vclock_paused)
+		return -EINVAL;
+	/* Only this worker moves the clock (the runtime has no other). */
+	v = atomic_load_explicit(&w->rt->vclock_ns, memory_order_relaxed);
+	v = weft__deadline_after(v, ns);
+	atomic_store_explicit(&w->rt->vclock_ns,
+			      v == UINT64_MAX ? UINT64_MAX - 1 : v,
+			      memory_order_relaxed);
+	return 0;
+}

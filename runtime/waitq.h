@@ -210,7 +210,7 @@ static inline void weft__waiter_enqueue(struct weft__waitq *q,
 	if (requeue) {
 		weft__waitq_push_ordered(q, w);
 	} else {
-		w->enq_ns = timed ? weft__clock_now() : 0;
+		w->enq_ns = timed ? weft__clock_real() : 0;
 		weft__waitq_push_tail(q, w);
 	}
 }

@@ -587,6 +587,78 @@ static bool work_visible(struct weft__worker *w)
 	       WEFT__RT_STOPPING;
 }
 
+/*
+ * park() on the one worker of a WEFT_CLOCK_PAUSED runtime (the rules are
+ * weft_clock_advance()'s in weft/runtime.h). Nothing is runnable. With no
+ * task waiting on I/O or on an offloaded call, only a timer can wake a
+ * task: jump the clock to the earliest deadline and let the worker loop
+ * fire it, without sleeping. Otherwise sleep for real until that deadline
+ * (on the virtual clock, the backends' relative wait is the same length),
+ * a completion or a kick; with I/O or offloads in flight the clock then
+ * moves by the real time that passed. The stack trim and the busy-worker
+ * poll of park_deadline() are real-time matters a virtual clock must not
+ * jump to: left out here.
+ */
+static void vclock_park(struct weft__worker *w)
+{
+	struct weft__runtime *rt = w->rt;
+	uint64_t d =
+		atomic_load_explicit(&w->next_deadline, memory_order_relaxed);
+	uint64_t v0 =
+		atomic_load_explicit(&rt->vclock_ns, memory_order_relaxed);
+	bool in_flight =
+		weft__io_busy(w) ||
+		atomic_load_explicit(&w->offload_waiting, memory_order_relaxed);
+	uint64_t r0 = weft__clock_real();
+
+	bool starved = false;
+
+	/* Tasks waiting for a stack retry after a real-time back-off: sleep
+	 * until then, as long on this clock, and jump nowhere. */
+	if (w->starved_head) {
+		uint64_t sd = weft__deadline_after(
+			v0, w->starved_retry_ns > r0 ?
+				    w->starved_retry_ns - r0 :
+				    0);
+		if (sd <= d) {
+			d = sd;
+			starved = true;
+		}
+	}
+	if (!in_flight && !starved && d != UINT64_MAX) {
+		if (d > v0)
+			atomic_store_explicit(&rt->vclock_ns, d,
+					      memory_order_relaxed);
+		return;
+	}
+	if (w->io) {
+		if (atomic_load_explicit(&w->park_word, memory_order_acquire) ==
+		    0)
+			weft__io_sleep(w, d);
+	} else {
+		struct timespec ts;
+		uint64_t rd =
+			d == UINT64_MAX ?
+				UINT64_MAX :
+				weft__deadline_after(r0, d > v0 ? d - v0 : 0);
+		weft__ns_to_timespec(rd, &ts);
+		while (atomic_load_explicit(&w->park_word,
+					    memory_order_acquire) == 0) {
+			long r = syscall(SYS_futex, (uint32_t *)&w->park_word,
+					 FUTEX_WAIT_BITSET_PRIVATE, 0,
+					 rd == UINT64_MAX ? NULL : &ts, NULL,
+					 FUTEX_BITSET_MATCH_ANY);
+			if (r < 0 && errno == ETIMEDOUT)
+				break;
+		}
+	}
+	if (in_flight)
+		atomic_store_explicit(
+			&rt->vclock_ns,
+			weft__deadline_after(v0, weft__clock_real() - r0),
+			memory_order_relaxed);
+}
+
 static void park(struct weft__worker *w)
 {
 	struct weft__runtime *rt = w->rt;
@@ -610,6 +682,11 @@ static void park(struct weft__worker *w)
 	 * (stack.c); park_deadline() wakes us when the next trim is due. */
 	if (weft__stack_pool_trim_due(&rt->stacks) <= weft__clock_coarse())
 		weft__stack_pool_trim(&rt->stacks, weft__clock_coarse());
+	if (WEFT__UNLIKELY(rt->vclock_paused)) {
+		vclock_park(w);
+		weft__idle_leave(w);
+		return;
+	}
 	deadline = park_deadline(w);
 	weft__ns_to_timespec(deadline, &ts);
 	while (atomic_load_explicit(&w->park_word, memory_order_acquire) ==
@@ -669,7 +746,7 @@ static bool work_hint(struct weft__worker *w)
 static void *spin_for_offload(struct weft__worker *w)
 {
 	struct weft__runtime *rt = w->rt;
-	uint64_t end = weft__clock_now() + SPIN_NS;
+	uint64_t end = weft__clock_real() + SPIN_NS;
 	void *t = NULL;
 
 	if (w->searching) {
@@ -693,7 +770,7 @@ static void *spin_for_offload(struct weft__worker *w)
 			break;
 	} while (atomic_load_explicit(&w->offload_waiting,
 				      memory_order_relaxed) &&
-		 weft__clock_now() < end);
+		 weft__clock_real() < end);
 	atomic_store_explicit(&w->offload_spin, false, memory_order_relaxed);
 	return t;
 }
@@ -714,7 +791,7 @@ static void *spin_for_work(struct weft__worker *w)
 					  memory_order_seq_cst);
 		w->searching = true;
 	}
-	end = weft__clock_now() + SPIN_NS;
+	end = weft__clock_real() + SPIN_NS;
 	do {
 		for (int i = 0; i < 64; i++)
 			weft__cpu_relax();
@@ -726,7 +803,7 @@ static void *spin_for_work(struct weft__worker *w)
 		if (atomic_load_explicit(&rt->state, memory_order_relaxed) ==
 		    WEFT__RT_STOPPING)
 			return NULL;
-	} while (weft__clock_now() < end);
+	} while (weft__clock_real() < end);
 	return NULL;
 }
 
@@ -790,7 +867,7 @@ static void starve(struct weft__worker *w, struct weft__task *t)
 		b = b ? (b >= STARVED_MAX_NS / 2 ? STARVED_MAX_NS : 2 * b) :
 			STARVED_MIN_NS;
 		w->starved_backoff_ns = b;
-		w->starved_retry_ns = weft__clock_now() + b;
+		w->starved_retry_ns = weft__clock_real() + b;
 		w->starved_head = t;
 	}
 	w->starved_tail = t;
@@ -802,7 +879,7 @@ static void starved_release(struct weft__worker *w, bool now)
 	struct weft__task *t = w->starved_head, *next;
 
 	if (WEFT__LIKELY(!t) ||
-	    (!now && weft__clock_now() < w->starved_retry_ns))
+	    (!now && weft__clock_real() < w->starved_retry_ns))
 		return;
 	w->starved_head = w->starved_tail = NULL;
 	for (; t; t = next) {

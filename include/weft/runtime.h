@@ -15,6 +15,9 @@ WEFT_EXTERN_C_BEGIN
 #define WEFT_PIN_WORKERS 0x2u	  /* bind worker i to the i-th allowed CPU */
 #define WEFT_DUMP_ON_SIGQUIT 0x4u /* SIGQUIT prints weft_dump_tasks() on
 				   * stderr (weft/observe.h) */
+#define WEFT_CLOCK_PAUSED \
+	0x8u /* a virtual clock, for tests: see
+				   * weft_clock_advance() */
 
 /**
  * struct weft_config - settings of a runtime; all-zero means defaults.
@@ -34,7 +37,9 @@ WEFT_EXTERN_C_BEGIN
  * @offload_max: most offload threads alive at once (0: 512); see
  *	weft_offload() in weft/offload.h.
  * @ring_entries: io_uring SQ size per worker (0: default).
- * @flags: WEFT_IO_EPOLL, WEFT_PIN_WORKERS, WEFT_DUMP_ON_SIGQUIT.
+ * @flags: WEFT_IO_EPOLL, WEFT_PIN_WORKERS, WEFT_DUMP_ON_SIGQUIT,
+ *	WEFT_CLOCK_PAUSED (one worker: with @workers 0 it gets 1, and more
+ *	than 1 is -EINVAL).
  * @slow_task_ns: 0: off (env WEFT_DEBUG=1 makes it 100 ms); >0: a
  *	watchdog thread reports on stderr, once per run slice, a task that
  *	has run that long on a worker without suspending, by name, id and
@@ -116,6 +121,41 @@ WEFT_API int weft_block_on(weft_runtime *rt, weft_fn fn, void *arg);
  * begun; -ENOMEM.
  */
 WEFT_API int weft_submit(weft_runtime *rt, weft_fn fn, void *arg);
+
+/**
+ * weft_clock_advance() - Move a paused runtime's clock forward.
+ * @ns: how far; clamped so that the clock stays below WEFT_FOREVER.
+ *
+ * A runtime made with WEFT_CLOCK_PAUSED in weft_config.flags (Tokio's
+ * start_paused, for tests of timeouts, retries and rate limits that should
+ * take no wall time and give the same result every run) has one worker
+ * and a virtual clock. Its tasks read it with weft_now(), and every sleep,
+ * deadline, scope and timeout of theirs is on it. It starts at the real
+ * monotonic time when the runtime is made and moves only forward:
+ * - It stands still while any task runs or is runnable.
+ * - When every task waits and none waits on I/O or on weft_offload(), it
+ *   jumps to the earliest deadline, so a sleep of an hour returns at
+ *   once, and weft_now() then reads exactly that deadline.
+ * - While a task waits on I/O (a read, a send, an armed multishot recv or
+ *   accept, weft_signal_wait) or on weft_offload(), it runs at real speed:
+ *   a reply that is on its way is never overtaken by a timeout. A recv
+ *   with a 5 s timeout from a silent peer takes 5 real seconds; advance
+ *   the clock from another task to end it sooner.
+ * - This call moves it by @ns. Tasks whose deadlines that reaches are
+ *   woken when the worker next schedules, that is, at the caller's next
+ *   suspension point.
+ * As with Tokio's paused clock, a task that waits for a thread outside the
+ *   runtime (weft_submit(), a weft_queue fed from a plain thread) without
+ *   I/O does not hold the clock back: a timeout beside it fires at once.
+ * weft_now() outside the runtime's tasks reads the real clock, and other
+ * runtimes are unaffected. Fairness and spinning inside weft (mutex
+ * hand-over to a starving waiter, idle spins) use real time.
+ *
+ * Context: a task of a runtime made with WEFT_CLOCK_PAUSED; never suspends.
+ * Return: 0; -EPERM outside a task; -EINVAL when the task's runtime is not
+ * paused.
+ */
+WEFT_API int weft_clock_advance(uint64_t ns);
 
 /**
  * weft_runtime_free() - Cancel every task of @rt, wait for them, stop the

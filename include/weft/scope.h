@@ -18,6 +18,12 @@
  *
  * A scope arms no timer by itself: its deadline is only given to the waits
  * its task makes inside it, so entering and leaving one costs a few stores.
+ *
+ * Exit a scope before the function that entered it returns. A task (or a
+ * weft_shield() fn) that returns with scopes open is reported on stderr and
+ * its scopes are closed without being read. A helper function that returns
+ * with its own scope open while the task goes on is not detected: the
+ * task's next scope call would read that scope's dead stack memory.
  */
 #ifndef WEFT_SCOPE_H
 #define WEFT_SCOPE_H
