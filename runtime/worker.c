@@ -1246,8 +1246,10 @@ void *weft__worker_main(void *arg)
 		    WEFT__RT_STOPPING)
 			break;
 		/* With I/O in flight the ring's sleep ends on its completions;
-		 * spinning would only burn the core the peer needs. */
-		t = weft__io_busy(w) ? NULL : spin_for_work(w);
+		 * spinning would only burn the core the peer needs. A paused
+		 * clock's worker would spin before every jump of its clock. */
+		t = weft__io_busy(w) || rt->vclock_paused ? NULL :
+							    spin_for_work(w);
 		if (t) {
 			if (w->searching)
 				stop_searching(w);
