@@ -610,7 +610,6 @@ static void vclock_park(struct weft__worker *w)
 		weft__io_busy(w) ||
 		atomic_load_explicit(&w->offload_waiting, memory_order_relaxed);
 	uint64_t r0 = weft__clock_real();
-
 	bool starved = false;
 
 	/* Tasks waiting for a stack retry after a real-time back-off: sleep
@@ -652,11 +651,13 @@ static void vclock_park(struct weft__worker *w)
 				break;
 		}
 	}
-	if (in_flight)
-		atomic_store_explicit(
-			&rt->vclock_ns,
-			weft__deadline_after(v0, weft__clock_real() - r0),
-			memory_order_relaxed);
+	if (in_flight) {
+		uint64_t v = weft__deadline_after(v0, weft__clock_real() - r0);
+		/* below WEFT_FOREVER, as weft_clock_advance() keeps it */
+		atomic_store_explicit(&rt->vclock_ns,
+				      v == UINT64_MAX ? UINT64_MAX - 1 : v,
+				      memory_order_relaxed);
+	}
 }
 
 static void park(struct weft__worker *w)
