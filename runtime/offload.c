@@ -454,6 +454,13 @@ static void complete(struct weft__worker *w, struct weft__task *t,
 	}
 	atomic_fetch_sub_explicit(&w->offload_waiting, 1,
 				  memory_order_relaxed);
+	/* A paused clock's worker may have parked in the meantime, seen the
+	 * call still in flight and slept for real until its next deadline
+	 * (worker.c, vclock_park()): have it look again. Ordered by the idle
+	 * lock: either it registered idle before we take it, and is woken, or
+	 * it reads offload_waiting after our unlock. */
+	if (WEFT__UNLIKELY(w->rt->vclock_paused))
+		weft__wake_worker(w);
 }
 
 static void *pool_main(void *arg)
