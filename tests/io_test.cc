@@ -260,6 +260,84 @@ TEST_P(IoBackend, PeerResetGivesEconnreset)
 	});
 }
 
+// RELIABILITY D3: a client sends its request and half-closes
+// (shutdown(SHUT_WR)). The server reads the request, then the end of the
+// stream from every later recv, and its reply - far larger than the socket
+// buffers, so its sends wait for the client to read - still arrives whole
+// and in order. On plain sockets and on WEFT_FD_MULTISHOT ones (whose armed
+// multishot recv ends at the end of the stream).
+TEST_P(IoBackend, HalfClosedPeerStillGetsTheWholeReply)
+{
+	Run(2, [] {
+		for (bool ms : { false, true }) {
+			SCOPED_TRACE(ms ? "multishot" : "plain");
+			int l = weft_listen_tcp(nullptr, 0, 16);
+			ASSERT_GE(l, 0);
+			int c = weft_dial_tcp("127.0.0.1",
+					      io_test::local_port(l));
+			ASSERT_GE(c, 0);
+			int s = weft_accept(l, nullptr, nullptr);
+			ASSERT_GE(s, 0);
+			if (ms) {
+				ASSERT_EQ(0, weft_fd_set_flags(
+						     s, WEFT_FD_MULTISHOT));
+			}
+			const size_t reply = 4u << 20;
+			auto byte = [](size_t i) {
+				return (char)(i * 131 + (i >> 9));
+			};
+			// The server closes its socket whatever happens, so a
+			// failure ends the client's reads instead of hanging them.
+			auto serve = [&]() -> int {
+				char req[64];
+				size_t got = 0;
+				ssize_t n;
+				while ((n = weft_recv(s, req + got,
+						      sizeof(req) - got, 0)) >
+				       0)
+					got += (size_t)n;
+				if (n < 0)
+					return (int)n;
+				if (got != 7 || memcmp(req, "request", 7) != 0)
+					return -EIO;
+				for (int i = 0; i < 3; i++)
+					if (weft_recv(s, req, sizeof(req), 0) !=
+					    0)
+						return -EPROTO;
+				std::vector<char> out(reply);
+				for (size_t i = 0; i < reply; i++)
+					out[i] = byte(i);
+				if (weft_send_all(s, out.data(), reply) !=
+				    (ssize_t)reply)
+					return -EPIPE;
+				return 0;
+			};
+			weft_task *srv = go([&] {
+				int r = serve();
+				int cr = weft_close(s);
+				return r ? r : cr;
+			});
+			ASSERT_EQ(7, weft_send_all(c, "request", 7));
+			ASSERT_EQ(0, shutdown(c, SHUT_WR));
+			std::vector<char> in(reply + 1);
+			size_t got = 0;
+			ssize_t n;
+			while ((n = weft_recv(c, in.data() + got,
+					      in.size() - got, 0)) > 0)
+				got += (size_t)n;
+			EXPECT_EQ(0, n);
+			EXPECT_EQ(reply, got);
+			size_t bad = 0;
+			for (size_t i = 0; i < got && i < reply; i++)
+				bad += in[i] != byte(i);
+			EXPECT_EQ(0u, bad) << "reply bytes changed";
+			EXPECT_EQ(0, weft_join(srv));
+			weft_close(c);
+			weft_close(l);
+		}
+	});
+}
+
 TEST_P(IoBackend, SendToClosedPeerIsEpipeNotSigpipe)
 {
 	// SIGPIPE stays at SIG_DFL: a SIGPIPE would kill the test binary.
