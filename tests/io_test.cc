@@ -1440,6 +1440,92 @@ TEST_P(IoBackend, CloseEndsOpsOtherTasksHavePending)
 	});
 }
 
+// RELIABILITY D14: an fd number closed with a plain close(2) and at once
+// reused for another socket, round after round, while the old file lives
+// on (a dup of it stays open, so the kernel keeps any registration the
+// epoll backend made for it under that number, one left armed by a
+// cancelled poll included). Waiters on the reused number see only their
+// own file: bytes arriving on the old file wake none of them with a
+// result, and stay unread; the new file's byte reaches its recv.
+TEST_P(IoBackend, ReusedFdNumberSeesOnlyItsOwnFile)
+{
+	Run(2, [] {
+		for (int round = 0; round < 30; round++) {
+			int sv[2];
+			pair(sv);
+			int num = sv[1];
+			weft_task *r = go([&] {
+				char c;
+				return (int)weft_recv(num, &c, 1, 0);
+			});
+			weft_sleep(WEFT_USEC(200));
+			EXPECT_EQ(1, weft_send(sv[0], "a", 1, 0));
+			EXPECT_EQ(1, weft_join(r));
+			weft_task *w = go([&] {
+				return weft_poll(num, POLLIN);
+			});
+			weft_sleep(WEFT_USEC(200));
+			weft_cancel(w);
+			EXPECT_EQ(-ECANCELED, weft_join(w));
+			int keep = dup(num); // the old file lives on
+			ASSERT_GE(keep, 0);
+			int nv[2];
+			pair(nv); // before the close: nv[0] must not take num
+			close(num);
+			ASSERT_EQ(num, dup2(nv[1], num));
+			close(nv[1]);
+			// A poll, then a recv (one at a time: they would race
+			// for the byte), each waiting while the old file gets
+			// a byte, then given one on the new file.
+			std::atomic<int> polled{ 0 }, got{ 0 };
+			weft_task *p = go([&] {
+				int e = weft_poll(num, POLLIN);
+				polled = e;
+				return e;
+			});
+			weft_sleep(WEFT_USEC(200));
+			EXPECT_EQ(1, weft_send(sv[0], "o", 1, 0));
+			weft_sleep(WEFT_MSEC(2));
+			EXPECT_EQ(0, polled.load()) << "woken by the old file";
+			EXPECT_EQ(1, weft_send(nv[0], "n", 1, 0));
+			EXPECT_TRUE(weft_join(p) & POLLIN);
+			weft_task *q = go([&] {
+				char c = 0;
+				ssize_t n = weft_recv(num, &c, 1, 0);
+				got = n == 1 ? c : (int)n;
+				return 0;
+			});
+			EXPECT_EQ(0, weft_join(q));
+			EXPECT_EQ('n', got.load());
+			got = 0;
+			q = go([&] {
+				char c = 0;
+				ssize_t n = weft_recv(num, &c, 1, 0);
+				got = n == 1 ? c : (int)n;
+				return 0;
+			});
+			weft_sleep(WEFT_USEC(200));
+			EXPECT_EQ(1, weft_send(sv[0], "o", 1, 0));
+			weft_sleep(WEFT_MSEC(2));
+			EXPECT_EQ(0, got.load()) << "woken by the old file";
+			EXPECT_EQ(1, weft_send(nv[0], "m", 1, 0));
+			EXPECT_EQ(0, weft_join(q));
+			EXPECT_EQ('m', got.load());
+			char old[4] = {};
+			EXPECT_EQ(2,
+				  recv(keep, old, sizeof(old), MSG_DONTWAIT));
+			EXPECT_EQ(0, memcmp(old, "oo", 2))
+				<< "the old file's bytes were taken";
+			close(keep);
+			close(sv[0]);
+			close(nv[0]);
+			close(num);
+			if (HasFailure())
+				return;
+		}
+	});
+}
+
 // RELIABILITY B6: no fds left for the ring or the eventfd is an error of
 // weft_runtime_new (-EMFILE), never a silent switch to epoll; nothing
 // leaks, and the next runtime works once fds are back.
