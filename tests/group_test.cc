@@ -392,6 +392,43 @@ TEST(WaitFor, BadHandles)
 	});
 }
 
+// RELIABILITY E1/E2 for the calls with a limit of their own: a zero limit
+// on a task still running times out at once (wait_for cancels the task and
+// waits for it; wait_any only polls), and a "negative" limit
+// ((uint64_t)-5, UINT64_MAX - 1: now + limit would wrap) means forever,
+// never "already expired" - for wait_for, wait_any and a scope alike.
+TEST(WaitFor, ZeroLimitTimesOutAndWrappingLimitsMeanForever)
+{
+	WEFT_TEST_RUN(2, [] {
+		std::atomic<int> seen{ 0 };
+		weft_task *t = go([&] {
+			int r = weft_sleep(WEFT_SEC(30));
+			seen = r;
+			return r;
+		});
+		EXPECT_EQ(-ETIMEDOUT, weft_wait_any(&t, 1, 0));
+		EXPECT_EQ(-ETIMEDOUT, weft_wait_for(t, 0));
+		EXPECT_EQ(-ECANCELED, seen.load())
+			<< "not cancelled, or not waited for";
+		for (uint64_t lim : { (uint64_t)-5, UINT64_MAX - 1 }) {
+			weft_task *a = go([] {
+				return weft_sleep(WEFT_MSEC(3)) == 0 ? 7 : -EIO;
+			});
+			EXPECT_EQ(0, weft_wait_any(&a, 1, lim)) << lim;
+			EXPECT_EQ(7, weft_join(a));
+			a = go([] {
+				return weft_sleep(WEFT_MSEC(3)) == 0 ? 8 : -EIO;
+			});
+			EXPECT_EQ(8, weft_wait_for(a, lim)) << lim;
+			weft_scope s;
+			weft_scope_enter(&s, lim);
+			EXPECT_EQ(0, weft_sleep(WEFT_MSEC(3))) << lim;
+			EXPECT_EQ(0, weft_checkpoint()) << lim;
+			EXPECT_EQ(0, weft_scope_exit(&s)) << lim;
+		}
+	});
+}
+
 // ---------------------------------------------------------------- wait_any
 
 TEST(WaitAny, LowestFinishedIndexJoinsNothing)
