@@ -6,7 +6,11 @@
 // returns while a task still runs).
 #include <gtest/gtest.h>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -102,6 +106,31 @@ TEST(Gather, BadHandlesReleaseNothing)
 		// Released handles are rejected now.
 		EXPECT_EQ(-EINVAL, weft_gather(ok, 2, nullptr, 0));
 	});
+}
+
+// RELIABILITY H3: a count no array can hold (SIZE_MAX, or past INT_MAX,
+// which weft_wait_any already refuses) is -EINVAL before any handle is
+// read. The two handles sit at the end of a page with an inaccessible
+// page after it, so a call that walks past them faults; they stay owned.
+TEST(Gather, ImpossibleCountIsInvalidAndReadsNothing)
+{
+	const size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+	char *m = (char *)mmap(nullptr, 2 * pg, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, (void *)m);
+	ASSERT_EQ(0, mprotect(m + pg, pg, PROT_NONE));
+	weft_task **two = (weft_task **)(m + pg) - 2;
+	WEFT_TEST_RUN(2, [two] {
+		two[0] = weft_spawn(ret_arg, (void *)1);
+		two[1] = weft_spawn(ret_arg, (void *)2);
+		EXPECT_EQ(-EINVAL, weft_gather(two, SIZE_MAX, nullptr, 0));
+		EXPECT_EQ(-EINVAL,
+			  weft_gather(two, (size_t)INT_MAX + 1, nullptr, 0));
+		EXPECT_EQ(-EINVAL, weft_wait_any(two, SIZE_MAX, 0));
+		EXPECT_EQ(1, weft_join(two[0]));
+		EXPECT_EQ(2, weft_join(two[1]));
+	});
+	munmap(m, 2 * pg);
 }
 
 TEST(Gather, CancelOnErrorCancelsTheRestAndReturnsTheFailure)
