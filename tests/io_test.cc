@@ -361,6 +361,42 @@ TEST_P(IoBackend, SendToClosedPeerIsEpipeNotSigpipe)
 	});
 }
 
+// RELIABILITY D2, the writer that waits: a weft_write blocked on a full
+// pipe (blocking and non-blocking) whose reader then closes gets -EPIPE,
+// whichever thread the write is retried on, and SIGPIPE - still at SIG_DFL
+// in the process, as weft found it - kills nothing.
+TEST_P(IoBackend, WriterWaitingOnAFullPipeGetsEpipeWhenTheReaderGoes)
+{
+	struct sigaction before;
+	ASSERT_EQ(0, sigaction(SIGPIPE, nullptr, &before));
+	Run(2, [] {
+		for (bool nonblock : { false, true }) {
+			int p[2];
+			ASSERT_EQ(0, pipe2(p, O_CLOEXEC | O_NONBLOCK));
+			static char b[65536];
+			while (write(p[1], b, sizeof(b)) > 0) {
+			}
+			ASSERT_EQ(EAGAIN, errno);
+			if (!nonblock) {
+				ASSERT_EQ(0, fcntl(p[1], F_SETFL, 0));
+			}
+			weft_task *w = go([&] {
+				return (int)weft_write(p[1], b, sizeof(b), -1);
+			});
+			ASSERT_TRUE(weft_test::wait_for_dump("waiting on I/O"));
+			close(p[0]);
+			EXPECT_EQ(-EPIPE, weft_join(w)) << nonblock;
+			EXPECT_EQ(-EPIPE, weft_write(p[1], b, 1, -1))
+				<< nonblock;
+			close(p[1]);
+		}
+	});
+	struct sigaction after;
+	ASSERT_EQ(0, sigaction(SIGPIPE, nullptr, &after));
+	EXPECT_EQ(before.sa_handler, after.sa_handler)
+		<< "SIGPIPE's disposition was changed";
+}
+
 TEST_P(IoBackend, RecvCancelledLeavesBufferUntouched)
 {
 	Run(2, [] {
