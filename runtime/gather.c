@@ -347,7 +347,8 @@ WEFT_API int weft_gather(weft_task *const *tasks, size_t n, int *statuses,
 		return -EPERM;
 	if (n == 0)
 		return 0;
-	if (!tasks || (flags & ~WEFT_CANCEL_ON_ERROR))
+	/* No array holds more (RELIABILITY H3); as weft_wait_any(). */
+	if (n > INT_MAX || !tasks || (flags & ~WEFT_CANCEL_ON_ERROR))
 		return -EINVAL;
 	err = mark_all(self, tasks, n);
 	if (err)

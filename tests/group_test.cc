@@ -6,7 +6,11 @@
 // returns while a task still runs).
 #include <gtest/gtest.h>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -102,6 +106,31 @@ TEST(Gather, BadHandlesReleaseNothing)
 		// Released handles are rejected now.
 		EXPECT_EQ(-EINVAL, weft_gather(ok, 2, nullptr, 0));
 	});
+}
+
+// RELIABILITY H3: a count no array can hold (SIZE_MAX, or past INT_MAX,
+// which weft_wait_any already refuses) is -EINVAL before any handle is
+// read. The two handles sit at the end of a page with an inaccessible
+// page after it, so a call that walks past them faults; they stay owned.
+TEST(Gather, ImpossibleCountIsInvalidAndReadsNothing)
+{
+	const size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+	char *m = (char *)mmap(nullptr, 2 * pg, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, (void *)m);
+	ASSERT_EQ(0, mprotect(m + pg, pg, PROT_NONE));
+	weft_task **two = (weft_task **)(m + pg) - 2;
+	WEFT_TEST_RUN(2, [two] {
+		two[0] = weft_spawn(ret_arg, (void *)1);
+		two[1] = weft_spawn(ret_arg, (void *)2);
+		EXPECT_EQ(-EINVAL, weft_gather(two, SIZE_MAX, nullptr, 0));
+		EXPECT_EQ(-EINVAL,
+			  weft_gather(two, (size_t)INT_MAX + 1, nullptr, 0));
+		EXPECT_EQ(-EINVAL, weft_wait_any(two, SIZE_MAX, 0));
+		EXPECT_EQ(1, weft_join(two[0]));
+		EXPECT_EQ(2, weft_join(two[1]));
+	});
+	munmap(m, 2 * pg);
 }
 
 TEST(Gather, CancelOnErrorCancelsTheRestAndReturnsTheFailure)
@@ -389,6 +418,43 @@ TEST(WaitFor, BadHandles)
 		weft_task *t = weft_spawn(ret_arg, (void *)0);
 		EXPECT_EQ(0, weft_wait_for(t, WEFT_FOREVER));
 		EXPECT_EQ(-EINVAL, weft_wait_for(t, 0)); // released
+	});
+}
+
+// RELIABILITY E1/E2 for the calls with a limit of their own: a zero limit
+// on a task still running times out at once (wait_for cancels the task and
+// waits for it; wait_any only polls), and a "negative" limit
+// ((uint64_t)-5, UINT64_MAX - 1: now + limit would wrap) means forever,
+// never "already expired" - for wait_for, wait_any and a scope alike.
+TEST(WaitFor, ZeroLimitTimesOutAndWrappingLimitsMeanForever)
+{
+	WEFT_TEST_RUN(2, [] {
+		std::atomic<int> seen{ 0 };
+		weft_task *t = go([&] {
+			int r = weft_sleep(WEFT_SEC(30));
+			seen = r;
+			return r;
+		});
+		EXPECT_EQ(-ETIMEDOUT, weft_wait_any(&t, 1, 0));
+		EXPECT_EQ(-ETIMEDOUT, weft_wait_for(t, 0));
+		EXPECT_EQ(-ECANCELED, seen.load())
+			<< "not cancelled, or not waited for";
+		for (uint64_t lim : { (uint64_t)-5, UINT64_MAX - 1 }) {
+			weft_task *a = go([] {
+				return weft_sleep(WEFT_MSEC(3)) == 0 ? 7 : -EIO;
+			});
+			EXPECT_EQ(0, weft_wait_any(&a, 1, lim)) << lim;
+			EXPECT_EQ(7, weft_join(a));
+			a = go([] {
+				return weft_sleep(WEFT_MSEC(3)) == 0 ? 8 : -EIO;
+			});
+			EXPECT_EQ(8, weft_wait_for(a, lim)) << lim;
+			weft_scope s;
+			weft_scope_enter(&s, lim);
+			EXPECT_EQ(0, weft_sleep(WEFT_MSEC(3))) << lim;
+			EXPECT_EQ(0, weft_checkpoint()) << lim;
+			EXPECT_EQ(0, weft_scope_exit(&s)) << lim;
+		}
 	});
 }
 

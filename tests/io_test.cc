@@ -260,6 +260,85 @@ TEST_P(IoBackend, PeerResetGivesEconnreset)
 	});
 }
 
+// RELIABILITY D3: a client sends its request and half-closes
+// (shutdown(SHUT_WR)). The server reads the request, then the end of the
+// stream from every later recv, and its reply - far larger than the socket
+// buffers, so its sends wait for the client to read - still arrives whole
+// and in order. On plain sockets and on WEFT_FD_MULTISHOT ones (whose armed
+// multishot recv ends at the end of the stream).
+TEST_P(IoBackend, HalfClosedPeerStillGetsTheWholeReply)
+{
+	Run(2, [] {
+		for (bool ms : { false, true }) {
+			// (No SCOPED_TRACE: a task may end on another thread.)
+			const char *how = ms ? "multishot" : "plain";
+			int l = weft_listen_tcp(nullptr, 0, 16);
+			ASSERT_GE(l, 0);
+			int c = weft_dial_tcp("127.0.0.1",
+					      io_test::local_port(l));
+			ASSERT_GE(c, 0);
+			int s = weft_accept(l, nullptr, nullptr);
+			ASSERT_GE(s, 0);
+			if (ms) {
+				ASSERT_EQ(0, weft_fd_set_flags(
+						     s, WEFT_FD_MULTISHOT));
+			}
+			const size_t reply = 4u << 20;
+			auto byte = [](size_t i) {
+				return (char)(i * 131 + (i >> 9));
+			};
+			// The server closes its socket whatever happens, so a
+			// failure ends the client's reads instead of hanging them.
+			auto serve = [&]() -> int {
+				char req[64];
+				size_t got = 0;
+				ssize_t n;
+				while ((n = weft_recv(s, req + got,
+						      sizeof(req) - got, 0)) >
+				       0)
+					got += (size_t)n;
+				if (n < 0)
+					return (int)n;
+				if (got != 7 || memcmp(req, "request", 7) != 0)
+					return -EIO;
+				for (int i = 0; i < 3; i++)
+					if (weft_recv(s, req, sizeof(req), 0) !=
+					    0)
+						return -EPROTO;
+				std::vector<char> out(reply);
+				for (size_t i = 0; i < reply; i++)
+					out[i] = byte(i);
+				if (weft_send_all(s, out.data(), reply) !=
+				    (ssize_t)reply)
+					return -EPIPE;
+				return 0;
+			};
+			weft_task *srv = go([&] {
+				int r = serve();
+				int cr = weft_close(s);
+				return r ? r : cr;
+			});
+			ASSERT_EQ(7, weft_send_all(c, "request", 7));
+			ASSERT_EQ(0, shutdown(c, SHUT_WR));
+			std::vector<char> in(reply + 1);
+			size_t got = 0;
+			ssize_t n;
+			while ((n = weft_recv(c, in.data() + got,
+					      in.size() - got, 0)) > 0)
+				got += (size_t)n;
+			EXPECT_EQ(0, n) << how;
+			EXPECT_EQ(reply, got) << how;
+			size_t bad = 0;
+			for (size_t i = 0; i < got && i < reply; i++)
+				bad += in[i] != byte(i);
+			EXPECT_EQ(0u, bad) << "reply bytes changed, " << how;
+			EXPECT_EQ(0, weft_join(srv)) << how;
+			weft_close(c);
+			weft_close(l);
+		}
+	});
+}
+
 TEST_P(IoBackend, SendToClosedPeerIsEpipeNotSigpipe)
 {
 	// SIGPIPE stays at SIG_DFL: a SIGPIPE would kill the test binary.
@@ -280,6 +359,42 @@ TEST_P(IoBackend, SendToClosedPeerIsEpipeNotSigpipe)
 		EXPECT_EQ(-EPIPE, weft_write(p[1], b, 16, -1));
 		close(p[1]);
 	});
+}
+
+// RELIABILITY D2, the writer that waits: a weft_write blocked on a full
+// pipe (blocking and non-blocking) whose reader then closes gets -EPIPE,
+// whichever thread the write is retried on, and SIGPIPE - still at SIG_DFL
+// in the process, as weft found it - kills nothing.
+TEST_P(IoBackend, WriterWaitingOnAFullPipeGetsEpipeWhenTheReaderGoes)
+{
+	struct sigaction before;
+	ASSERT_EQ(0, sigaction(SIGPIPE, nullptr, &before));
+	Run(2, [] {
+		for (bool nonblock : { false, true }) {
+			int p[2];
+			ASSERT_EQ(0, pipe2(p, O_CLOEXEC | O_NONBLOCK));
+			static char b[65536];
+			while (write(p[1], b, sizeof(b)) > 0) {
+			}
+			ASSERT_EQ(EAGAIN, errno);
+			if (!nonblock) {
+				ASSERT_EQ(0, fcntl(p[1], F_SETFL, 0));
+			}
+			weft_task *w = go([&] {
+				return (int)weft_write(p[1], b, sizeof(b), -1);
+			});
+			ASSERT_TRUE(weft_test::wait_for_dump("waiting on I/O"));
+			close(p[0]);
+			EXPECT_EQ(-EPIPE, weft_join(w)) << nonblock;
+			EXPECT_EQ(-EPIPE, weft_write(p[1], b, 1, -1))
+				<< nonblock;
+			close(p[1]);
+		}
+	});
+	struct sigaction after;
+	ASSERT_EQ(0, sigaction(SIGPIPE, nullptr, &after));
+	EXPECT_EQ(before.sa_handler, after.sa_handler)
+		<< "SIGPIPE's disposition was changed";
 }
 
 TEST_P(IoBackend, RecvCancelledLeavesBufferUntouched)
@@ -1358,6 +1473,92 @@ TEST_P(IoBackend, CloseEndsOpsOtherTasksHavePending)
 			close(nv[0]);
 			close(nv[1]);
 			close(sv[0]);
+		}
+	});
+}
+
+// RELIABILITY D14: an fd number closed with a plain close(2) and at once
+// reused for another socket, round after round, while the old file lives
+// on (a dup of it stays open, so the kernel keeps any registration the
+// epoll backend made for it under that number, one left armed by a
+// cancelled poll included). Waiters on the reused number see only their
+// own file: bytes arriving on the old file wake none of them with a
+// result, and stay unread; the new file's byte reaches its recv.
+TEST_P(IoBackend, ReusedFdNumberSeesOnlyItsOwnFile)
+{
+	Run(2, [] {
+		for (int round = 0; round < 30; round++) {
+			int sv[2];
+			pair(sv);
+			int num = sv[1];
+			weft_task *r = go([&] {
+				char c;
+				return (int)weft_recv(num, &c, 1, 0);
+			});
+			weft_sleep(WEFT_USEC(200));
+			EXPECT_EQ(1, weft_send(sv[0], "a", 1, 0));
+			EXPECT_EQ(1, weft_join(r));
+			weft_task *w = go([&] {
+				return weft_poll(num, POLLIN);
+			});
+			weft_sleep(WEFT_USEC(200));
+			weft_cancel(w);
+			EXPECT_EQ(-ECANCELED, weft_join(w));
+			int keep = dup(num); // the old file lives on
+			ASSERT_GE(keep, 0);
+			int nv[2];
+			pair(nv); // before the close: nv[0] must not take num
+			close(num);
+			ASSERT_EQ(num, dup2(nv[1], num));
+			close(nv[1]);
+			// A poll, then a recv (one at a time: they would race
+			// for the byte), each waiting while the old file gets
+			// a byte, then given one on the new file.
+			std::atomic<int> polled{ 0 }, got{ 0 };
+			weft_task *p = go([&] {
+				int e = weft_poll(num, POLLIN);
+				polled = e;
+				return e;
+			});
+			weft_sleep(WEFT_USEC(200));
+			EXPECT_EQ(1, weft_send(sv[0], "o", 1, 0));
+			weft_sleep(WEFT_MSEC(2));
+			EXPECT_EQ(0, polled.load()) << "woken by the old file";
+			EXPECT_EQ(1, weft_send(nv[0], "n", 1, 0));
+			EXPECT_TRUE(weft_join(p) & POLLIN);
+			weft_task *q = go([&] {
+				char c = 0;
+				ssize_t n = weft_recv(num, &c, 1, 0);
+				got = n == 1 ? c : (int)n;
+				return 0;
+			});
+			EXPECT_EQ(0, weft_join(q));
+			EXPECT_EQ('n', got.load());
+			got = 0;
+			q = go([&] {
+				char c = 0;
+				ssize_t n = weft_recv(num, &c, 1, 0);
+				got = n == 1 ? c : (int)n;
+				return 0;
+			});
+			weft_sleep(WEFT_USEC(200));
+			EXPECT_EQ(1, weft_send(sv[0], "o", 1, 0));
+			weft_sleep(WEFT_MSEC(2));
+			EXPECT_EQ(0, got.load()) << "woken by the old file";
+			EXPECT_EQ(1, weft_send(nv[0], "m", 1, 0));
+			EXPECT_EQ(0, weft_join(q));
+			EXPECT_EQ('m', got.load());
+			char old[4] = {};
+			EXPECT_EQ(2,
+				  recv(keep, old, sizeof(old), MSG_DONTWAIT));
+			EXPECT_EQ(0, memcmp(old, "oo", 2))
+				<< "the old file's bytes were taken";
+			close(keep);
+			close(sv[0]);
+			close(nv[0]);
+			close(num);
+			if (HasFailure())
+				return;
 		}
 	});
 }

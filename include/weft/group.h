@@ -26,7 +26,7 @@ WEFT_EXTERN_C_BEGIN
  * weft_gather() - Wait for all @n tasks and join them.
  * @tasks: @n owned handles, all released by the call (unless it returns
  *	-EINVAL/-EDEADLK/-EPERM, which release nothing).
- * @n: how many; 0 returns 0 at once.
+ * @n: how many (at most INT_MAX); 0 returns 0 at once.
  * @statuses: NULL, or @n ints that receive each task's status in order
  *	(asyncio's return_exceptions=True).
  * @flags: 0 or WEFT_CANCEL_ON_ERROR: the first failure in time cancels the
@@ -39,9 +39,9 @@ WEFT_EXTERN_C_BEGIN
  * Context: task only; suspension point; never allocates.
  * Return: 0; the first failing status in index order (without flags) or
  * in time (WEFT_CANCEL_ON_ERROR); -ECANCELED / -ETIMEDOUT as above;
- * -EINVAL for a NULL @tasks with @n > 0, a NULL, released, detached,
- * foreign or repeated handle, a handle another wait is using, or unknown
- * @flags; -EDEADLK if a handle is the caller; -EPERM outside a task.
+ * -EINVAL for a NULL @tasks with @n > 0, @n > INT_MAX, a NULL, released,
+ * detached, foreign or repeated handle, a handle another wait is using, or
+ * unknown @flags; -EDEADLK if a handle is the caller; -EPERM outside a task.
  */
 WEFT_API int weft_gather(weft_task *const *tasks, size_t n, int *statuses,
 			 unsigned flags);
