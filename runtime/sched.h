@@ -466,8 +466,11 @@ struct weft__runtime {
 	struct weft__task *inject_head, *inject_tail; /* fallback list */
 	_Atomic size_t inject_len;	/* items in both */
 
-	/* idle workers and searchers (Go's discipline, see sched.c) */
+	/* idle workers and searchers (Go's discipline, see sched.c); at
+	 * most max_searchers search at once: half the workers, and half the
+	 * CPUs the process may use, at least 1 (runtime.c) */
 	WEFT__ALIGNED_CL _Atomic unsigned nsearching;
+	unsigned max_searchers;
 	_Atomic unsigned nidle;
 	pthread_mutex_t idle_lock;
 	unsigned *idle_stack;		/* worker indices; under idle_lock */

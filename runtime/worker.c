@@ -393,7 +393,7 @@ static void *search(struct weft__worker *w)
 	if (!w->searching) {
 		unsigned s = atomic_load_explicit(&rt->nsearching,
 						  memory_order_relaxed);
-		if (2 * s >= rt->nworkers && rt->nworkers > 1)
+		if (s >= rt->max_searchers)
 			return NULL;
 		atomic_fetch_add_explicit(&rt->nsearching, 1,
 					  memory_order_seq_cst);
@@ -799,7 +799,7 @@ static void *spin_for_work(struct weft__worker *w)
 	if (!w->searching) {
 		unsigned s = atomic_load_explicit(&rt->nsearching,
 						  memory_order_relaxed);
-		if (rt->nworkers > 1 && 2 * s >= rt->nworkers)
+		if (s >= rt->max_searchers)
 			return NULL;
 		atomic_fetch_add_explicit(&rt->nsearching, 1,
 					  memory_order_seq_cst);
