@@ -24,7 +24,10 @@ WEFT_EXTERN_C_BEGIN
  * Cancellation: @fn cannot be interrupted. A caller cancelled (or whose
  * scope deadline passes) while @fn runs keeps waiting for it, so @arg may
  * live on the caller's stack, gets @fn's status, and sees -ECANCELED /
- * -ETIMEDOUT at its next suspension point. A caller that is already
+ * -ETIMEDOUT at its next suspension point. So does a caller whose request
+ * still waits in the queue for a free pool thread: it is not withdrawn
+ * (unlike a pending concurrent.futures call), and @fn runs when a thread
+ * frees up. A caller that is already
  * cancelled gets -ECANCELED without @fn running, unless it is shielded
  * (weft_shield, a shielded scope), in which case @fn runs.
  *
