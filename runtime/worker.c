@@ -600,6 +600,24 @@ static bool work_visible(struct weft__worker *w)
 	       WEFT__RT_STOPPING;
 }
 
+/* A worker without an I/O backend sleeps on its park word until woken
+ * or @deadline_ns (CLOCK_MONOTONIC, as FUTEX_WAIT_BITSET takes it;
+ * UINT64_MAX: no limit). */
+static void futex_park(struct weft__worker *w, uint64_t deadline_ns)
+{
+	struct timespec ts;
+
+	weft__ns_to_timespec(deadline_ns, &ts);
+	while (atomic_load_explicit(&w->park_word, memory_order_acquire) == 0) {
+		long r = syscall(SYS_futex, (uint32_t *)&w->park_word,
+				 FUTEX_WAIT_BITSET_PRIVATE, 0,
+				 deadline_ns == UINT64_MAX ? NULL : &ts, NULL,
+				 FUTEX_BITSET_MATCH_ANY);
+		if (r < 0 && errno == ETIMEDOUT)
+			break;
+	}
+}
+
 /*
  * park() on the one worker of a WEFT_CLOCK_PAUSED runtime (the rules are
  * weft_clock_advance()'s in weft/runtime.h). Nothing is runnable. With no
@@ -648,21 +666,10 @@ static void vclock_park(struct weft__worker *w)
 		    0)
 			weft__io_sleep(w, d);
 	} else {
-		struct timespec ts;
-		uint64_t rd =
-			d == UINT64_MAX ?
-				UINT64_MAX :
-				weft__deadline_after(r0, d > v0 ? d - v0 : 0);
-		weft__ns_to_timespec(rd, &ts);
-		while (atomic_load_explicit(&w->park_word,
-					    memory_order_acquire) == 0) {
-			long r = syscall(SYS_futex, (uint32_t *)&w->park_word,
-					 FUTEX_WAIT_BITSET_PRIVATE, 0,
-					 rd == UINT64_MAX ? NULL : &ts, NULL,
-					 FUTEX_BITSET_MATCH_ANY);
-			if (r < 0 && errno == ETIMEDOUT)
-				break;
-		}
+		futex_park(w, d == UINT64_MAX ?
+				      UINT64_MAX :
+				      weft__deadline_after(r0, d > v0 ? d - v0 :
+									0));
 	}
 	if (in_flight) {
 		uint64_t v = weft__deadline_after(v0, weft__clock_real() - r0);
@@ -676,7 +683,6 @@ static void vclock_park(struct weft__worker *w)
 static void park(struct weft__worker *w)
 {
 	struct weft__runtime *rt = w->rt;
-	struct timespec ts;
 	uint64_t deadline;
 
 	if (w->searching) {
@@ -702,23 +708,15 @@ static void park(struct weft__worker *w)
 		return;
 	}
 	deadline = park_deadline(w);
-	weft__ns_to_timespec(deadline, &ts);
-	while (atomic_load_explicit(&w->park_word, memory_order_acquire) ==
-	       0) {
-		if (w->io) {
-			/* The I/O backend's sleep (io/backend.h): ends on
-			 * a completion, a kick or the deadline. Any of them
-			 * ends the park; the loop reaps and looks again. */
+	if (w->io) {
+		/* The I/O backend's sleep (io/backend.h): ends on a
+		 * completion, a kick or the deadline. Any of them ends the
+		 * park; the loop reaps and looks again. */
+		if (atomic_load_explicit(&w->park_word, memory_order_acquire) ==
+		    0)
 			weft__io_sleep(w, deadline);
-			break;
-		}
-		/* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time. */
-		long r = syscall(SYS_futex, (uint32_t *)&w->park_word,
-				 FUTEX_WAIT_BITSET_PRIVATE, 0,
-				 deadline == UINT64_MAX ? NULL : &ts, NULL,
-				 FUTEX_BITSET_MATCH_ANY);
-		if (r < 0 && errno == ETIMEDOUT)
-			break;
+	} else {
+		futex_park(w, deadline);
 	}
 	weft__idle_leave(w);
 }
