@@ -1432,63 +1432,82 @@ TEST(Migration, TasksRunOnEveryWorkerAndSeeTheirState)
 	// wake-up goes through the injection queue, which both workers take
 	// from: tasks move (timers fire on the worker that armed them, so
 	// sleeps alone may never move a task).
+	//
+	// Moving is likely, not certain: with one unit released at a time
+	// the two workers can fall into step (CI saw it, about 1 run in
+	// 100), each taking every other wake-up while the semaphore's FIFO
+	// alternates their own tasks, and no task ever moves. So the
+	// releaser lets out bursts of 1 to 3 units, which breaks the step,
+	// and a round without a move is run again, up to 10 rounds.
 	WEFT_TEST_RUN(2, [] {
 		static std::atomic<pthread_t> thread_of[2];
 		static std::atomic<int> mism{ 0 }, seen_mask{ 0 },
 			migrated{ 0 }, taken{ 0 };
 		static weft_sem sem;
 		thread_of[0] = thread_of[1] = 0;
-		taken = 0;
-		weft_sem_init(&sem, 0);
-		std::atomic<bool> done{ false };
-		// One unit at a time, the next only once the last was taken:
-		// a releaser running ahead (a slow TSan build) would leave
-		// units in the semaphore, and tasks that never block never
-		// move.
-		std::thread releaser([&done] {
-			for (int n = 0; n < 64 * 50 && !done;) {
-				if (taken.load() < n) {
-					std::this_thread::yield();
-					continue;
-				}
-				weft_sem_release(&sem);
-				n++;
-			}
-		});
-		std::vector<weft_task *> ts;
-		for (int i = 0; i < 64; i++)
-			ts.push_back(weft_spawn(
-				[](void *) -> int {
-					int first = weft_worker_index();
-					for (int k = 0; k < 50; k++) {
-						int w = weft_worker_index();
-						pthread_t me = pthread_self();
-						pthread_t exp = 0;
-						if (!thread_of[w]
-							     .compare_exchange_strong(
-								     exp, me) &&
-						    exp != me)
-							mism++;
-						seen_mask |= 1 << w;
-						if (w != first)
-							migrated++;
-						volatile double x = 0;
-						for (int j = 0; j < 2000; j++)
-							x += j;
-						if (weft_sem_acquire(&sem))
-							return -1;
-						taken++;
+		int rounds = 0;
+		for (; rounds < 10 && migrated.load() == 0; rounds++) {
+			taken = 0;
+			weft_sem_init(&sem, 0);
+			std::atomic<bool> done{ false };
+			// A unit only once the ones before it were taken: a
+			// releaser running ahead (a slow TSan build) would
+			// leave units in the semaphore, and tasks that never
+			// block never move.
+			std::thread releaser([&done, rounds] {
+				unsigned rng = 12345u + (unsigned)rounds;
+				for (int n = 0; n < 64 * 50 && !done;) {
+					if (taken.load() < n) {
+						std::this_thread::yield();
+						continue;
 					}
-					return 0;
-				},
-				nullptr));
-		for (auto *t : ts)
-			EXPECT_EQ(0, weft_join(t));
-		done = true;
-		releaser.join();
+					rng = rng * 1103515245u + 12345u;
+					int burst = 1 + (int)((rng >> 16) % 3);
+					for (; burst > 0 && n < 64 * 50;
+					     burst--, n++)
+						weft_sem_release(&sem);
+				}
+			});
+			std::vector<weft_task *> ts;
+			for (int i = 0; i < 64; i++)
+				ts.push_back(weft_spawn(
+					[](void *) -> int {
+						int first = weft_worker_index();
+						for (int k = 0; k < 50; k++) {
+							int w = weft_worker_index();
+							pthread_t me =
+								pthread_self();
+							pthread_t exp = 0;
+							if (!thread_of[w]
+								     .compare_exchange_strong(
+									     exp,
+									     me) &&
+							    exp != me)
+								mism++;
+							seen_mask |= 1 << w;
+							if (w != first)
+								migrated++;
+							volatile double x = 0;
+							for (int j = 0;
+							     j < 2000; j++)
+								x += j;
+							if (weft_sem_acquire(
+								    &sem))
+								return -1;
+							taken++;
+						}
+						return 0;
+					},
+					nullptr));
+			for (auto *t : ts)
+				EXPECT_EQ(0, weft_join(t));
+			done = true;
+			releaser.join();
+		}
 		EXPECT_EQ(0, mism.load());
 		EXPECT_EQ(3, seen_mask.load()); // both workers ran tasks
-		EXPECT_GT(migrated.load(), 0);	// some task moved
+		EXPECT_GT(migrated.load(), 0) // some task moved
+			<< "no task moved in " << rounds << " rounds";
 	});
 }
 
