@@ -18,18 +18,28 @@
  *     cancelled or expired caller returns without running fn; a shielded
  *     one runs it). The request record (fn, arg, status, task, wait word)
  *     lives on the caller's stack.
- *  2. weft__wait_prepare(t, cancellable = false): the wait is PREP and no
- *     cancellation or deadline can end it; only the pool's SOURCE claim.
- *  3. Submit, still on the task's stack (before the switch, as a primitive
+ *  2. Submit, still on the task's stack (before the switch, as a primitive
  *     links its waiter before parking; a claim from PREP is allowed: the
  *     publisher then re-queues the task): under the pool lock, pop the most
  *     recently idle thread and store the request in its hand-off slot, or
  *     reserve a new thread (below offload_max), or append to the FIFO.
+ *     The wait is prepared (weft__wait_prepare()) before any thread can see
+ *     the request: taken by a thread, it is not cancellable and has no
+ *     deadline (fn cannot be interrupted; arg may be on our stack); queued,
+ *     it is cancellable and bounded by the caller's deadlines.
  *     A sleeping thread is woken by futex after the lock is dropped.
- *  4. weft__wait_park(): switch out; the worker publishes (PREP -> ARMED).
- *  5. The pool thread runs fn, writes status into the record, reads task
- *     and word out of it, and only then claims (SOURCE). From then on it
- *     never touches the record (the caller may already have returned).
+ *  3. weft__wait_park(): switch out; the worker publishes (PREP -> ARMED).
+ *  4. A queued request's caller woken by its cancellation or deadline
+ *     looks under the pool lock (withdraw_or_rewait()): still queued, the
+ *     request is unlinked and the caller returns -ECANCELED / -ETIMEDOUT
+ *     (fn never runs, as a pending concurrent.futures call is cancelled);
+ *     taken meanwhile, the caller waits for fn after all, uncancellably,
+ *     on a fresh wait word it stores in the request for the thread; done,
+ *     it returns fn's status.
+ *  5. The pool thread runs fn, writes status into the record, then under
+ *     the lock reads task, word and worker out of it and marks it done,
+ *     and only then claims (SOURCE). From then on it never touches the
+ *     record (the caller may already have returned).
  *     Claimed while ARMED, complete() makes the task runnable: into the
  *     inbox of the worker it parked on when that worker spins for it
  *     (worker.c spin_for_offload(), while it has offload waiters and
@@ -40,9 +50,9 @@
  *     queue the worker that found the task woke the other one as a
  *     searcher (stop_searching()), whose spin then made the first park,
  *     so every call paid a worker wake-up.
- *  6. The caller returns fn's status. A cancellation that arrived meanwhile
- *     is level-triggered (J_CANCEL stays set): the next suspension point
- *     reports it.
+ *  6. The caller returns fn's status. A cancellation that arrived while fn
+ *     ran is level-triggered (J_CANCEL stays set): the next suspension
+ *     point reports it.
  *
  * A pool thread's loop: run its request; then, under the lock, take the
  * FIFO's head, or push itself on the idle stack, and only then claim the
@@ -73,9 +83,10 @@
  * worst a spurious wake-up, which the sleep loop tolerates. weft__offload_stop() wakes every idle thread with
  * the STOP hand-off, waits until no thread is alive and joins the last
  * zombie. It runs after the workers exited: every task has finished, so no
- * call is in flight (shutdown waits for offloaded calls through the task
- * drain of runtime.c, since the callers' waits are not cancellable; the
- * drain reports calls still running after a grace period, observe.c).
+ * call is in flight (the drain of runtime.c cancels every task: queued
+ * calls are withdrawn, and it waits for running ones, whose callers' waits
+ * are not cancellable, reporting those still running after a grace
+ * period, observe.c).
  * A pool thread that has just claimed may still be inside
  * weft__task_ready() touching rt; it is joined before rt is freed.
  *
@@ -124,14 +135,24 @@
 
 enum { ON_NONE, ON_SPIN, ON_SLEEP };
 
+/* Where a request is; under the pool lock. */
+enum { REQ_QUEUED, REQ_TAKEN, REQ_DONE };
+
 struct offload_req {
-	struct offload_req *next;	/* FIFO link; under the pool lock */
+	/* FIFO links, under the pool lock (a withdrawn request is unlinked
+	 * from the middle). */
+	struct offload_req *next, *prev;
 	weft_fn fn;
 	void *arg;
 	int status;			/* written by the pool thread */
+	int state;			/* REQ_*; under the pool lock */
 	struct weft__task *task;	/* the caller */
-	uint64_t word;			/* its prepared wait word */
-	struct weft__worker *worker;	/* the one it parks on */
+	/* The caller's wait word and the worker it parks on, read by the
+	 * pool thread under the lock when fn has returned: a caller woken
+	 * by its cancellation while fn runs re-parks, and replaces both
+	 * under the lock (withdraw_or_rewait()). */
+	uint64_t word;
+	struct weft__worker *worker;
 };
 
 struct pool_thread {
@@ -188,6 +209,22 @@ WEFT_API void weft_test_offload_fail_create(int n)
 	atomic_store(&fail_create, n);
 }
 
+static _Atomic uint64_t withdraw_delay_ns;
+
+WEFT_API void weft_test_offload_withdraw_delay_ns(uint64_t ns)
+{
+	atomic_store(&withdraw_delay_ns, ns);
+}
+
+/* Stall (the worker: a test hook) before a woken caller looks. */
+static void withdraw_delay(void)
+{
+	uint64_t ns = atomic_load(&withdraw_delay_ns);
+
+	if (ns)
+		usleep((useconds_t)(ns / 1000));
+}
+
 static bool create_should_fail(void)
 {
 	int n = atomic_load(&fail_create);
@@ -201,6 +238,10 @@ static bool create_should_fail(void)
 static inline bool create_should_fail(void)
 {
 	return false;
+}
+
+static inline void withdraw_delay(void)
+{
 }
 #endif
 
@@ -429,6 +470,52 @@ got:
 	return req;
 }
 
+/* ------------------------------------------------------------ FIFO */
+
+/* Append @req. Context: pool lock held. */
+static void fifo_push_locked(struct weft__offload_pool *pool,
+			     struct offload_req *req)
+{
+	req->next = NULL;
+	req->prev = pool->tail;
+	if (pool->tail)
+		pool->tail->next = req;
+	else
+		pool->head = req;
+	pool->tail = req;
+	req->state = REQ_QUEUED;
+}
+
+/* Take the oldest request, marking it taken. Context: pool lock held. */
+static struct offload_req *fifo_pop_locked(struct weft__offload_pool *pool)
+{
+	struct offload_req *req = pool->head;
+
+	if (!req)
+		return NULL;
+	pool->head = req->next;
+	if (pool->head)
+		pool->head->prev = NULL;
+	else
+		pool->tail = NULL;
+	req->state = REQ_TAKEN;
+	return req;
+}
+
+/* Withdraw a queued @req. Context: pool lock held. */
+static void fifo_unlink_locked(struct weft__offload_pool *pool,
+			       struct offload_req *req)
+{
+	if (req->prev)
+		req->prev->next = req->next;
+	else
+		pool->head = req->next;
+	if (req->next)
+		req->next->prev = req->prev;
+	else
+		pool->tail = req->prev;
+}
+
 /*
  * End the caller @t's wait and make it runnable. If the worker @w it
  * parked on spins for it (worker.c, spin_for_offload()), straight into
@@ -479,11 +566,6 @@ static void *pool_main(void *arg)
 	atomic_store_explicit(&th->handoff, NULL, memory_order_relaxed);
 	for (;;) {
 		req->status = req->fn(req->arg);
-		/* Read what the claim needs before it: after a successful
-		 * claim the caller may return and its frame (req) be gone. */
-		t = req->task;
-		word = req->word;
-		w = req->worker;
 		/* Become available BEFORE waking the caller: a caller that
 		 * offloads again at once must find this thread idle, not
 		 * start a new one (measured: claiming first made a
@@ -491,17 +573,23 @@ static void *pool_main(void *arg)
 		 * won that race). A request handed to us meanwhile waits in
 		 * our slot until idle_wait() looks. */
 		pthread_mutex_lock(&pool->lock);
-		next = pool->head;
-		if (next) {
-			pool->head = next->next;
-			if (!pool->head)
-				pool->tail = NULL;
-		} else {
+		/* Read what the claim needs under the lock (a cancelled
+		 * caller may have replaced word and worker), and before the
+		 * claim: after it the caller may return and its frame (req)
+		 * be gone. REQ_DONE tells a caller woken by a cancellation
+		 * that fn is over and req no longer ours. */
+		t = req->task;
+		word = req->word;
+		w = req->worker;
+		req->state = REQ_DONE;
+		next = fifo_pop_locked(pool);
+		if (!next)
 			spin = idle_push_locked(pool, th);
-		}
 		pthread_mutex_unlock(&pool->lock);
-		/* The claim's release publishes status to the caller. Not
-		 * cancellable, no timer: this claim is the only one. */
+		/* The claim's release publishes status to the caller. It
+		 * fails if a cancellation or deadline ended the wait first:
+		 * the caller then found REQ_DONE under the lock (or will)
+		 * and returns the status on its own. */
 		complete(w, t, word);
 		if (next) {
 			req = next;
@@ -564,21 +652,36 @@ static int thread_start(struct weft__offload_pool *pool,
 	return 0;
 }
 
+/* @req goes to a thread: its caller's wait cannot be cancelled (fn cannot
+ * be interrupted, and arg may live on the caller's stack). Context: pool
+ * lock held, or @req not yet visible to any thread. */
+static void take(struct offload_req *req)
+{
+	req->word = weft__wait_prepare(req->task, false);
+	req->state = REQ_TAKEN;
+}
+
 /*
- * Hand @req to an idle thread, a new thread, or the FIFO.
+ * Hand @req to an idle thread, a new thread, or the FIFO, and prepare the
+ * caller's wait (req->word) before any pool thread can see the request:
+ * not cancellable when a thread takes it, cancellable when it queues (a
+ * cancellation or a deadline withdraws it, withdraw_or_rewait()).
+ * Preparing only stores the caller's own wait word, so it may happen under
+ * the pool lock, which stays a leaf.
  * Context: task (a worker thread); never suspends; may block briefly in
- * pthread_create. Return: 0, or -EAGAIN/-ENOMEM when no thread exists and
- * none could be started (nothing queued).
+ * pthread_create. Return: 0 taken by a thread, 1 queued, or -EAGAIN/
+ * -ENOMEM when no thread exists and none could be started (nothing
+ * queued; req->word is still prepared).
  */
 static int submit(struct weft__offload_pool *pool, struct offload_req *req)
 {
 	struct pool_thread *th;
 	int err;
 
-	req->next = NULL;
 	pthread_mutex_lock(&pool->lock);
 	th = idle_pop_locked(pool);
 	if (th) {
+		take(req);
 		hand_locked(th, req);
 		pthread_mutex_unlock(&pool->lock);
 		wake(th);
@@ -589,6 +692,7 @@ static int submit(struct weft__offload_pool *pool, struct offload_req *req)
 		atomic_store_explicit(&pool->nthreads_pub, pool->nthreads,
 				      memory_order_relaxed);
 		pthread_mutex_unlock(&pool->lock);
+		take(req);
 		err = thread_start(pool, req);
 		if (!err)
 			return 0;
@@ -606,19 +710,75 @@ static int submit(struct weft__offload_pool *pool, struct offload_req *req)
 		 * already idle one would not look: hand to it instead. */
 		th = idle_pop_locked(pool);
 		if (th) {
+			take(req);
 			hand_locked(th, req);
 			pthread_mutex_unlock(&pool->lock);
 			wake(th);
 			return 0;
 		}
 	}
-	if (pool->tail)
-		pool->tail->next = req;
-	else
-		pool->head = req;
-	pool->tail = req;
+	req->word = weft__wait_prepare(req->task, true);
+	fifo_push_locked(pool, req);
 	pthread_mutex_unlock(&pool->lock);
-	return 0;
+	return 1;
+}
+
+/*
+ * The caller @t's wait on @req ended for @reason, a cancellation or a
+ * deadline, which only a queued request's wait allows. Under the pool lock,
+ * by where the request is now:
+ *  - still queued: it is unlinked and fn never runs; the wait's error is
+ *    returned (a timer that found no deadline due - one moved later - waits
+ *    again, still queued);
+ *  - taken by a thread (fn runs): the caller waits for it uncancellably,
+ *    as for a call a thread took at once. The thread's claim would be for
+ *    the old, already claimed wait word, so a fresh word, and the worker
+ *    the caller parks on now, replace the old ones in @req; the thread
+ *    reads both under this lock once fn returns;
+ *  - done: the thread read everything it needs under the lock and its
+ *    claim of the old word fails; fn's status is ours (written before the
+ *    thread took the lock).
+ * Context: @t's own task; suspends.
+ * Return: fn's status, or -ECANCELED / -ETIMEDOUT when withdrawn.
+ */
+static int withdraw_or_rewait(struct weft__task *t, struct offload_req *req,
+			      struct weft__wait *wt, int reason)
+{
+	struct weft__offload_pool *pool = t->rt->offload;
+
+	withdraw_delay();
+	do {
+		struct weft__worker *w = weft__worker_current();
+		int err = weft__wait_error(t, reason);
+		bool queued;
+
+		pthread_mutex_lock(&pool->lock);
+		if (req->state == REQ_DONE) {
+			pthread_mutex_unlock(&pool->lock);
+			return req->status;
+		}
+		queued = req->state == REQ_QUEUED;
+		if (queued && err) {
+			fifo_unlink_locked(pool, req);
+			pthread_mutex_unlock(&pool->lock);
+			atomic_fetch_sub_explicit(&req->worker->offload_waiting,
+						  1, memory_order_relaxed);
+			return err;
+		}
+		if (w != req->worker) {
+			/* Resumed elsewhere: the call now waits on w. */
+			atomic_fetch_add_explicit(&w->offload_waiting, 1,
+						  memory_order_relaxed);
+			atomic_fetch_sub_explicit(&req->worker->offload_waiting,
+						  1, memory_order_relaxed);
+			req->worker = w;
+		}
+		req->word = wt->word = weft__wait_prepare(t, queued);
+		wt->deadline_ns = queued ? weft__wait_deadline(t) : UINT64_MAX;
+		pthread_mutex_unlock(&pool->lock);
+		reason = weft__wait_park(t, wt);
+	} while (reason != WEFT__WAKE_SOURCE);
+	return req->status;
 }
 
 /* ------------------------------------------------------------ API */
@@ -640,7 +800,7 @@ WEFT_API int weft_offload(weft_fn fn, void *arg)
 	struct offload_req req;
 	struct weft__wait wt;
 	struct weft__worker *w;
-	int err;
+	int err, reason;
 
 	if (!t)
 		return -EPERM;
@@ -653,11 +813,7 @@ WEFT_API int weft_offload(weft_fn fn, void *arg)
 	req.arg = arg;
 	req.status = 0;
 	req.task = t;
-	wt.publish = NULL;
-	wt.obj = &req;
-	wt.deadline_ns = UINT64_MAX; /* not cancellable: no deadline either */
 	weft__set_wait_kind(t, WEFT__WK_OFFLOAD);
-	wt.word = req.word = weft__wait_prepare(t, false);
 	count_call();
 	/* The worker we park on (we cannot migrate before the park). */
 	w = weft__worker_current();
@@ -665,16 +821,24 @@ WEFT_API int weft_offload(weft_fn fn, void *arg)
 	atomic_fetch_add_explicit(&w->offload_waiting, 1,
 				  memory_order_relaxed);
 	err = submit(t->rt->offload, &req);
-	if (err) {
+	if (err < 0) {
 		/* Nobody else knows this wait: end it ourselves so the word
 		 * does not stay PREP. */
-		weft__wait_try_claim(t, wt.word, WEFT__WAKE_SOURCE);
+		weft__wait_try_claim(t, req.word, WEFT__WAKE_SOURCE);
 		atomic_fetch_sub_explicit(&w->offload_waiting, 1,
 					  memory_order_relaxed);
 		return err;
 	}
-	weft__wait_park(t, &wt);
-	return req.status;
+	wt.publish = NULL;
+	wt.obj = &req;
+	/* req.word is ours to read: only this task writes it. A queued
+	 * request's wait is cancellable and bounded by our deadlines. */
+	wt.word = req.word;
+	wt.deadline_ns = err == 1 ? weft__wait_deadline(t) : UINT64_MAX;
+	reason = weft__wait_park(t, &wt);
+	if (WEFT__LIKELY(reason == WEFT__WAKE_SOURCE))
+		return req.status;
+	return withdraw_or_rewait(t, &req, &wt, reason);
 }
 
 /* ------------------------------------------------------------ lifetime */

@@ -13,8 +13,9 @@
  *  3. Wait until spawned == completed (weft__stat_live), woken through
  *     drain_word by each task that ends while draining; repeat the cancel
  *     walk on every wake-up (cheap, and catches tasks spawned meanwhile).
- *     Tasks inside weft_offload() cannot be cancelled: the drain waits for
- *     their calls, naming those still running after a grace period
+ *     A task whose weft_offload() call runs cannot be cancelled (one still
+ *     queued for a pool thread is withdrawn): the drain waits for those
+ *     calls, naming those still running after a grace period
  *     (weft__drain_report(), observe.c).
  *  4. state = STOPPING, wake every worker; they exit when they find no
  *     work; join them. Then stop the watchdog/SIGQUIT threads and the

@@ -28,6 +28,10 @@ WEFT_API uint64_t weft_test_live_tasks(struct weft_runtime *rt);
 WEFT_API void weft_test_offload_idle_ns(uint64_t ns);
 /* offload.c: make the next @n pool thread creations fail with EAGAIN. */
 WEFT_API void weft_test_offload_fail_create(int n);
+/* offload.c: a caller woken by its cancellation or deadline while its
+ * request was queued stalls this long before it looks where the request is
+ * (0: not at all), so a pool thread can take the request meanwhile. */
+WEFT_API void weft_test_offload_withdraw_delay_ns(uint64_t ns);
 /* observe.c: grace period of the shutdown drain's stuck-offload report
  * (0: the default 5 s). */
 WEFT_API void weft_test_drain_grace_ns(uint64_t ns);

@@ -6,7 +6,10 @@
 //    and the next suspension point reports the cancellation);
 //  - idle exit vs a new request (a 0.2 ms idle time, calls in bursts);
 //  - runtime shutdown vs calls in flight (free while detached callers are
-//    inside weft_offload(): every fn finishes before free returns).
+//    inside weft_offload(): every fn finishes before free returns);
+//  - a queued call's withdrawal (its caller cancelled or past a deadline)
+//    vs a pool thread taking it: fn runs and its status comes back, or fn
+//    never runs and the caller gets the error; never both, never neither.
 // Workers in {1, 2, 4}: 4 on 2 cores oversubscribes on purpose.
 #include <gtest/gtest.h>
 
@@ -84,6 +87,138 @@ void cancel_vs_completion(unsigned workers)
 		}
 	}));
 	EXPECT_EQ(0, bad.load());
+}
+
+// ---------------------------------------------------------- withdrawal
+
+struct QShot {
+	std::atomic<int> ran{ 0 };
+	std::atomic<int> ret{ 1 };
+	std::atomic<int> wrote{ 0 }; // what fn wrote into the caller's frame
+	std::atomic<int> calling{ 0 };
+	int token = 0;
+	unsigned spin = 0;
+	bool cancel = false;
+	uint64_t deadline_us = 0; // 0: none
+};
+
+struct QFrame {
+	QShot *s;
+	int late;
+};
+
+int qshot_fn(void *p)
+{
+	QFrame *f = static_cast<QFrame *>(p);
+	for (volatile unsigned i = 0; i < f->s->spin; i = i + 1)
+		;
+	f->s->ran.fetch_add(1);
+	f->late = f->s->token; // into the caller's frame
+	return f->s->token;
+}
+
+// offload_max 2 and 8 callers per round, so most calls queue. Each caller
+// is cancelled once it has made its call, after a varying spin, or has a
+// scope deadline of 1-60 us, or neither; the threads free up and take
+// queued requests meanwhile.
+void withdraw_vs_take(unsigned workers)
+{
+	weft_config cfg{};
+	cfg.workers = workers;
+	cfg.offload_max = 2;
+	const unsigned rounds = (unsigned)scaled(2500);
+	const unsigned k = 8;
+	std::atomic<long> bad{ 0 }, withdrawn{ 0 }, ran_cancelled{ 0 };
+
+	ASSERT_EQ(
+		0, run_cfg(cfg, [&] {
+			for (unsigned r = 0; r < rounds; r++) {
+				QShot s[k];
+				weft_task *t[k];
+				for (unsigned i = 0; i < k; i++) {
+					unsigned h = r * 8u + i;
+					s[i].token = (int)(1000 + h);
+					s[i].spin = (h * 7919u) % 20000u;
+					s[i].cancel = h % 3 == 0;
+					s[i].deadline_us =
+						h % 3 == 1 ?
+							1 + (h * 31u) % 60u :
+							0;
+					QShot *q = &s[i];
+					t[i] = spawn_lambda("q", [q] {
+						QFrame f{ q, 0 };
+						weft_scope sc;
+						if (q->deadline_us)
+							weft_scope_enter(
+								&sc,
+								WEFT_USEC(
+									q->deadline_us));
+						q->calling = 1;
+						int ret = weft_offload(qshot_fn,
+								       &f);
+						q->wrote = f.late;
+						q->ret = ret;
+						if (q->deadline_us)
+							weft_scope_exit(&sc);
+						return 0;
+					});
+				}
+				// Let the callers to be cancelled make their calls
+				// (nothing can fail their entry checks), so the cancels
+				// find calls queued or running, not calls not yet made.
+				uint64_t limit = weft_now() + WEFT_SEC(10);
+				for (unsigned i = 0; i < k; i++)
+					while (s[i].cancel &&
+					       !s[i].calling.load() &&
+					       weft_now() < limit)
+						weft_yield();
+				for (unsigned i = 0; i < k; i++) {
+					if (!s[i].cancel)
+						continue;
+					for (volatile unsigned n = 0;
+					     n <
+					     ((r * 104729u + i * 13u) % 6000u);
+					     n = n + 1)
+						;
+					weft_cancel(t[i]);
+				}
+				for (unsigned i = 0; i < k; i++)
+					weft_join(t[i]);
+				for (unsigned i = 0; i < k; i++) {
+					QShot &q = s[i];
+					int ran = q.ran.load(),
+					    ret = q.ret.load();
+					bool err = ret == -ECANCELED ||
+						   ret == -ETIMEDOUT;
+					bool ok = (ran == 1 && ret == q.token &&
+						   q.wrote.load() == q.token) ||
+						  (ran == 0 && err &&
+						   q.wrote.load() == 0);
+					if (!q.cancel && !q.deadline_us &&
+					    ret != q.token)
+						ok = false;
+					if (err)
+						withdrawn++;
+					else if (q.cancel)
+						ran_cancelled++;
+					if (!ok && bad.fetch_add(1) < 5)
+						ADD_FAILURE() << "round " << r
+							      << " caller " << i
+							      << " ran " << ran
+							      << " ret " << ret
+							      << " wrote "
+							      << q.wrote.load()
+							      << " cancel "
+							      << q.cancel
+							      << " deadline_us "
+							      << q.deadline_us;
+				}
+			}
+		}));
+	EXPECT_EQ(0, bad.load());
+	// Both outcomes happened: the race was run from both sides.
+	EXPECT_GT(withdrawn.load(), 0);
+	EXPECT_GT(ran_cancelled.load(), 0);
 }
 
 } // namespace
@@ -252,4 +387,14 @@ TEST(OffloadStress, SaturatedPoolKeepsWorkersFree)
 	}));
 	EXPECT_EQ((int)n, done.load());
 	EXPECT_EQ(2, peak.load());
+}
+
+TEST(OffloadStress, WithdrawVsTake2Workers)
+{
+	withdraw_vs_take(2);
+}
+
+TEST(OffloadStress, WithdrawVsTake4Workers)
+{
+	withdraw_vs_take(4);
 }

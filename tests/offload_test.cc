@@ -521,3 +521,358 @@ TEST(Offload, ShutdownWaitsForInFlightCallAndReportsIt)
 		<< err;
 #endif
 }
+
+// ------------------------------------------------ queued calls withdrawn
+
+namespace
+{
+
+// A caller that records its token when its fn runs, and what its call
+// returned. Its arg lives in its own frame, as callers' args usually do.
+struct Queued {
+	std::vector<int> *ran;
+	std::mutex *mu;
+	std::atomic<int> ret{ 1 };
+	std::atomic<int> returned{ 0 };
+};
+
+weft_task *spawn_queued(Queued *q, int token)
+{
+	return spawn_lambda("queued", [q, token] {
+		struct A {
+			Queued *q;
+			int token;
+		} a{ q, token };
+		q->ret = weft_offload(
+			[](void *p) {
+				A *x = static_cast<A *>(p);
+				std::lock_guard<std::mutex> l(*x->q->mu);
+				x->q->ran->push_back(x->token);
+				return x->token;
+			},
+			&a);
+		q->returned = 1;
+		return 0;
+	});
+}
+
+// Spawn @token's caller and wait until its call has been made: it queues,
+// since the one pool thread is held.
+weft_task *spawn_and_queue(Queued *q, int token)
+{
+	uint64_t before = stats().offload_calls;
+	weft_task *t = spawn_queued(q, token);
+	EXPECT_TRUE(task_wait_until([&] {
+		return stats().offload_calls == before + 1;
+	}));
+	weft_sleep(WEFT_MSEC(2)); // past submit(), into the FIFO
+	return t;
+}
+
+// Opens @g after 10 s from a plain thread: a test whose withdrawal does
+// not happen fails on its checks instead of hanging.
+struct GateFailsafe {
+	Gate *g;
+	std::atomic<bool> stop{ false };
+	std::thread th;
+	explicit GateFailsafe(Gate *gate) : g(gate)
+	{
+		th = std::thread([this] {
+			for (int i = 0; i < 10000 && !stop; i++)
+				usleep(1000);
+			g->open = 1;
+		});
+	}
+	~GateFailsafe()
+	{
+		stop = true;
+		th.join();
+	}
+};
+
+} // namespace
+
+// A caller cancelled while its request waits for a pool thread is
+// withdrawn: it returns -ECANCELED at once, its fn never runs, and the
+// requests queued around it still run in their order (as a pending
+// concurrent.futures call is cancelled; asyncio's to_thread).
+TEST(Offload, QueuedCallerCancelledIsWithdrawnAndFnNeverRuns)
+{
+	weft_config cfg{};
+	cfg.workers = 2;
+	cfg.offload_max = 1;
+	Gate g;
+	std::vector<int> ran;
+	std::mutex mu;
+
+	ASSERT_EQ(0, run_cfg(cfg, [&] {
+			  GateFailsafe fs(&g);
+			  weft_task *blocker = spawn_lambda("blocker", [&] {
+				  return weft_offload(gate_fn, &g) == 7 ? 0 :
+									  -1;
+			  });
+			  ASSERT_TRUE(task_wait_until([&] {
+				  return g.entered == 1;
+			  }));
+			  Queued q[3];
+			  weft_task *t[3];
+			  for (int i = 0; i < 3; i++) {
+				  q[i].ran = &ran;
+				  q[i].mu = &mu;
+				  t[i] = spawn_and_queue(&q[i], i);
+			  }
+			  EXPECT_EQ(1, weft_cancel(t[1]));
+			  EXPECT_EQ(0, weft_join(t[1]));
+			  EXPECT_EQ(-ECANCELED, q[1].ret.load());
+			  EXPECT_EQ(0, g.open.load())
+				  << "not withdrawn: waited for the "
+				     "pool thread";
+			  EXPECT_EQ(0, q[0].returned.load());
+			  EXPECT_EQ(0, q[2].returned.load());
+			  g.open = 1;
+			  EXPECT_EQ(0, weft_join(blocker));
+			  EXPECT_EQ(0, weft_join(t[0]));
+			  EXPECT_EQ(0, weft_join(t[2]));
+			  EXPECT_EQ(0, q[0].ret.load());
+			  EXPECT_EQ(2, q[2].ret.load());
+			  // A withdrawn request leaves the pool as it was: more calls
+			  // run on the one thread.
+			  EXPECT_EQ(7, weft_offload(
+					       [](void *) {
+						       return 7;
+					       },
+					       nullptr));
+		  }));
+	EXPECT_EQ((std::vector<int>{ 0, 2 }), ran);
+}
+
+// The caller's deadline withdraws a queued request the same way
+// (-ETIMEDOUT); a queued request whose caller has no deadline stays.
+TEST(Offload, QueuedCallerPastItsDeadlineIsWithdrawn)
+{
+	weft_config cfg{};
+	cfg.workers = 2;
+	cfg.offload_max = 1;
+	Gate g;
+	std::vector<int> ran;
+	std::mutex mu;
+
+	ASSERT_EQ(0, run_cfg(cfg, [&] {
+			  GateFailsafe fs(&g);
+			  weft_task *blocker = spawn_lambda("blocker", [&] {
+				  return weft_offload(gate_fn, &g) == 7 ? 0 :
+									  -1;
+			  });
+			  ASSERT_TRUE(task_wait_until([&] {
+				  return g.entered == 1;
+			  }));
+			  Queued patient;
+			  patient.ran = &ran;
+			  patient.mu = &mu;
+			  weft_task *p = spawn_and_queue(&patient, 1);
+			  std::atomic<int> at_exit{ 1 };
+			  std::atomic<uint64_t> took{ 0 };
+			  weft_task *d = spawn_lambda("deadline", [&] {
+				  struct A {
+					  std::vector<int> *ran;
+					  std::mutex *mu;
+				  } a{ &ran, &mu };
+				  weft_scope s;
+				  uint64_t t0 = weft_now();
+				  weft_scope_enter(&s, WEFT_MSEC(20));
+				  int r = weft_offload(
+					  [](void *x) {
+						  A *y = static_cast<A *>(x);
+						  std::lock_guard<std::mutex> l(
+							  *y->mu);
+						  y->ran->push_back(2);
+						  return 2;
+					  },
+					  &a);
+				  took = weft_now() - t0;
+				  at_exit = weft_scope_exit(&s);
+				  return r;
+			  });
+			  EXPECT_EQ(-ETIMEDOUT, weft_join(d));
+			  EXPECT_EQ(-ETIMEDOUT, at_exit.load());
+			  EXPECT_GE(took.load(), WEFT_MSEC(20));
+			  EXPECT_EQ(0, g.open.load())
+				  << "not withdrawn at the deadline";
+			  EXPECT_EQ(0, patient.returned.load());
+			  g.open = 1;
+			  EXPECT_EQ(0, weft_join(blocker));
+			  EXPECT_EQ(0, weft_join(p));
+			  EXPECT_EQ(1, patient.ret.load());
+		  }));
+	EXPECT_EQ((std::vector<int>{ 1 }), ran);
+}
+
+// A shielded caller is not withdrawn: its fn runs once a thread is free,
+// its status comes back, and the cancellation shows after the shield.
+TEST(Offload, QueuedShieldedCallerIsNotWithdrawn)
+{
+	weft_config cfg{};
+	cfg.workers = 2;
+	cfg.offload_max = 1;
+	Gate g;
+	std::atomic<int> ran{ 0 }, inside{ 1 }, entered{ 0 };
+
+	ASSERT_EQ(
+		0, run_cfg(cfg, [&] {
+			GateFailsafe fs(&g);
+			weft_task *blocker = spawn_lambda("blocker", [&] {
+				return weft_offload(gate_fn, &g) == 7 ? 0 : -1;
+			});
+			ASSERT_TRUE(task_wait_until([&] {
+				return g.entered == 1;
+			}));
+			uint64_t before = stats().offload_calls;
+			weft_task *t = spawn_lambda("shielded", [&] {
+				inside = weft_test::shield([&] {
+					entered = 1;
+					return weft_offload(
+						[](void *p) {
+							static_cast<std::atomic<
+								int> *>(p)
+								->fetch_add(1);
+							return 42;
+						},
+						&ran);
+				});
+				return weft_checkpoint();
+			});
+			ASSERT_TRUE(task_wait_until([&] {
+				return stats().offload_calls == before + 1;
+			}));
+			weft_sleep(WEFT_MSEC(2));
+			EXPECT_EQ(1, weft_cancel(t));
+			weft_sleep(WEFT_MSEC(20));
+			EXPECT_EQ(1, inside.load())
+				<< "a shielded call returned early";
+			EXPECT_EQ(0, ran.load());
+			g.open = 1;
+			EXPECT_EQ(0, weft_join(blocker));
+			EXPECT_EQ(-ECANCELED, weft_join(t));
+			EXPECT_EQ(42, inside.load());
+			EXPECT_EQ(1, ran.load());
+		}));
+}
+
+// A caller cancelled while queued, whose request a thread takes before the
+// caller gets to withdraw it, waits for fn after all (fn may write into
+// its frame) and gets fn's status. Forced with a test hook that stalls a
+// woken caller 30 ms before it looks (withdraw_or_rewait()); the thread is
+// freed at once and takes the request meanwhile. fn takes 60 ms (the
+// caller finds it running and waits again) or no time (it finds it done).
+TEST(Offload, CancelledCallerWhoseRequestWasTakenMeanwhileWaitsForFn)
+{
+#ifndef WEFT_TEST_HOOKS
+	GTEST_SKIP() << "needs the WEFT_TEST_HOOKS build";
+#else
+	for (int fn_ms : { 60, 0 }) {
+		SCOPED_TRACE(fn_ms);
+		weft_config cfg{};
+		cfg.workers = 2;
+		cfg.offload_max = 1;
+		Gate g;
+		static std::atomic<int> ret, late, next, fn_us;
+		ret = late = next = 1;
+		fn_us = fn_ms * 1000;
+
+		ASSERT_EQ(0, run_cfg(cfg, [&] {
+				  GateFailsafe fs(&g);
+				  weft_task *blocker =
+					  spawn_lambda("blocker", [&] {
+						  return weft_offload(gate_fn,
+								      &g) == 7 ?
+								 0 :
+								 -1;
+					  });
+				  ASSERT_TRUE(task_wait_until([&] {
+					  return g.entered == 1;
+				  }));
+				  uint64_t before = stats().offload_calls;
+				  weft_task *t = spawn_lambda("late", [] {
+					  struct A {
+						  int late;
+					  } a{ 0 };
+					  ret = weft_offload(
+						  [](void *p) {
+							  if (fn_us)
+								  usleep(fn_us);
+							  static_cast<A *>(p)
+								  ->late = 99;
+							  return 5;
+						  },
+						  &a);
+					  late = a.late;
+					  next = weft_checkpoint();
+					  return 0;
+				  });
+				  ASSERT_TRUE(task_wait_until([&] {
+					  return stats().offload_calls ==
+						 before + 1;
+				  }));
+				  weft_sleep(WEFT_MSEC(2));
+				  weft_test_offload_withdraw_delay_ns(
+					  WEFT_MSEC(30));
+				  EXPECT_EQ(1, weft_cancel(t));
+				  g.open = 1;
+				  EXPECT_EQ(0, weft_join(blocker));
+				  EXPECT_EQ(0, weft_join(t));
+				  weft_test_offload_withdraw_delay_ns(0);
+			  }));
+		EXPECT_EQ(5, ret.load());
+		EXPECT_EQ(99, late.load());
+		EXPECT_EQ(-ECANCELED, next.load());
+	}
+#endif
+}
+
+// Shutdown cancels every task: callers still queued are withdrawn, so it
+// waits only for the call that is running (before, every queued fn ran
+// first). The running one is let go 100 ms after main returned.
+TEST(Offload, ShutdownWithdrawsQueuedCalls)
+{
+	static std::atomic<int> ran;
+	static Gate g;
+	ran = 0;
+	g.entered = 0;
+	g.open = 0;
+	std::atomic<bool> body_done{ false };
+	std::thread opener([&] {
+		while (!body_done)
+			usleep(1000);
+		usleep(100000);
+		g.open = 1;
+	});
+	weft_config cfg{};
+	cfg.workers = 2;
+	cfg.offload_max = 1;
+	EXPECT_EQ(0, run_cfg(cfg, [&] {
+			  weft_detach(spawn_lambda("running", [] {
+				  return weft_offload(gate_fn, &g);
+			  }));
+			  EXPECT_TRUE(task_wait_until([&] {
+				  return g.entered == 1;
+			  }));
+			  for (int i = 0; i < 20; i++)
+				  weft_detach(spawn_lambda("queued", [] {
+					  return weft_offload(
+						  [](void *) {
+							  ran++;
+							  return 0;
+						  },
+						  nullptr);
+				  }));
+			  EXPECT_TRUE(task_wait_until([&] {
+				  return stats().offload_calls == 21;
+			  }));
+			  weft_sleep(WEFT_MSEC(2));
+			  body_done = true;
+		  }));
+	body_done = true;
+	opener.join();
+	EXPECT_EQ(1, g.open.load());
+	EXPECT_EQ(0, ran.load()) << "queued calls ran at shutdown";
+}

@@ -24,12 +24,14 @@ WEFT_EXTERN_C_BEGIN
  * Cancellation: @fn cannot be interrupted. A caller cancelled (or whose
  * scope deadline passes) while @fn runs keeps waiting for it, so @arg may
  * live on the caller's stack, gets @fn's status, and sees -ECANCELED /
- * -ETIMEDOUT at its next suspension point. So does a caller whose request
- * still waits in the queue for a free pool thread: it is not withdrawn
- * (unlike a pending concurrent.futures call), and @fn runs when a thread
- * frees up. A caller that is already
- * cancelled gets -ECANCELED without @fn running, unless it is shielded
- * (weft_shield, a shielded scope), in which case @fn runs.
+ * -ETIMEDOUT at its next suspension point. A caller whose request still
+ * waits in the queue for a free pool thread (offload_max reached) is
+ * withdrawn instead, as a pending concurrent.futures call is cancelled: it
+ * returns -ECANCELED / -ETIMEDOUT at once and @fn never runs. Whichever of
+ * the two happens, it happens whole: @fn ran and its status is returned,
+ * or @fn never runs and the error is. A caller that is already cancelled
+ * gets -ECANCELED without @fn running. A shielded caller (weft_shield, a
+ * shielded scope) is neither withdrawn nor refused: @fn runs.
  *
  * @fn must not make suspending weft calls (they return -EPERM there: pool
  * threads are not tasks); non-suspending calls (weft_cancel, weft_submit,
@@ -37,16 +39,18 @@ WEFT_EXTERN_C_BEGIN
  * weft_runtime_current() returns the caller's runtime. An @fn that waits
  * for another offloaded @fn can deadlock when the pool is full.
  *
- * Shutdown (weft_runtime_free, the end of weft_run) waits for every
- * offloaded call in flight; one still running after 5 s is reported on
- * stderr, naming its calling task, every 5 s until it returns.
+ * Shutdown (weft_runtime_free, the end of weft_run) cancels every task, so
+ * queued calls are withdrawn, and waits for every call that is running;
+ * one still running after 5 s is reported on stderr, naming its calling
+ * task, every 5 s until it returns.
  *
  * Pool threads start with the signal mask of the thread that created the
  * runtime, as the workers do.
  *
  * Context: task; suspension point (but see cancellation above).
  * Return: @fn's status; -ECANCELED / -ETIMEDOUT if the caller was already
- * cancelled or past a deadline (@fn not run); -EPERM outside a task;
+ * cancelled or past a deadline, or became so while its request was queued
+ * (@fn not run); -EPERM outside a task;
  * -EINVAL for a NULL @fn; -EAGAIN if no pool thread exists and none can be
  * started (@fn not run).
  */
