@@ -25,7 +25,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 tests=(ctx_test deque_test timer_heap_test task_test sync_test queue_test
 	scope_test group_test io_test observe_test offload_test stack_test
-	fault_test io_observe_test)
+	fault_test io_observe_test paused_clock_test)
 # Not handoff_test: 75 s in one run, over 10 min (timed out) in the next;
 # its wake-and-park hand-offs spin on a second thread, as above.
 # Not io_accept_ms_test nor io_multishot_test: io_uring only (multishot),
@@ -108,6 +108,7 @@ declare -A skip=(
 	[stack_test]=""
 	[fault_test]=""
 	[io_observe_test]=""
+	[paused_clock_test]=""
 )
 export WEFT_IO=epoll WEFT_WORKERS=1 WEFT_TEST_SCALE=10
 failed=()
