@@ -230,6 +230,7 @@ WEFT_API int weft_runtime_new(weft_runtime **out, const weft_config *in)
 		goto out_free_stacks;
 	rt->workers = weft__calloc(rt->nworkers, sizeof(*rt->workers));
 	rt->idle_stack = weft__calloc(rt->nworkers, sizeof(unsigned));
+	rt->watcher = -1;
 	if (!rt->workers || !rt->idle_stack) {
 		err = -ENOMEM;
 		goto out_free_workers;

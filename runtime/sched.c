@@ -27,6 +27,22 @@
  * idle worker to steal it and turn message passing into cross-core
  * traffic. Only a task displaced from the slot into the deque notifies.
  *
+ * The timer watcher: a worker stuck in a long task fires none of its
+ * timers, and nobody is woken for a timer armed; so one idle worker, the
+ * watcher, parks no later than a busy worker's first deadline plus a
+ * grace, and at most TIMER_POLL_NS (10 ms) while any worker is busy, and
+ * then fires what is overdue (worker.c, park_deadline(), steal_timers()).
+ * The others park until their own deadlines: one poll per 10 ms for the
+ * runtime, where every idle worker used to poll, each scanning every
+ * worker. The role (rt->watcher, under idle_lock) is taken by a worker
+ * going idle when nobody holds it, and kept across its polls; a watcher
+ * about to run a task passes it to the idle worker at the bottom of the
+ * idle stack and wakes it (weft__watch_pass()), or, with none idle, frees
+ * it. So while any worker is idle a watcher exists, parked or about to
+ * park or to pass the role on, and it never runs a task while it holds
+ * the role. It sits at the bottom of the idle stack, which weft__notify()
+ * pops last, so waking workers for work rarely moves the role.
+ *
  * Lock order: timer_lock -> inject_lock; idle_lock and inbox_lock are
  * leaves.
  */
@@ -532,7 +548,9 @@ void weft__wake_all(struct weft__runtime *rt)
 		weft__wake_worker(rt->workers[i]);
 }
 
-/* Used by worker.c: register @w idle. Context: w's scheduler stack. */
+/* Used by worker.c: register @w idle, taking the watcher role if nobody
+ * holds it (the watcher then goes to the bottom of the idle stack, which
+ * weft__notify() pops last). Context: w's scheduler stack. */
 void weft__idle_enter(struct weft__worker *w);
 void weft__idle_enter(struct weft__worker *w)
 {
@@ -540,11 +558,50 @@ void weft__idle_enter(struct weft__worker *w)
 
 	pthread_mutex_lock(&rt->idle_lock);
 	unsigned n = atomic_load_explicit(&rt->nidle, memory_order_relaxed);
-	rt->idle_stack[n] = w->index;
+	if (rt->watcher < 0) {
+		rt->watcher = (int)w->index;
+		atomic_store_explicit(&w->watching, true, memory_order_relaxed);
+	}
+	if (n && rt->watcher == (int)w->index) {
+		rt->idle_stack[n] = rt->idle_stack[0];
+		rt->idle_stack[0] = w->index;
+	} else {
+		rt->idle_stack[n] = w->index;
+	}
 	w->idle = true;
 	atomic_store_explicit(&w->park_word, PARK_ASLEEP, memory_order_relaxed);
 	atomic_store_explicit(&rt->nidle, n + 1, memory_order_seq_cst);
 	pthread_mutex_unlock(&rt->idle_lock);
+}
+
+/*
+ * The watcher @w is about to run a task: pass the role to the idle worker
+ * at the bottom of the idle stack and wake it, so that it parks again as
+ * the watcher; with no worker idle, nobody needs to watch and the next one
+ * to go idle takes the role. Context: w's scheduler stack.
+ */
+void weft__watch_wake(struct weft__runtime *rt);
+void weft__watch_pass(struct weft__worker *w);
+void weft__watch_pass(struct weft__worker *w)
+{
+	struct weft__runtime *rt = w->rt;
+	struct weft__worker *v = NULL;
+
+	pthread_mutex_lock(&rt->idle_lock);
+	atomic_store_explicit(&w->watching, false, memory_order_relaxed);
+	if (atomic_load_explicit(&rt->nidle, memory_order_relaxed)) {
+		v = rt->workers[rt->idle_stack[0]];
+		rt->watcher = (int)v->index;
+		atomic_store_explicit(&v->watching, true, memory_order_relaxed);
+		idle_remove_locked(rt, v);
+		atomic_store_explicit(&v->park_word, PARK_WOKEN,
+				      memory_order_release);
+	} else {
+		rt->watcher = -1;
+	}
+	pthread_mutex_unlock(&rt->idle_lock);
+	if (v)
+		kick(v);
 }
 
 /*
@@ -567,5 +624,38 @@ bool weft__idle_leave(struct weft__worker *w)
 						    memory_order_relaxed) ==
 			       PARK_SEARCHING;
 	pthread_mutex_unlock(&rt->idle_lock);
+	/* seq_cst: Dekker with the watcher's park_deadline() (our idle
+	 * flag was cleared by a seq_cst store, ours or a waker's). */
+	if (atomic_load_explicit(&rt->watch_deep, memory_order_seq_cst) &&
+	    !atomic_load_explicit(&w->watching, memory_order_relaxed))
+		weft__watch_wake(rt);
+	else if (atomic_load_explicit(&w->watching, memory_order_relaxed))
+		atomic_store_explicit(&rt->watch_deep, false,
+				      memory_order_relaxed);
 	return woken;
+}
+
+/*
+ * A worker left the idle list while the watcher sleeps without polling
+ * (it saw nobody busy): wake the watcher, which parks again polling while
+ * that worker is busy. Context: any worker; never suspends.
+ */
+void weft__watch_wake(struct weft__runtime *rt)
+{
+	bool deep = true;
+	struct weft__worker *v = NULL;
+
+	if (!atomic_compare_exchange_strong_explicit(
+		    &rt->watch_deep, &deep, false, memory_order_relaxed,
+		    memory_order_relaxed))
+		return;
+	/* A worker busy for a moment would be idle again when the watcher
+	 * looks, and every short burst of work would wake it once more. */
+	atomic_store_explicit(&rt->watch_poll_once, true, memory_order_relaxed);
+	pthread_mutex_lock(&rt->idle_lock);
+	if (rt->watcher >= 0)
+		v = rt->workers[rt->watcher];
+	pthread_mutex_unlock(&rt->idle_lock);
+	if (v)
+		weft__wake_worker(v);
 }

@@ -360,6 +360,10 @@ struct weft__worker {
 	WEFT__ALIGNED_CL _Atomic uint32_t park_word;
 	_Atomic bool idle;		/* on rt's idle list; written under
 				 * idle_lock, read as a hint */
+	/* This worker holds rt->watcher (sched.c, "The timer watcher"):
+	 * written under idle_lock, also by the worker handing the role
+	 * over; the owner reads it before it runs a task. */
+	_Atomic bool watching;
 
 	/* record and stack caches: owner only (a line of their own: wakers
 	 * write park_word above). Records freed past the cache's bound
@@ -474,6 +478,14 @@ struct weft__runtime {
 	_Atomic unsigned nidle;
 	pthread_mutex_t idle_lock;
 	unsigned *idle_stack;		/* worker indices; under idle_lock */
+	int watcher;			/* the watching worker's index, -1:
+					 * none; under idle_lock */
+	/* The watcher sleeps with no poll, having seen no busy worker: the
+	 * next worker to leave the idle list wakes it (sched.c). */
+	_Atomic bool watch_deep;
+	/* Set when a worker woke it so: the watcher then polls at least
+	 * once, even if that worker is idle again when it looks. */
+	_Atomic bool watch_poll_once;
 
 	WEFT__ALIGNED_CL _Atomic int state;	/* WEFT__RT_* */
 	_Atomic uint32_t drain_word;	/* futex: bumped when a task ends while draining */

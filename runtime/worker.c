@@ -38,6 +38,8 @@
 
 void weft__idle_enter(struct weft__worker *w);
 bool weft__idle_leave(struct weft__worker *w);
+void weft__watch_pass(struct weft__worker *w);
+void weft__watch_wake(struct weft__runtime *rt);
 
 static _Thread_local struct weft__worker *tls_worker WEFT__TLS_IE;
 
@@ -189,11 +191,11 @@ static unsigned fire_timers(struct weft__worker *w)
 /*
  * Timers of a worker stuck in a long task (it runs no scheduler code, so
  * it fires nothing): once one is TIMER_STEAL_GRACE_NS overdue, a worker
- * that is looking for work fires it, and the woken task runs here. Idle
- * workers park no later than a busy worker's first deadline plus the
- * grace, and poll while a worker is busy (park_deadline()). The grace
- * leaves the owner, which checks its timers every few task runs, time to
- * do it itself.
+ * that is looking for work fires it, and the woken task runs here. The
+ * idle worker that holds the watcher role (sched.c) parks no later than a
+ * busy worker's first deadline plus the grace, and polls while a worker
+ * is busy (park_deadline()). The grace leaves the owner, which checks its
+ * timers every few task runs, time to do it itself.
  */
 #define TIMER_STEAL_GRACE_NS UINT64_C(2000000)
 
@@ -219,12 +221,14 @@ static unsigned steal_timers(struct weft__worker *w)
 }
 
 /*
- * When a parking worker must wake up: its own first deadline, or a busy
- * worker's first deadline plus the grace, whichever comes first; and while
- * any other worker is busy, within TIMER_POLL_NS at most, because a busy
- * worker may arm a timer after we looked and then get stuck (nobody is
- * woken for an armed timer). That costs an idle worker at most 100
- * wake-ups a second, and only while another one runs.
+ * When a parking worker must wake up: its own first deadline; for the
+ * watcher (sched.c), also a busy worker's first deadline plus the grace,
+ * whichever comes first, and while any other worker is busy, within
+ * TIMER_POLL_NS at most, because a busy worker may arm a timer after we
+ * looked and then get stuck (nobody is woken for an armed timer). That
+ * costs the runtime at most 100 wake-ups a second, one worker's, and only
+ * while another one runs; it cost every idle worker that many, each
+ * scanning every worker, before the role existed.
  */
 #define TIMER_POLL_NS UINT64_C(10000000)
 #define TRIM_SLACK_NS UINT64_C(10000000)
@@ -234,13 +238,23 @@ static uint64_t park_deadline(struct weft__worker *w)
 	struct weft__runtime *rt = w->rt;
 	uint64_t d = atomic_load_explicit(&w->next_deadline,
 					  memory_order_relaxed);
+	/* Set by weft__idle_enter() just before, or by a watcher passing
+	 * the role, which then kicks us: a stale false ends in that kick. */
+	bool watch = atomic_load_explicit(&w->watching, memory_order_relaxed);
 	bool busy = false;
 
-	for (unsigned i = 0; i < rt->nworkers; i++) {
+	/* seq_cst: Dekker with park()'s exit, which clears a worker's idle
+	 * flag and then reads watch_deep: either we see it busy below, or
+	 * it sees us deep asleep and wakes us. */
+	if (watch)
+		atomic_store_explicit(&rt->watch_deep, true,
+				      memory_order_seq_cst);
+
+	for (unsigned i = 0; watch && i < rt->nworkers; i++) {
 		struct weft__worker *v = rt->workers[i];
 		uint64_t nd;
-		if (v == w || atomic_load_explicit(&v->idle,
-						   memory_order_relaxed))
+		if (v == w ||
+		    atomic_load_explicit(&v->idle, memory_order_seq_cst))
 			continue;
 		busy = true;
 		nd = atomic_load_explicit(&v->next_deadline,
@@ -249,7 +263,15 @@ static uint64_t park_deadline(struct weft__worker *w)
 		    nd + TIMER_STEAL_GRACE_NS < d)
 			d = nd + TIMER_STEAL_GRACE_NS;
 	}
+	if (watch &&
+	    atomic_load_explicit(&rt->watch_poll_once, memory_order_relaxed)) {
+		atomic_store_explicit(&rt->watch_poll_once, false,
+				      memory_order_relaxed);
+		busy = true;
+	}
 	if (busy) {
+		atomic_store_explicit(&rt->watch_deep, false,
+				      memory_order_relaxed);
 		uint64_t cap = weft__deadline_after(weft__clock_now(),
 						    TIMER_POLL_NS);
 		if (cap < d)
@@ -393,8 +415,17 @@ static void *search(struct weft__worker *w)
 	if (!w->searching) {
 		unsigned s = atomic_load_explicit(&rt->nsearching,
 						  memory_order_relaxed);
-		if (s >= rt->max_searchers)
+		if (s >= rt->max_searchers) {
+			/* The watcher's poll is for the timers of busy
+			 * workers: with searchers always about (a stream of
+			 * short tasks) the cap would keep it from ever
+			 * looking at them (seen under TSan). */
+			if (atomic_load_explicit(&w->watching,
+						 memory_order_relaxed) &&
+			    steal_timers(w))
+				return weft__deque_take(&w->dq);
 			return NULL;
+		}
 		atomic_fetch_add_explicit(&rt->nsearching, 1,
 					  memory_order_seq_cst);
 		w->searching = true;
@@ -1251,6 +1282,10 @@ void *weft__worker_main(void *arg)
 		if (t) {
 			if (WEFT__UNLIKELY(w->searching))
 				stop_searching(w);
+			/* Never run a task holding the watcher role. */
+			if (WEFT__UNLIKELY(atomic_load_explicit(
+				    &w->watching, memory_order_relaxed)))
+				weft__watch_pass(w);
 			run_task(w, t);
 			continue;
 		}
@@ -1265,6 +1300,9 @@ void *weft__worker_main(void *arg)
 		if (t) {
 			if (w->searching)
 				stop_searching(w);
+			if (atomic_load_explicit(&w->watching,
+						 memory_order_relaxed))
+				weft__watch_pass(w);
 			w->clock_ns = weft__clock_coarse();
 			run_task(w, t);
 			continue;

@@ -71,13 +71,14 @@ declare -A skip=(
 	# Run.ConfigExtremesAreClamped: workers=100000 is clamped to 1024
 	#   threads, above valgrind's --max-threads (500); the clamp itself is
 	#   arithmetic, checked by every other build.
-	# Sleep.IdleWorkerFiresTheTimersOfAStuckOne and
+	# Sleep.IdleWorkerFiresTheTimersOfAStuckOne, the three Sleep tests of
+	# the timer watcher after it, and
 	# Regress.SearcherThatFoundInjectedWorkStopsSearching: one worker
 	#   spins without suspending and the test needs the other worker
 	#   thread to run meanwhile, within a time bound; valgrind runs one
 	#   thread at a time in long slices, so they fail now and then
 	#   (scheduling, not memory; every other build checks them).
-	[task_test]="Run.ConfigExtremesAreClamped:Sleep.IdleWorkerFiresTheTimersOfAStuckOne:Regress.SearcherThatFoundInjectedWorkStopsSearching"
+	[task_test]="Run.ConfigExtremesAreClamped:Sleep.IdleWorkerFiresTheTimersOfAStuckOne:Sleep.StuckWorkersTimersFireWhileTheWatcherRoleMoves:Sleep.OnlyOneIdleWorkerPollsForABusyOne:Sleep.AWorkerThatGetsBusyWakesTheWatcherFromANoPollSleep:Regress.SearcherThatFoundInjectedWorkStopsSearching"
 	# Sem.PermitsConservedUnderRandomCancellation: timing-bound, not
 	#   memory-bound: 8 tasks loop on acquire/release while one task
 	#   cancels them 10^4 times; valgrind runs one thread at a time and
