@@ -9,10 +9,14 @@ CMAKE ?= cmake
 CTEST ?= ctest
 CTEST_FLAGS := --output-on-failure
 FUZZ_SECONDS ?= 60
+# make chaos: the seed is the commit's (a new one per commit, the same on
+# every run of it); CHAOS_SEED=N replays another.
+CHAOS_SEED ?= $(shell h=$$(git rev-parse --short=8 HEAD 2>/dev/null) && printf '%d' 0x$$h || echo 1)
+CHAOS_PERMILLE ?= 20
 FORMAT_DIRS := $(wildcard runtime io include tests perf examples)
 
 .DEFAULT_GOAL := help
-.PHONY: help deps test test-epoll stress bench asan tsan hardened valgrind \
+.PHONY: help deps test test-epoll stress chaos bench asan tsan hardened valgrind \
 	fuzz format clean build-debug build-release build-asan build-tsan \
 	build-hardened build-valgrind build-fuzz
 
@@ -21,6 +25,7 @@ help:
 	@echo "  make test     debug build, ctest without the stress label"
 	@echo "  make test-epoll  the same suite with WEFT_IO=epoll (every runtime on the epoll backend)"
 	@echo "  make stress   debug build, ctest -L stress"
+	@echo "  make chaos    the stress suite in chaos mode (WEFT_CHAOS=CHAOS_SEED:CHAOS_PERMILLE, runtime/chaos.c)"
 	@echo "  make bench    release build, build/release/perf/weft-bench --quick"
 	@echo "  make asan     ASan+UBSan build, ctest without the stress label"
 	@echo "  make tsan     TSan build, all tests with WEFT_TEST_SCALE=10"
@@ -80,6 +85,13 @@ test-epoll: build-debug
 
 stress: build-debug
 	$(CTEST) --test-dir build/debug $(CTEST_FLAGS) -L stress
+
+# RELIABILITY 3.1: the stress suite again with every protocol point of the
+# runtime yielding or spinning 0-50 us now and then (runtime/chaos.c). The
+# seed is printed; `make chaos CHAOS_SEED=N` replays a failing one.
+chaos: build-debug
+	@echo "weft: chaos run, WEFT_CHAOS=$(CHAOS_SEED):$(CHAOS_PERMILLE)"
+	WEFT_CHAOS=$(CHAOS_SEED):$(CHAOS_PERMILLE) $(CTEST) --test-dir build/debug $(CTEST_FLAGS) -j2 -L stress
 
 bench: build-release
 	@test -x build/release/perf/weft-bench || { echo "weft: build/release/perf/weft-bench was not built (no perf/*.c?)" >&2; exit 1; }

@@ -219,6 +219,7 @@ void *weft__deque_take(struct weft__deque *d)
 		atomic_store_explicit(&d->bottom, b + 1, memory_order_relaxed);
 		return NULL;
 	}
+	weft__chaos(); /* bottom reserved: thieves race for index b */
 	/* relaxed: the owner's own write; no thief claims index b unless
 	 * t == b, settled by the CAS below */
 	x = atomic_load_explicit(slot(d, b), memory_order_relaxed);
@@ -265,6 +266,7 @@ static int steal_one(struct weft__deque *d, void **out, int64_t *len_out)
 		return WEFT__STEAL_EMPTY;
 	}
 	*len_out = b - t;
+	weft__chaos(); /* between the reads of top/bottom and the claim */
 	/* relaxed: may be stale or already reused; kept only if the CAS
 	 * below proves index t was still unclaimed, and then the acquire
 	 * load of bottom above ordered it after the push of index t */

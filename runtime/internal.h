@@ -199,6 +199,26 @@ static inline int weft__fault(enum weft__fault_site s)
 }
 #endif
 
+/*
+ * Chaos mode (runtime/chaos.c, WEFT_CHAOS): weft__chaos() at a protocol
+ * point yields or spins now and then when armed. Nothing at all outside
+ * WEFT_TEST_HOOKS builds.
+ */
+void weft__chaos_init(void); /* reads WEFT_CHAOS once */
+#ifdef WEFT_TEST_HOOKS
+extern bool weft__chaos_on; /* __atomic builtins only */
+void weft__chaos_slow(void);
+static inline void weft__chaos(void)
+{
+	if (__atomic_load_n(&weft__chaos_on, __ATOMIC_RELAXED))
+		weft__chaos_slow();
+}
+#else
+static inline void weft__chaos(void)
+{
+}
+#endif
+
 /* CPU pause hint for short spins. */
 static inline void weft__cpu_relax(void)
 {

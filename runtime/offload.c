@@ -531,6 +531,7 @@ static void fifo_unlink_locked(struct weft__offload_pool *pool,
 static void complete(struct weft__worker *w, struct weft__task *t,
 		     uint64_t word)
 {
+	weft__chaos(); /* fn done, the caller not yet woken */
 	if (weft__wait_try_claim(t, word, WEFT__WAKE_SOURCE) == 2) {
 		/* seq_cst: pairs with the store of offload_spin. */
 		if (atomic_load_explicit(&w->offload_spin,
@@ -747,6 +748,7 @@ static int withdraw_or_rewait(struct weft__task *t, struct offload_req *req,
 	struct weft__offload_pool *pool = t->rt->offload;
 
 	withdraw_delay();
+	weft__chaos(); /* woken; a thread may take the request meanwhile */
 	do {
 		struct weft__worker *w = weft__worker_current();
 		int err = weft__wait_error(t, reason);

@@ -194,6 +194,7 @@ WEFT_API int weft_runtime_new(weft_runtime **out, const weft_config *in)
 	if (weft__task_current())
 		return -EBUSY;
 	weft__faults_init(); /* WEFT_FAULTS, test builds (fault.c) */
+	weft__chaos_init();  /* WEFT_CHAOS, test builds (chaos.c) */
 	err = resolve_config(in, &cfg);
 	if (err)
 		return err;

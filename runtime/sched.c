@@ -493,6 +493,7 @@ void weft__notify(struct weft__runtime *rt)
 	unsigned zero = 0;
 	struct weft__worker *v = NULL;
 
+	weft__chaos(); /* work published, nobody told yet */
 	/* seq_cst fence: pairs with the fence in park() between the idle
 	 * registration and the re-check of the queues. */
 	atomic_thread_fence(memory_order_seq_cst);
@@ -530,6 +531,7 @@ void weft__wake_worker(struct weft__worker *w)
 
 	/* The inbox push before this was seq_cst; the parker re-checks its
 	 * inbox after registering idle under idle_lock. */
+	weft__chaos();
 	pthread_mutex_lock(&rt->idle_lock);
 	if (w->idle) {
 		idle_remove_locked(rt, w);
@@ -587,6 +589,7 @@ void weft__watch_pass(struct weft__worker *w)
 	struct weft__runtime *rt = w->rt;
 	struct weft__worker *v = NULL;
 
+	weft__chaos();
 	pthread_mutex_lock(&rt->idle_lock);
 	atomic_store_explicit(&w->watching, false, memory_order_relaxed);
 	if (atomic_load_explicit(&rt->nidle, memory_order_relaxed)) {

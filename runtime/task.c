@@ -1038,6 +1038,7 @@ int weft__task_cancel_internal(struct weft__task *t)
 
 	if (old & WEFT__J_DONE)
 		return 0;
+	weft__chaos(); /* between the flag and the look at the wait */
 	cur = atomic_load_explicit(&t->wait_word, memory_order_seq_cst);
 	if (cur & WEFT__W_CANCELLABLE)
 		weft__wait_claim(t, cur, WEFT__WAKE_CANCEL);

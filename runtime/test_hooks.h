@@ -64,6 +64,14 @@ WEFT_API void weft_test_io_ring_counts(struct weft_runtime *rt,
 WEFT_API void weft_test_faults_clear(void);
 /* Apply a WEFT_FAULTS string now: 0, or -EINVAL (nothing applied). */
 WEFT_API int weft_test_faults_parse(const char *spec);
+/* chaos.c: chaos mode (RELIABILITY 3.1): each protocol point yields or
+ * spins 0-50 us with probability permille/1000 (0: off), from per-thread
+ * streams seeded by @seed. _parse takes WEFT_CHAOS's "<seed>[:<per-mille>]"
+ * (-EINVAL, nothing changed, for a bad one); _events counts points that
+ * acted since the process started. */
+WEFT_API void weft_test_chaos(uint64_t seed, unsigned permille);
+WEFT_API int weft_test_chaos_parse(const char *spec);
+WEFT_API unsigned long weft_test_chaos_events(void);
 /* worker.c: queue the calling task once more while it runs, as a double
  * wake-up would (RELIABILITY C10: debug builds must abort). */
 WEFT_API void weft_test_queue_self_again(void);

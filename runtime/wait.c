@@ -105,6 +105,7 @@ int weft__wait_try_claim(struct weft__task *t, uint64_t word, unsigned reason)
 	 * only costs the failed CAS, which loads the word for the loop. */
 	uint64_t cur = base | WEFT__W_ARMED;
 
+	weft__chaos(); /* a source about to claim */
 	for (;;) {
 		unsigned st = cur & WEFT__W_STATE_MASK;
 
@@ -142,6 +143,7 @@ int weft__wait_park(struct weft__task *t, struct weft__wait *wt)
 	 * switch (the guarantee is the check after the publish CAS). */
 	if ((wt->word & WEFT__W_CANCELLABLE) && weft__task_cancel_pending(t))
 		weft__wait_try_claim(t, wt->word, WEFT__WAKE_CANCEL);
+	weft__chaos(); /* prepared and linked, not yet switched out */
 	cur = atomic_load_explicit(&t->wait_word, memory_order_acquire);
 	if ((cur & WEFT__W_STATE_MASK) != WEFT__W_CLAIMED) {
 		t->cur_wait = wt;
@@ -169,6 +171,7 @@ void weft__wait_publish(struct weft__worker *w, struct weft__task *t)
 		wt->publish(t, wt);
 	if (deadline != UINT64_MAX)
 		weft__timer_arm(w, t, deadline);
+	weft__chaos(); /* registered, not yet ARMED: sources claim from PREP */
 	/* release: publishes the registrations to every later claimer
 	 * (pairs with the acquire in claim()); seq_cst: the Dekker below.
 	 * After success, wt is not ours any more, and t only through a claim

@@ -103,6 +103,7 @@ void weft__timer_disarm(struct weft__task *t)
 
 	if (!tw)
 		return;
+	weft__chaos(); /* resumed: a fire of our timer may be under way */
 	/* Under the arming worker's lock: a fire in progress has finished
 	 * with t when we get it. */
 	pthread_mutex_lock(&tw->timer_lock);
@@ -127,6 +128,7 @@ static unsigned fire_timers_of(struct weft__worker *w, struct weft__worker *v,
 	struct weft__task *fired = NULL; /* claimed, the last one first */
 	unsigned n = 0;
 
+	weft__chaos(); /* timers due: their tasks may be cancelled meanwhile */
 	if (trylock) {
 		if (pthread_mutex_trylock(&v->timer_lock))
 			return 0;
@@ -722,12 +724,14 @@ static void park(struct weft__worker *w)
 					  memory_order_seq_cst);
 	}
 	weft__idle_enter(w);
+	weft__chaos(); /* registered idle, queues not yet re-checked */
 	/* seq_cst: pairs with the fence in weft__notify() (Dekker). */
 	atomic_thread_fence(memory_order_seq_cst);
 	if (work_visible(w)) {
 		weft__idle_leave(w);
 		return;
 	}
+	weft__chaos(); /* RELIABILITY C5: queues empty, not yet asleep */
 	stat_inc(&w->stats.parks);
 	/* Idle: a good time to return the memory of stacks left unused
 	 * (stack.c); park_deadline() wakes us when the next trim is due. */
