@@ -50,8 +50,8 @@ static pthread_once_t env_once = PTHREAD_ONCE_INIT;
 bool weft__chaos_on; /* __atomic builtins only */
 static _Atomic uint64_t chaos_seed;
 static _Atomic unsigned chaos_permille;
-static _Atomic unsigned chaos_gen;	/* bumped by every (re)arm */
-static _Atomic uint64_t chaos_threads;	/* threads that drew so far */
+static _Atomic unsigned chaos_gen; /* bumped by every (re)arm */
+static _Atomic uint64_t chaos_threads; /* threads that drew so far */
 static _Atomic unsigned long chaos_events;
 
 static _Thread_local uint64_t tls_rng;
@@ -86,8 +86,8 @@ void weft__chaos_slow(void)
 	r ^= r >> 7;
 	r ^= r << 17;
 	tls_rng = r;
-	if (r % 1000 >= atomic_load_explicit(&chaos_permille,
-					     memory_order_relaxed))
+	if (r % 1000 >=
+	    atomic_load_explicit(&chaos_permille, memory_order_relaxed))
 		return;
 	atomic_fetch_add_explicit(&chaos_events, 1, memory_order_relaxed);
 	if ((r >> 20) & 1) {
