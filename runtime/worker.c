@@ -421,7 +421,7 @@ static void *search(struct weft__worker *w)
 			/* The watcher's poll is for the timers of busy
 			 * workers: with searchers always about (a stream of
 			 * short tasks) the cap would keep it from ever
-			 * looking at them (seen under TSan). */
+			 * looking at them. */
 			if (atomic_load_explicit(&w->watching,
 						 memory_order_relaxed) &&
 			    steal_timers(w))
