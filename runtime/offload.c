@@ -139,9 +139,9 @@ enum { ON_NONE, ON_SPIN, ON_SLEEP };
 enum { REQ_QUEUED, REQ_TAKEN, REQ_DONE };
 
 struct offload_req {
-	/* FIFO links, under the pool lock (a withdrawn request is unlinked
+	/* FIFO link, under the pool lock (a withdrawn request is unlinked
 	 * from the middle). */
-	struct offload_req *next, *prev;
+	struct weft__list link;
 	weft_fn fn;
 	void *arg;
 	int status;			/* written by the pool thread */
@@ -174,7 +174,7 @@ struct weft__offload_pool {
 	pthread_cond_t all_exited;	/* signalled when nthreads drops to 0
 					 * while stopping */
 	struct weft__runtime *rt;
-	struct offload_req *head, *tail; /* requests waiting for a thread */
+	struct weft__list fifo;		/* requests waiting for a thread */
 	/* idle threads, LIFO: spinning ones (handed work first: no futex
 	 * wake) and sleeping ones; nspin = length of idle_spin */
 	struct pool_thread *idle_spin, *idle_sleep;
@@ -476,44 +476,21 @@ got:
 static void fifo_push_locked(struct weft__offload_pool *pool,
 			     struct offload_req *req)
 {
-	req->next = NULL;
-	req->prev = pool->tail;
-	if (pool->tail)
-		pool->tail->next = req;
-	else
-		pool->head = req;
-	pool->tail = req;
+	weft__list_add_tail(&pool->fifo, &req->link);
 	req->state = REQ_QUEUED;
 }
 
 /* Take the oldest request, marking it taken. Context: pool lock held. */
 static struct offload_req *fifo_pop_locked(struct weft__offload_pool *pool)
 {
-	struct offload_req *req = pool->head;
+	struct offload_req *req;
 
-	if (!req)
+	if (weft__list_empty(&pool->fifo))
 		return NULL;
-	pool->head = req->next;
-	if (pool->head)
-		pool->head->prev = NULL;
-	else
-		pool->tail = NULL;
+	req = weft__container_of(pool->fifo.next, struct offload_req, link);
+	weft__list_del(&req->link);
 	req->state = REQ_TAKEN;
 	return req;
-}
-
-/* Withdraw a queued @req. Context: pool lock held. */
-static void fifo_unlink_locked(struct weft__offload_pool *pool,
-			       struct offload_req *req)
-{
-	if (req->prev)
-		req->prev->next = req->next;
-	else
-		pool->head = req->next;
-	if (req->next)
-		req->next->prev = req->prev;
-	else
-		pool->tail = req->prev;
 }
 
 /*
@@ -761,7 +738,7 @@ static int withdraw_or_rewait(struct weft__task *t, struct offload_req *req,
 		}
 		queued = req->state == REQ_QUEUED;
 		if (queued && err) {
-			fifo_unlink_locked(pool, req);
+			weft__list_del(&req->link); /* withdrawn */
 			pthread_mutex_unlock(&pool->lock);
 			atomic_fetch_sub_explicit(&req->worker->offload_waiting,
 						  1, memory_order_relaxed);
@@ -854,6 +831,7 @@ int weft__offload_init(struct weft__runtime *rt)
 		return -ENOMEM;
 	pthread_mutex_init(&pool->lock, NULL);
 	pthread_cond_init(&pool->all_exited, NULL);
+	weft__list_init(&pool->fifo);
 	pool->rt = rt;
 	pool->max = rt->cfg.offload_max;
 	pool->spin_ns = SPIN_NS;
@@ -880,7 +858,7 @@ void weft__offload_stop(struct weft__runtime *rt)
 	pool->stopping = true;
 	/* No call is in flight (every task finished): a non-empty FIFO
 	 * would be a request whose caller is gone. */
-	WEFT__BUG_ON(pool->head != NULL);
+	WEFT__BUG_ON(!weft__list_empty(&pool->fifo));
 	while ((th = idle_pop_locked(pool))) {
 		hand_locked(th, STOP_REQ);
 		wake(th); /* a futex wake under the lock: shutdown only */

@@ -629,12 +629,11 @@ bool weft__idle_leave(struct weft__worker *w)
 	pthread_mutex_unlock(&rt->idle_lock);
 	/* seq_cst: Dekker with the watcher's park_deadline() (our idle
 	 * flag was cleared by a seq_cst store, ours or a waker's). */
-	if (atomic_load_explicit(&rt->watch_deep, memory_order_seq_cst) &&
-	    !atomic_load_explicit(&w->watching, memory_order_relaxed))
-		weft__watch_wake(rt);
-	else if (atomic_load_explicit(&w->watching, memory_order_relaxed))
+	if (atomic_load_explicit(&w->watching, memory_order_relaxed))
 		atomic_store_explicit(&rt->watch_deep, false,
 				      memory_order_relaxed);
+	else if (atomic_load_explicit(&rt->watch_deep, memory_order_seq_cst))
+		weft__watch_wake(rt);
 	return woken;
 }
 

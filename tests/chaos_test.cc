@@ -67,31 +67,26 @@ TEST(Chaos, EveryPointActingBreaksNoProtocol)
 	EXPECT_GT(weft_test_chaos_events(), before + 100);
 }
 
+// In the death tests' fresh process: a runtime made (which reads
+// WEFT_CHAOS) and freed; exit 0 if both worked.
+[[noreturn]] void new_and_free_runtime()
+{
+	weft_runtime *rt = nullptr;
+	if (weft_runtime_new(&rt, nullptr) || weft_runtime_free(rt))
+		exit(1);
+	exit(0);
+}
+
 // The environment variable, in a fresh process: announced with its seed.
 TEST(ChaosDeathTest, EnvIsAnnouncedWithItsSeed)
 {
 	GTEST_FLAG_SET(death_test_style, "threadsafe");
 	setenv("WEFT_CHAOS", "99:1", 1);
-	EXPECT_EXIT(
-		{
-			weft_runtime *rt = nullptr;
-			if (weft_runtime_new(&rt, nullptr) ||
-			    weft_runtime_free(rt))
-				exit(1);
-			exit(0);
-		},
-		testing::ExitedWithCode(0),
-		"weft: chaos mode: seed 99, 1 per mille");
+	EXPECT_EXIT(new_and_free_runtime(), testing::ExitedWithCode(0),
+		    "weft: chaos mode: seed 99, 1 per mille");
 	setenv("WEFT_CHAOS", "99:1001", 1);
-	EXPECT_EXIT(
-		{
-			weft_runtime *rt = nullptr;
-			if (weft_runtime_new(&rt, nullptr) ||
-			    weft_runtime_free(rt))
-				exit(1);
-			exit(0);
-		},
-		testing::ExitedWithCode(0), "WEFT_CHAOS");
+	EXPECT_EXIT(new_and_free_runtime(), testing::ExitedWithCode(0),
+		    "WEFT_CHAOS");
 	unsetenv("WEFT_CHAOS");
 }
 

@@ -569,6 +569,20 @@ weft_task *spawn_and_queue(Queued *q, int token)
 	return t;
 }
 
+// Keep the one pool thread busy in gate_fn until @g opens; the task that
+// called, once fn has started (nullptr if it never did).
+weft_task *hold_the_pool_thread(Gate *g)
+{
+	weft_task *t = spawn_lambda("blocker", [g] {
+		return weft_offload(gate_fn, g) == 7 ? 0 : -1;
+	});
+	if (!task_wait_until([g] {
+		    return g->entered == 1;
+	    }))
+		return nullptr;
+	return t;
+}
+
 // Opens @g after 10 s from a plain thread: a test whose withdrawal does
 // not happen fails on its checks instead of hanging.
 struct GateFailsafe {
@@ -607,13 +621,8 @@ TEST(Offload, QueuedCallerCancelledIsWithdrawnAndFnNeverRuns)
 
 	ASSERT_EQ(0, run_cfg(cfg, [&] {
 			  GateFailsafe fs(&g);
-			  weft_task *blocker = spawn_lambda("blocker", [&] {
-				  return weft_offload(gate_fn, &g) == 7 ? 0 :
-									  -1;
-			  });
-			  ASSERT_TRUE(task_wait_until([&] {
-				  return g.entered == 1;
-			  }));
+			  weft_task *blocker = hold_the_pool_thread(&g);
+			  ASSERT_NE(nullptr, blocker);
 			  Queued q[3];
 			  weft_task *t[3];
 			  for (int i = 0; i < 3; i++) {
@@ -659,13 +668,8 @@ TEST(Offload, QueuedCallerPastItsDeadlineIsWithdrawn)
 
 	ASSERT_EQ(0, run_cfg(cfg, [&] {
 			  GateFailsafe fs(&g);
-			  weft_task *blocker = spawn_lambda("blocker", [&] {
-				  return weft_offload(gate_fn, &g) == 7 ? 0 :
-									  -1;
-			  });
-			  ASSERT_TRUE(task_wait_until([&] {
-				  return g.entered == 1;
-			  }));
+			  weft_task *blocker = hold_the_pool_thread(&g);
+			  ASSERT_NE(nullptr, blocker);
 			  Queued patient;
 			  patient.ran = &ran;
 			  patient.mu = &mu;
@@ -720,12 +724,8 @@ TEST(Offload, QueuedShieldedCallerIsNotWithdrawn)
 	ASSERT_EQ(
 		0, run_cfg(cfg, [&] {
 			GateFailsafe fs(&g);
-			weft_task *blocker = spawn_lambda("blocker", [&] {
-				return weft_offload(gate_fn, &g) == 7 ? 0 : -1;
-			});
-			ASSERT_TRUE(task_wait_until([&] {
-				return g.entered == 1;
-			}));
+			weft_task *blocker = hold_the_pool_thread(&g);
+			ASSERT_NE(nullptr, blocker);
 			uint64_t before = stats().offload_calls;
 			weft_task *t = spawn_lambda("shielded", [&] {
 				inside = weft_test::shield([&] {
@@ -781,16 +781,8 @@ TEST(Offload, CancelledCallerWhoseRequestWasTakenMeanwhileWaitsForFn)
 
 		ASSERT_EQ(0, run_cfg(cfg, [&] {
 				  GateFailsafe fs(&g);
-				  weft_task *blocker =
-					  spawn_lambda("blocker", [&] {
-						  return weft_offload(gate_fn,
-								      &g) == 7 ?
-								 0 :
-								 -1;
-					  });
-				  ASSERT_TRUE(task_wait_until([&] {
-					  return g.entered == 1;
-				  }));
+				  weft_task *blocker = hold_the_pool_thread(&g);
+				  ASSERT_NE(nullptr, blocker);
 				  uint64_t before = stats().offload_calls;
 				  weft_task *t = spawn_lambda("late", [] {
 					  struct A {

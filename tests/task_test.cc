@@ -1120,6 +1120,33 @@ int stuck_spinner(void *p)
 	s->a_done = weft_now();
 	return weft_join(b);
 }
+// Rounds of stuck_spinner until 2 pass (the sleeper woke while its worker
+// was still stuck), at most 8 exercised, 80 tried. Only a round where the
+// sleeper parked on the spinner's worker tests anything. Return: passed
+// rounds; *exercised: rounds that tested something.
+int stuck_rounds(int *exercised)
+{
+	int tried = 0, passed = 0;
+
+	*exercised = 0;
+	while (passed < 2 && *exercised < 8 && tried++ < 80) {
+		StuckTimer s;
+		weft_spawn_opts o{};
+		o.flags = WEFT_SPAWN_PINNED;
+		weft_task *a = nullptr;
+		if (weft_spawn_ex(&a, &o, stuck_spinner, &s) != 0) {
+			ADD_FAILURE() << "spawn failed";
+			break;
+		}
+		EXPECT_EQ(0, weft_join(a));
+		if (s.b_worker.load() != s.a_worker.load())
+			continue;
+		(*exercised)++;
+		if (s.b_woke.load() < s.a_done.load())
+			passed++;
+	}
+	return passed;
+}
 } // namespace
 
 TEST(Sleep, IdleWorkerFiresTheTimersOfAStuckOne)
@@ -1130,22 +1157,7 @@ TEST(Sleep, IdleWorkerFiresTheTimersOfAStuckOne)
 	// off the CPU for the whole 380 ms (seen once under TSan at a load
 	// average of 60). So: 2 passing rounds, at most 8 tried.
 	WEFT_TEST_RUN(2, [] {
-		int tried = 0, exercised = 0, passed = 0;
-		while (passed < 2 && exercised < 8 && tried++ < 80) {
-			StuckTimer s;
-			weft_spawn_opts o{};
-			o.flags = WEFT_SPAWN_PINNED;
-			weft_task *a = nullptr;
-			ASSERT_EQ(0, weft_spawn_ex(&a, &o, stuck_spinner, &s));
-			ASSERT_EQ(0, weft_join(a));
-			// Only a round where the sleeper parked on the
-			// spinner's worker tests anything.
-			if (s.b_worker.load() != s.a_worker.load())
-				continue;
-			exercised++;
-			if (s.b_woke.load() < s.a_done.load())
-				passed++;
-		}
+		int exercised = 0, passed = stuck_rounds(&exercised);
 		EXPECT_EQ(2, passed)
 			<< "the sleeper waited for the stuck worker in "
 			<< exercised - passed << " of " << exercised
@@ -1194,20 +1206,7 @@ TEST(Sleep, StuckWorkersTimersFireWhileTheWatcherRoleMoves)
 				usleep(2000);
 			}
 		});
-		int tried = 0, exercised = 0, passed = 0;
-		while (passed < 2 && exercised < 8 && tried++ < 80) {
-			StuckTimer s;
-			weft_spawn_opts o{};
-			o.flags = WEFT_SPAWN_PINNED;
-			weft_task *a = nullptr;
-			ASSERT_EQ(0, weft_spawn_ex(&a, &o, stuck_spinner, &s));
-			ASSERT_EQ(0, weft_join(a));
-			if (s.b_worker.load() != s.a_worker.load())
-				continue;
-			exercised++;
-			if (s.b_woke.load() < s.a_done.load())
-				passed++;
-		}
+		int exercised = 0, passed = stuck_rounds(&exercised);
 		stop = true;
 		churn.join();
 		// Every submitted task ends before the body returns.
