@@ -20,10 +20,12 @@
  *	^slot        ^lo               lo+size^ ^ last 64 bytes of the slot
  *
  * so the stack grows down from right below its own header, and the guard
- * of slot i+1 sits right above the header page of slot i. Slots are carved
- * lazily (guard installed, header written) when first handed out; a
- * chunk's slot 0 header links the chunk into the pool's chunk list, which
- * is how weft__stack_pool_destroy() finds every mapping. Stacks larger
+ * of slot i+1 sits right above the header page of slot i. A chunk is
+ * mapped when a worker finds its cache and the pool empty; that worker
+ * sets up every slot (guard installed, header written) outside the pool's
+ * lock and keeps them all (new_chunk()). A chunk's slot 0 header links the
+ * chunk into the pool's chunk list, which is how
+ * weft__stack_pool_destroy() finds every mapping. Stacks larger
  * than the default get their own mapping with the same layout (flag
  * WEFT__STACK_SINGLE) and are unmapped when put back: they are rare, and
  * caching them would pin large address ranges per size. Requests up to
@@ -59,8 +61,9 @@
  *      WEFT__STACK_BATCH = 32 most recent stacks and moves the older ones
  *      in one locked splice; an empty cache takes up to 32 at once, so the
  *      lock is taken once per ~32 stacks in a spawn or exit burst;
- *   3. fresh slots carved from chunks (mmap once per 16 stacks, with
- *      every slot's header page faulted in by one call: prefault_headers()).
+ *   3. fresh chunks (mmap once per 16 stacks, with every slot's header
+ *      page faulted in by one call: prefault_headers()), set up without
+ *      the lock and handed whole to the worker that needed one.
  * Memory is given back at level 2, by age (as jemalloc's decay): stacks
  * given to the pool go to the head of its warm list, stamped with the
  * coarse clock; get() takes the newest (its pages are the most likely to
@@ -111,6 +114,7 @@
 #define _GNU_SOURCE /* MAP_STACK, MAP_NORESERVE, MADV_NOHUGEPAGE */
 #endif
 #include "stack.h"
+#include "test_hooks.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -474,34 +478,55 @@ void weft__stack_pool_destroy(struct weft__stack_pool *p)
 	memset(p, 0, sizeof(*p));
 }
 
+#ifdef WEFT_TEST_HOOKS
+static void (*_Atomic chunk_hook)(void);
+
+WEFT_API void weft_test_stack_chunk_hook(void (*fn)(void))
+{
+	atomic_store(&chunk_hook, fn);
+}
+
+static void chunk_hook_call(void)
+{
+	void (*fn)(void) = atomic_load(&chunk_hook);
+
+	if (fn)
+		fn();
+}
+#else
+static inline void chunk_hook_call(void)
+{
+}
+#endif
+
 /*
- * A fresh default stack. Called with p->lock held. The first slot of a new
- * chunk is set up here (its header links the chunk list); any other slot
- * is only reserved, returned in *@slot with NULL, and set up by the caller
- * after the unlock: installing its guard is a syscall and writing its
- * header faults its top page in, which can take tens of microseconds under
- * a hypervisor, and other workers would queue on the lock meanwhile.
+ * Map a new chunk and set up every one of its slots, without the pool's
+ * lock: mapping it, faulting in its header pages and installing its guards
+ * take syscalls and, under a hypervisor, tens of microseconds a page (a
+ * chunk of 16 took ~250 us on this project's VM), and a worker that held
+ * the lock meanwhile stalled every other worker that needed the pool. The
+ * lock is taken once, only to link the chunk into the pool's list. All the
+ * slots go to the caller (its cache keeps the rest), so a burst of fresh
+ * stacks takes the lock once per chunk, not once per stack.
+ *
+ * If a guard cannot be installed (mprotect() at vm.max_map_count), the
+ * slots set up so far are kept and the rest of the mapping is unmapped
+ * (shrinking a mapping from its end needs no new VMA), so nothing is
+ * reserved that no stack will use. Return: the slots as a list linked by
+ * ->next, their number in *@n; NULL with *@err set if not even slot 0
+ * could be set up (the chunk is then unmapped).
+ * Context: any thread; may sleep (syscalls). p->lock not held.
  */
-static struct weft__stack *carve_locked(struct weft__stack_pool *p,
-					char **chunk, char **slot,
-					bool *guarded, int *err)
+static struct weft__stack *new_chunk(struct weft__stack_pool *p, unsigned *n,
+				     int *err)
 {
 	size_t map_size = p->slot_size * p->chunk_slots; /* < 64 MiB + slot */
-	struct weft__stack *s;
-	unsigned flags = WEFT__STACK_CHUNK;
+	struct weft__stack *head, *last, *s;
+	unsigned flags = WEFT__STACK_CHUNK, k;
 	bool batched;
 	char *base;
 	int pidfd;
 
-	*slot = NULL;
-	if (p->carve && p->carve_next < p->chunk_slots) {
-		*chunk = (char *)p->carve->map_base;
-		*slot = *chunk + (size_t)p->carve_next * p->slot_size;
-		*guarded = p->carve->flags & WEFT__STACK_GUARDED;
-		p->carve_next++;
-		p->nr_carved++;
-		return NULL;
-	}
 	base = (char *)map_stack_memory(map_size);
 	if (!base) {
 		*err = -ENOMEM;
@@ -514,38 +539,39 @@ static struct weft__stack *carve_locked(struct weft__stack_pool *p,
 		close(pidfd);
 	if (batched)
 		flags |= WEFT__STACK_GUARDED;
-	s = init_slot(base, p->slot_size, base, map_size, flags, batched,
-		      err);
-	if (!s) {
+	head = init_slot(base, p->slot_size, base, map_size, flags, batched,
+			 err);
+	if (!head) {
 		munmap(base, map_size);
 		return NULL;
 	}
-	s->chunk_next = p->chunks;
-	p->chunks = s;
-	p->carve = s;
-	p->carve_next = 1;
-	p->nr_chunks++;
-	p->nr_carved++;
-	return s;
-}
+	last = head;
+	for (k = 1; k < p->chunk_slots; k++) {
+		int e;
 
-/* Set up the slot carve_locked() reserved in the chunk mapped at @base.
- * On failure the slot's address range stays unused until the pool is
- * destroyed, and it is no longer counted as carved. */
-static struct weft__stack *carve_finish(struct weft__stack_pool *p,
-					char *base, char *slot, bool guarded,
-					int *err)
-{
-	struct weft__stack *s = init_slot(slot, p->slot_size, base,
-					  p->slot_size * p->chunk_slots,
-					  WEFT__STACK_CHUNK, guarded, err);
-
-	if (!s) {
-		pthread_mutex_lock(&p->lock);
-		p->nr_carved--;
-		pthread_mutex_unlock(&p->lock);
+		s = init_slot(base + (size_t)k * p->slot_size, p->slot_size,
+			      base, map_size, WEFT__STACK_CHUNK, batched, &e);
+		if (!s)
+			break;
+		last->next = s;
+		last = s;
 	}
-	return s;
+	chunk_hook_call();
+	if (k < p->chunk_slots) {
+		size_t keep = (size_t)k * p->slot_size;
+
+		munmap(base + keep, map_size - keep);
+		/* what weft__stack_pool_destroy() unmaps */
+		head->map_size = keep;
+	}
+	pthread_mutex_lock(&p->lock);
+	head->chunk_next = p->chunks;
+	p->chunks = head;
+	p->nr_chunks++;
+	p->nr_carved += k;
+	pthread_mutex_unlock(&p->lock);
+	*n = k;
+	return head;
 }
 
 static struct weft__stack *get_single(struct weft__stack_pool *p, size_t slot)
@@ -577,9 +603,7 @@ struct weft__stack *weft__stack_get(struct weft__stack_pool *p,
 {
 	struct weft__stack *s;
 	size_t usable = p->default_size, slot = p->slot_size;
-	char *chunk = NULL, *slot_addr = NULL;
-	bool guarded = false;
-	unsigned n;
+	unsigned n = 0;
 	int err = 0;
 
 	if (size != 0) {
@@ -602,11 +626,9 @@ struct weft__stack *weft__stack_get(struct weft__stack_pool *p,
 
 	pthread_mutex_lock(&p->lock);
 	s = take_batch_locked(p, &n);
-	if (!s)
-		s = carve_locked(p, &chunk, &slot_addr, &guarded, &err);
 	pthread_mutex_unlock(&p->lock);
-	if (!s && slot_addr)
-		s = carve_finish(p, chunk, slot_addr, guarded, &err);
+	if (!s)
+		s = new_chunk(p, &n, &err);
 
 	if (!s) {
 		if (err == -ENOMEM)

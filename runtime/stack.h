@@ -116,8 +116,6 @@ struct weft__stack_pool {
 	uint64_t trim_due_ns;
 	uint64_t decay_ns; /* WEFT__STACK_DECAY_NS; tests shorten it */
 	struct weft__stack *chunks; /* slot 0 of each chunk, chunk_next */
-	struct weft__stack *carve; /* slot 0 of the chunk being carved */
-	unsigned carve_next; /* its next uncarved slot */
 	unsigned chunk_slots; /* slots per chunk (constant after init) */
 	size_t default_size; /* usable bytes of a default stack (const) */
 	size_t slot_size; /* guard + usable + header (constant) */
@@ -163,8 +161,9 @@ void weft__stack_pool_destroy(struct weft__stack_pool *p);
  *        mapping.
  *
  * Order: @c (no syscall, no lock), then a batch from @p's free list into
- * @c, then a new slot carved from a chunk. Only the header page at the top
- * of the stack is touched; the rest commits lazily as the stack grows.
+ * @c, then a new chunk, whose other slots go to @c (mapped and set up
+ * without @p's lock). Only the header page at the top of each stack is
+ * touched; the rest commits lazily as the stack grows.
  *
  * Context: the owner of @c; never suspends (may take @p's lock, mmap).
  * Return: the stack; NULL with errno ENOMEM (no memory or too many guard

@@ -42,6 +42,10 @@ WEFT_API unsigned long weft_test_record_chunks(struct weft_runtime *rt);
 /* stack.c: how long a free stack beyond the warm ones keeps its pages in
  * rt's pool (0: the default, WEFT__STACK_DECAY_NS). */
 WEFT_API void weft_test_stack_decay_ns(struct weft_runtime *rt, uint64_t ns);
+/* stack.c: call @fn (NULL: nothing) in every new stack chunk's set-up,
+ * after the mapping and before the chunk joins its pool: a test can stall
+ * a worker there and check that the pool stays usable meanwhile. */
+WEFT_API void weft_test_stack_chunk_hook(void (*fn)(void));
 /* rt's pool: free stacks, and how many had their pages dropped so far. */
 WEFT_API void weft_test_stack_counts(struct weft_runtime *rt,
 				     unsigned long *nr_free,

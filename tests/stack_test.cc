@@ -289,16 +289,19 @@ TEST(Stack, CacheRecyclesTheSameStacks)
 	ASSERT_EQ(first.size(), 10u);
 	ASSERT_EQ(first.count(nullptr), 0u);
 	unsigned long carved = pool.p.nr_carved, chunks = pool.p.nr_chunks;
+	// The rest of the fresh chunk waits in the cache.
+	const unsigned spare = pool.c.count;
+	EXPECT_EQ(spare, pool.p.chunk_slots - 10);
 	for (weft__stack *s : first)
 		pool.put(s);
-	EXPECT_EQ(pool.c.count, 10u);
+	EXPECT_EQ(pool.c.count, spare + 10);
 	EXPECT_EQ(pool.p.nr_free, 0u); // nothing reached the pool
 	for (int i = 0; i < 10; i++)
 		second.insert(pool.get());
-	EXPECT_EQ(first, second);
+	EXPECT_EQ(first, second); // the most recently used come back first
 	EXPECT_EQ(pool.p.nr_carved, carved);
 	EXPECT_EQ(pool.p.nr_chunks, chunks);
-	EXPECT_EQ(pool.c.count, 0u);
+	EXPECT_EQ(pool.c.count, spare);
 	for (weft__stack *s : second)
 		pool.put(s);
 }
@@ -306,10 +309,13 @@ TEST(Stack, CacheRecyclesTheSameStacks)
 TEST(StackPool, CacheOverflowGoesToPoolAndComesBackInBatches)
 {
 	Pool pool;
-	std::vector<weft__stack *> v;
+	std::vector<weft__stack *> v, spare;
 	const unsigned n = WEFT__STACK_CACHE_MAX + 1;
 	for (unsigned i = 0; i < n; i++)
 		v.push_back(pool.get());
+	// Hold on to the rest of the last fresh chunk: the cache starts empty.
+	while (pool.c.count)
+		spare.push_back(pool.get());
 	for (weft__stack *s : v)
 		pool.put(s);
 	EXPECT_EQ(pool.c.count, WEFT__STACK_BATCH);
@@ -323,10 +329,104 @@ TEST(StackPool, CacheOverflowGoesToPoolAndComesBackInBatches)
 	w.push_back(pool.get());
 	EXPECT_EQ(pool.c.count, WEFT__STACK_BATCH - 1);
 	EXPECT_EQ(pool.p.nr_free, n - 2 * WEFT__STACK_BATCH);
-	EXPECT_EQ(pool.p.nr_carved, n); // no new slot was carved
+	EXPECT_EQ(pool.p.nr_carved, n + spare.size()); // no new chunk
 	for (weft__stack *s : w)
 		pool.put(s);
+	for (weft__stack *s : spare)
+		pool.put(s);
 }
+
+// A worker that finds its cache and the pool empty maps a chunk and keeps
+// all of it: one stack now, the rest in its cache, so the next
+// chunk_slots - 1 fresh stacks take neither the lock nor a syscall.
+TEST(StackPool, NewChunkGoesWholeToTheCallersCache)
+{
+	Pool pool;
+	const unsigned slots = pool.p.chunk_slots;
+	weft__stack *first = pool.get();
+	ASSERT_NE(first, nullptr);
+	EXPECT_EQ(pool.p.nr_chunks, 1u);
+	EXPECT_EQ(pool.p.nr_carved, slots);
+	EXPECT_EQ(pool.p.nr_free, 0u);
+	EXPECT_EQ(pool.c.count, slots - 1);
+	std::set<weft__stack *> seen{ first };
+	for (weft__stack *s = pool.c.head; s; s = s->next) {
+		EXPECT_EQ(s->map_base, first->map_base);
+		seen.insert(s);
+	}
+	EXPECT_EQ(seen.size(), (size_t)slots);
+
+	std::vector<weft__stack *> v{ first };
+	for (unsigned i = 1; i < slots; i++)
+		v.push_back(pool.get());
+	EXPECT_EQ(pool.p.nr_chunks, 1u);
+	EXPECT_EQ(pool.c.count, 0u);
+	v.push_back(pool.get()); // the next chunk
+	EXPECT_EQ(pool.p.nr_chunks, 2u);
+	EXPECT_EQ(pool.c.count, slots - 1);
+	EXPECT_NE(v.back()->map_base, first->map_base);
+	for (weft__stack *s : v)
+		pool.put(s);
+}
+
+#ifdef WEFT_TEST_HOOKS // weft_test_stack_chunk_hook()
+// Setting up a chunk (mmap, faulting in its header pages, installing its
+// guards: ~250 us under this project's hypervisor) holds no lock: while
+// one thread is stalled inside it, another gives stacks to the pool and
+// takes them back. With the lock held there, the other thread would wait,
+// and the stalled one gives up on it after 5 s: the test fails, not hangs.
+std::atomic<int> chunk_hook_state; // 1: a set-up is stalled; 2: released
+std::atomic<bool> other_done;
+
+void stall_in_chunk_setup()
+{
+	int want = 0;
+	if (!chunk_hook_state.compare_exchange_strong(want, 1))
+		return; // only the first set-up stalls
+	auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+	while (!other_done.load() && std::chrono::steady_clock::now() < until)
+		std::this_thread::sleep_for(std::chrono::milliseconds(1));
+	chunk_hook_state = 2;
+}
+
+TEST(StackPool, ChunkSetUpHoldsNoLock)
+{
+	Pool pool;
+	weft__stack_cache other{};
+	// The other thread's stacks: a chunk of its own, most of it cached.
+	weft__stack *mine = weft__stack_get(&pool.p, &other, 0);
+	ASSERT_NE(mine, nullptr);
+	ASSERT_GT(other.count, 0u);
+
+	chunk_hook_state = 0;
+	other_done = false;
+	weft_test_stack_chunk_hook(stall_in_chunk_setup);
+	weft__stack *got = nullptr;
+	// Its cache and the pool are empty: it maps a chunk, and stalls.
+	std::thread stalled([&] {
+		got = pool.get();
+	});
+	while (chunk_hook_state.load() == 0)
+		std::this_thread::sleep_for(std::chrono::milliseconds(1));
+	// Both of these take the pool's lock.
+	weft__stack_cache_flush(&pool.p, &other);
+	weft__stack *back = weft__stack_get(&pool.p, &other, 0);
+	other_done = true;
+	bool stalled_still = chunk_hook_state.load() == 1;
+	stalled.join();
+	weft_test_stack_chunk_hook(nullptr);
+
+	EXPECT_TRUE(stalled_still)
+		<< "the pool was unusable while a chunk was set up";
+	ASSERT_NE(back, nullptr);
+	ASSERT_NE(got, nullptr);
+	EXPECT_NE(got->map_base, mine->map_base); // it did map a new chunk
+	weft__stack_put(&pool.p, &other, back);
+	weft__stack_put(&pool.p, &other, mine);
+	weft__stack_cache_flush(&pool.p, &other);
+	pool.put(got);
+}
+#endif
 
 // Does this kernel have MADV_GUARD_INSTALL (6.13+)?
 bool kernel_has_guard_install()
@@ -365,7 +465,8 @@ TEST(StackPool, HundredThousandStacksAliveAtOnce)
 		// (65530 by default) stops us near 32k, cleanly.
 		EXPECT_TRUE(got == n || err == ENOMEM) << strerror(err);
 	}
-	EXPECT_EQ(pool.p.nr_carved, got);
+	// Every slot set up is handed out or waits in the cache.
+	EXPECT_EQ(pool.p.nr_carved, got + pool.c.count);
 
 	// Disjoint: each guard starts at or above the previous header's end.
 	std::vector<weft__stack *> by_lo = v;
@@ -379,7 +480,7 @@ TEST(StackPool, HundredThousandStacksAliveAtOnce)
 
 	for (weft__stack *s : v)
 		pool.put(s);
-	EXPECT_EQ(pool.p.nr_free + pool.c.count, got);
+	EXPECT_EQ(pool.p.nr_free + pool.c.count, pool.p.nr_carved);
 }
 
 // Can this process install guards with one process_madvise() on a pidfd of
@@ -455,6 +556,52 @@ TEST(Stack, EverySlotOfEveryChunkHasItsGuard)
 	for (weft__stack *s : v)
 		pool.put(s);
 }
+
+#ifdef WEFT_TEST_HOOKS // weft_test_fault()
+// A guard that cannot be installed part-way through a new chunk (mprotect
+// at vm.max_map_count, or any other refusal) keeps the slots already set
+// up, unmaps the rest of the mapping (no address space reserved for stacks
+// that will never be), and the pool's counts stay exact. The third slot's
+// guard fails, whichever way this kernel makes guards.
+TEST(StackPool, GuardFailureMidChunkKeepsTheSlotsSetUp)
+{
+	weft__stack_guard_probe();
+	Pool pool;
+	if (kernel_batches_guards()) // call 1 is the batch, then one a slot
+		ASSERT_EQ(0, weft_test_fault("madvise_guard", ENOMEM, 1, 3));
+	else if (kernel_has_guard_install())
+		ASSERT_EQ(0, weft_test_fault("madvise_guard", ENOMEM, 3, 0));
+	else
+		ASSERT_EQ(0, weft_test_fault("mprotect", ENOMEM, 3, 0));
+	weft__stack *s = pool.get();
+	weft_test_faults_clear();
+	ASSERT_NE(s, nullptr);
+	EXPECT_EQ(pool.p.nr_chunks, 1u);
+	EXPECT_EQ(pool.p.nr_carved, 2u);
+	ASSERT_EQ(pool.c.count, 1u);
+	weft__stack *t = pool.c.head;
+	EXPECT_EQ(t->map_base, s->map_base);
+	char *base = (char *)s->map_base;
+	EXPECT_EQ(pool.p.chunks->map_size, 2 * pool.p.slot_size);
+	// The third slot's range is gone; the two kept slots still work.
+	EXPECT_NE(0, msync(base + 2 * pool.p.slot_size, page(), MS_ASYNC));
+	EXPECT_EQ(ENOMEM, errno);
+	for (weft__stack *x : { s, t }) {
+		EXPECT_FALSE(kernel_can_read((char *)x->lo - 1));
+		((volatile char *)x->lo)[0] = 1;
+	}
+	// The next fresh stacks come from a new, whole chunk.
+	weft__stack *u = pool.get(), *w = pool.get();
+	ASSERT_NE(w, nullptr);
+	EXPECT_EQ(u, t);
+	EXPECT_NE(w->map_base, s->map_base);
+	EXPECT_EQ(pool.p.nr_chunks, 2u);
+	EXPECT_EQ(pool.p.nr_carved, 2u + pool.p.chunk_slots);
+	pool.put(s);
+	pool.put(u);
+	pool.put(w);
+}
+#endif
 
 // Touch n fresh stacks as a deep call would (lowest and a middle page) and
 // give them all back. Returns them in put order.
