@@ -82,11 +82,28 @@ void weft__futex_wake_all(_Atomic uint32_t *addr)
  * sched.h) in array chunks, so moving a batch in or out copies pointers
  * and never touches the task records (cold, in a spawn-heavy program), and
  * a fresh task waiting here may still be run inline by its joiner (its
- * entry becomes a tombstone, dropped by whoever pops it). Chunks are
- * recycled through a short free list. If a chunk cannot be allocated, the
- * remaining items go to the intrusive fallback list instead (never lost,
- * never an error): a fresh task there gets RC_INJECT (its link is in use,
- * so it must not be run inline) and is tagged fresh again when popped.
+ * entry becomes a tombstone, dropped by whoever pops it).
+ *
+ * Two lanes of chunks, and the resume lane pops first:
+ *   - resume: started tasks (woken ones a full deque spilled, woken by a
+ *     foreign thread, starved of a stack), each holding a stack and
+ *     whatever memory it pins until it runs to its end;
+ *   - fresh: fresh entries (spawns a full deque spilled, foreign submits).
+ * Why: a burst of wake-ups that overflows a deque (a thousand sleepers due
+ * at once) used to go to the back of a single FIFO, behind every spawn
+ * waiting there. With a million fresh tasks queued (shared/perf sleepers),
+ * 40% of sleepers resumed seconds late, and meanwhile each task started
+ * took a fresh stack: 270,000 stacks alive at once for sleeps of 1 ms.
+ * Resuming what was started before starting more keeps stacks (and
+ * whatever the tasks hold) bounded, as a depth-first scheduler does. The
+ * fresh lane is not starved: every 61st tick takes its oldest entry first
+ * (weft__inject_pop(), @fresh_first; worker.c next_task()).
+ *
+ * Chunks are recycled through a short free list. If a chunk cannot be
+ * allocated, the remaining items go to the intrusive fallback list instead
+ * (never lost, never an error; popped before both lanes): a fresh task
+ * there gets RC_INJECT (its link is in use, so it must not be run inline)
+ * and is tagged fresh again when popped.
  */
 #define INJ_CHUNK 254
 #define INJ_KEEP_FREE 16
@@ -163,8 +180,8 @@ static size_t purge_head_tombstones(struct weft__runtime *rt, size_t max)
 {
 	size_t n = 0;
 
-	while (n < max && rt->inj_head) {
-		struct weft__inject_chunk *c = rt->inj_head;
+	while (n < max && rt->inj_fresh.head) {
+		struct weft__inject_chunk *c = rt->inj_fresh.head;
 		while (n < max && c->head < c->tail) {
 			void *it = c->item[c->head];
 			/* relaxed is enough: a stale RC_DEQUE only stops the
@@ -181,9 +198,9 @@ static size_t purge_head_tombstones(struct weft__runtime *rt, size_t max)
 		}
 		if (c->head < c->tail)
 			break;
-		rt->inj_head = c->next;
-		if (!rt->inj_head)
-			rt->inj_tail = NULL;
+		rt->inj_fresh.head = c->next;
+		if (!rt->inj_fresh.head)
+			rt->inj_fresh.tail = NULL;
 		chunk_put(rt, c);
 	}
 	return n;
@@ -197,23 +214,26 @@ static void inject_push_items(struct weft__runtime *rt, void *const *items,
 	size_t queued = 0, i = 0;
 
 	pthread_mutex_lock(&rt->inject_lock);
-	while (i < n) {
-		struct weft__inject_chunk *c = rt->inj_tail;
+	for (; i < n; i++) {
+		struct weft__inject_lane *l =
+			((uintptr_t)items[i] & WEFT__ITEM_FRESH) ?
+				&rt->inj_fresh :
+				&rt->inj_resume;
+		struct weft__inject_chunk *c = l->tail;
 		if (!c || c->tail == INJ_CHUNK) {
 			c = chunk_get(rt);
 			if (!c)
 				break;
 			/* the lock may have been dropped: re-read the tail */
-			if (rt->inj_tail)
-				rt->inj_tail->next = c;
+			if (l->tail)
+				l->tail->next = c;
 			else
-				rt->inj_head = c;
-			rt->inj_tail = c;
+				l->head = c;
+			l->tail = c;
 		}
-		while (i < n && c->tail < INJ_CHUNK)
-			c->item[c->tail++] = items[i++];
+		c->item[c->tail++] = items[i];
+		queued++;
 	}
-	queued = i;
 	for (; i < n; i++)
 		queued += (size_t)fallback_push(rt, items[i]);
 	if (n > 1 && atomic_load_explicit(&rt->inject_len,
@@ -237,19 +257,12 @@ void weft__inject_push(struct weft__runtime *rt, void *item)
 	inject_push_items(rt, &item, 1);
 }
 
-/*
- * Pop up to @max items (oldest first, the fallback list before the chunks:
- * it only fills while allocation fails, so it holds the older items).
- * Return: how many were stored in @out.
- */
-size_t weft__inject_pop(struct weft__runtime *rt, void **out, size_t max)
+/* Pop up to @max items of the fallback list into @out. Context:
+ * inject_lock held. Return: how many. */
+static size_t fallback_pop(struct weft__runtime *rt, void **out, size_t max)
 {
 	size_t n = 0;
 
-	if (!max ||
-	    atomic_load_explicit(&rt->inject_len, memory_order_relaxed) == 0)
-		return 0;
-	pthread_mutex_lock(&rt->inject_lock);
 	while (n < max && rt->inject_head) {
 		struct weft__task *t = rt->inject_head;
 		rt->inject_head = t->next;
@@ -267,17 +280,49 @@ size_t weft__inject_pop(struct weft__runtime *rt, void **out, size_t max)
 			out[n++] = t;
 		}
 	}
-	while (n < max && rt->inj_head) {
-		struct weft__inject_chunk *c = rt->inj_head;
+	return n;
+}
+
+/* The same for lane @l (oldest first). Context: inject_lock held. */
+static size_t lane_pop(struct weft__runtime *rt, struct weft__inject_lane *l,
+		       void **out, size_t max)
+{
+	size_t n = 0;
+
+	while (n < max && l->head) {
+		struct weft__inject_chunk *c = l->head;
 		while (n < max && c->head < c->tail)
 			out[n++] = c->item[c->head++];
 		if (c->head < c->tail)
 			break;
-		rt->inj_head = c->next;
-		if (!rt->inj_head)
-			rt->inj_tail = NULL;
+		l->head = c->next;
+		if (!l->head)
+			l->tail = NULL;
 		chunk_put(rt, c);
 	}
+	return n;
+}
+
+/*
+ * Pop up to @max items, oldest first within each part: the fallback list
+ * (it only fills while allocation fails, so it holds older items), the
+ * resume lane, the fresh lane; if @fresh_first, the fresh lane's oldest
+ * entry before all of them. Return: how many were stored in @out.
+ */
+size_t weft__inject_pop(struct weft__runtime *rt, void **out, size_t max,
+			bool fresh_first)
+{
+	size_t n = 0;
+
+	if (!max ||
+	    atomic_load_explicit(&rt->inject_len, memory_order_relaxed) == 0)
+		return 0;
+	pthread_mutex_lock(&rt->inject_lock);
+	if (fresh_first)
+		n = lane_pop(rt, &rt->inj_fresh, out, 1);
+	n += fallback_pop(rt, out + n, max - n);
+	n += lane_pop(rt, &rt->inj_resume, out + n, max - n);
+	n += lane_pop(rt, &rt->inj_fresh, out + n, max - n);
 	atomic_fetch_sub_explicit(&rt->inject_len, n, memory_order_relaxed);
 	pthread_mutex_unlock(&rt->inject_lock);
 	return n;
@@ -287,16 +332,19 @@ size_t weft__inject_pop(struct weft__runtime *rt, void **out, size_t max)
 void weft__inject_free_chunks(struct weft__runtime *rt)
 {
 	struct weft__inject_chunk *c, *next;
+	struct weft__inject_chunk *lists[3] = { rt->inj_fresh.head,
+						rt->inj_resume.head,
+						rt->inj_free };
 
-	for (c = rt->inj_head; c; c = next) {
-		next = c->next;
-		weft__free(c);
+	for (unsigned i = 0; i < 3; i++) {
+		for (c = lists[i]; c; c = next) {
+			next = c->next;
+			weft__free(c);
+		}
 	}
-	for (c = rt->inj_free; c; c = next) {
-		next = c->next;
-		weft__free(c);
-	}
-	rt->inj_head = rt->inj_tail = rt->inj_free = NULL;
+	rt->inj_fresh.head = rt->inj_fresh.tail = NULL;
+	rt->inj_resume.head = rt->inj_resume.tail = NULL;
+	rt->inj_free = NULL;
 	rt->inj_nfree = 0;
 }
 

@@ -454,6 +454,11 @@ struct weft__rec_chunk {
 	struct weft__rec_chunk *next;
 };
 
+/* One lane of the injection queue (sched.c): a list of array chunks. */
+struct weft__inject_lane {
+	struct weft__inject_chunk *head, *tail;
+};
+
 struct weft__runtime {
 	unsigned nworkers;
 	struct weft__worker **workers;
@@ -461,14 +466,16 @@ struct weft__runtime {
 	size_t stack_size;
 
 	/* global injection queue: foreign submits and deque overflow
-	 * (sched.c). Items (tagged like deque items) in a list of array
-	 * chunks; when a chunk cannot be allocated, tasks go to the
-	 * intrusive fallback list (fresh ones with RC_INJECT). */
+	 * (sched.c). Items (tagged like deque items) in two lanes of array
+	 * chunks, started tasks (resume, popped first) and fresh entries;
+	 * when a chunk cannot be allocated, tasks go to the intrusive
+	 * fallback list (fresh ones with RC_INJECT). */
 	WEFT__ALIGNED_CL pthread_mutex_t inject_lock;
-	struct weft__inject_chunk *inj_head, *inj_tail, *inj_free;
+	struct weft__inject_lane inj_resume, inj_fresh;
+	struct weft__inject_chunk *inj_free;
 	unsigned inj_nfree;
 	struct weft__task *inject_head, *inject_tail; /* fallback list */
-	_Atomic size_t inject_len;	/* items in both */
+	_Atomic size_t inject_len; /* items in all three */
 
 	/* idle workers and searchers (Go's discipline, see sched.c); at
 	 * most max_searchers search at once: half the workers, and half the
@@ -588,7 +595,8 @@ void weft__ready_local(struct weft__worker *w, struct weft__task *t, bool lifo);
 /* The same into w's deque, waking no other worker: the caller decides. */
 void weft__ready_local_quiet(struct weft__worker *w, struct weft__task *t);
 void weft__inject_push(struct weft__runtime *rt, void *item);
-size_t weft__inject_pop(struct weft__runtime *rt, void **out, size_t max);
+size_t weft__inject_pop(struct weft__runtime *rt, void **out, size_t max,
+			bool fresh_first);
 void weft__inject_free_chunks(struct weft__runtime *rt);
 void weft__notify(struct weft__runtime *rt);
 void weft__wake_worker(struct weft__worker *w);

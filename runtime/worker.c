@@ -6,7 +6,8 @@
  * Pick order of a tick (tick = one task run):
  *  0. every 4th tick, while a timer is armed: fire the due ones;
  *  1. every 61st tick: fire due timers and take one task from the
- *     injection queue first, so foreign submits never starve;
+ *     injection queue first, from its fresh lane first (sched.c), so
+ *     foreign submits and spilled spawns never starve;
  *  2. tasks pinned to this worker (its FIFO, then its inbox);
  *  3. the LIFO slot, at most 3 times in a row: then the deque's newest
  *     task runs and the slot's task is queued behind it, so two tasks
@@ -17,7 +18,8 @@
  *     woken (already started) task that has waited at the top since the
  *     previous check is taken first, so woken tasks never starve; never
  *     an unstarted one (see fair_pick());
- *  5. the injection queue; then due timers;
+ *  5. the injection queue (its resume lane first: started tasks before
+ *     fresh ones); then due timers;
  *  6. steal half of a random victim's deque (at most half the workers
  *     search at once), then victims' LIFO slots;
  *  7. park (see park()).
@@ -333,9 +335,12 @@ static void *deque_pop(struct weft__worker *w, bool fifo)
 	return weft__deque_take_top(&w->dq, &p, 1) ? p : NULL;
 }
 
+#define TURN_BATCH_MAX 30 /* see inject_take() */
+
 /* Take a fair share of the injection queue (at most 64) in one lock: the
- * first item is returned, the rest go to our deque. */
-static void *inject_take(struct weft__worker *w)
+ * first item is returned, the rest go to our deque. @fresh_first: the
+ * fresh lane's oldest entry comes first (weft__inject_pop()). */
+static void *inject_take(struct weft__worker *w, bool fresh_first)
 {
 	struct weft__runtime *rt = w->rt;
 	size_t len = atomic_load_explicit(&rt->inject_len,
@@ -347,13 +352,19 @@ static void *inject_take(struct weft__worker *w)
 		return NULL;
 	if (want > WEFT__ARRAY_SIZE(items))
 		want = WEFT__ARRAY_SIZE(items);
+	/* The 61-tick turn takes fewer than the 61 ticks to the next turn
+	 * run, so its batches never bury what waits deeper in our deque
+	 * (the deque's newest run first): a batch of 64 a turn kept woken
+	 * tasks below it waiting until the injection queue ran dry. */
+	if (fresh_first && want > TURN_BATCH_MAX)
+		want = TURN_BATCH_MAX;
 	/* No more than the deque has room for: pushing into a full deque
 	 * spills its older half straight back (a lock round trip and a
 	 * reshuffle for nothing). */
 	room = WEFT__DEQUE_CAP - weft__deque_len(&w->dq);
 	if (want > room + 1)
 		want = room + 1;
-	n = weft__inject_pop(rt, items, want);
+	n = weft__inject_pop(rt, items, want, fresh_first);
 	if (!n)
 		return NULL;
 	for (size_t i = 1; i < n; i++)
@@ -401,7 +412,7 @@ static void *steal_work(struct weft__worker *w)
 			return t;
 		}
 	}
-	first = inject_take(w);
+	first = inject_take(w, false);
 	if (first)
 		return first;
 	/* A busy worker's overdue timers (steal_timers()). */
@@ -527,7 +538,10 @@ static void *next_task(struct weft__worker *w)
 		 * wait behind the running tasks, so let an idle worker steal. */
 		if (weft__io_poll(w))
 			weft__notify(w->rt);
-		t = inject_take(w);
+		/* The fresh lane's oldest entry first: a steady stream of
+		 * woken tasks spilled to the resume lane (popped first
+		 * everywhere else) cannot keep spawns waiting for ever. */
+		t = inject_take(w, true);
 		if (t)
 			return t;
 		t = fair_pick(w);
@@ -601,7 +615,7 @@ static void *next_task(struct weft__worker *w)
 		if (w->pin_head)
 			return pin_pop(w);
 	}
-	t = inject_take(w);
+	t = inject_take(w, false);
 	if (t)
 		return t;
 	if (fire_timers(w)) {

@@ -1457,6 +1457,159 @@ TEST(Sleep, WaitingForAShortTimerDoesNotSpin)
 	});
 }
 
+// A burst of wake-ups that overflows a worker's deque spills to the
+// injection queue's resume lane, which pops before its fresh lane
+// (sched.c): the sleepers resume before the thousands of spawns waiting
+// there start. They used to go to the back of one FIFO, behind every
+// spawn, and resumed only after all of them had run: a million sleepers
+// of 1 ms had 270,000 stacks alive at once, 40% of them seconds late.
+// One worker, busy in this task while the spawns queue up and the timers
+// fall due, so the burst meets a full deque.
+TEST(Sleep, WokenTasksThatOverflowADequeResumeBeforeQueuedSpawnsStart)
+{
+	WEFT_TEST_RUN(1, [] {
+		static std::atomic<long> started, resumed, fresh_ran, worst;
+		started = resumed = fresh_ran = worst = 0;
+		const long nsleep = 3000; // three times a deque's 1024 slots
+		const long nfresh = 30000;
+		static uint64_t due;
+		due = weft_now() + WEFT_MSEC(300);
+		for (long i = 0; i < nsleep; i++) {
+			weft_task *t = weft_spawn(
+				([](void *) -> int {
+					started++;
+					int r = weft_sleep_until(due);
+					long seen = fresh_ran.load();
+					long w = worst.load();
+					while (seen > w &&
+					       !worst.compare_exchange_weak(
+						       w, seen)) {
+					}
+					resumed++;
+					return r;
+				}),
+				nullptr);
+			ASSERT_NE(nullptr, t);
+			weft_detach(t);
+		}
+		while (started.load() < nsleep && weft_now() < due)
+			ASSERT_EQ(0, weft_sleep(WEFT_MSEC(1)));
+		if (started.load() < nsleep) {
+			// Too slow a machine to set the scene: let them end.
+			while (resumed.load() < started.load())
+				weft_sleep(WEFT_MSEC(1));
+			GTEST_SKIP()
+				<< "the sleepers took over 300 ms to start";
+		}
+		for (long i = 0; i < nfresh; i++) {
+			weft_task *t = weft_spawn(([](void *) -> int {
+							  fresh_ran++;
+							  return 0;
+						  }),
+						  nullptr);
+			ASSERT_NE(nullptr, t);
+			weft_detach(t);
+		}
+		while (weft_now() < due + WEFT_MSEC(1)) {
+			// busy: every sleeper falls due while nothing runs
+		}
+		while (resumed.load() < nsleep || fresh_ran.load() < nfresh)
+			ASSERT_EQ(0, weft_sleep(WEFT_MSEC(1)));
+		// Fresh tasks that run before the last sleeper resumes: those
+		// left in the deque under the burst (at most its 1024 slots)
+		// and one per 61st tick (the fresh lane's turn). Behind the
+		// spawns, the spilled sleepers would see nearly all 30,000.
+		EXPECT_LT(worst.load(), 2000) << "of " << nfresh;
+	});
+}
+
+// The fresh lane is not starved by the resume lane: a worker overloaded
+// with woken tasks (2,000 tickers due every 2 ms, each busy 10 us: ten
+// times what one worker can run, so its deque keeps spilling them to the
+// resume lane)
+// still starts a task submitted from another thread, at the 61st tick at
+// the latest, where the fresh lane's oldest entry is taken first. Popped
+// resume lane first there too, the submitted task waited as long as the
+// overload lasted.
+TEST(Sleep, SpawnsStartWhileWokenTasksKeepOverflowing)
+{
+	WEFT_TEST_RUN(1, [] {
+		static std::atomic<bool> stop, submitted_ran;
+		static std::atomic<long> ticks, started;
+		stop = submitted_ran = false;
+		ticks = started = 0;
+		const int ntick = 2000;
+		const uint64_t period = WEFT_MSEC(2), limit = WEFT_SEC(10);
+		std::vector<weft_task *> ts;
+		for (int i = 0; i < ntick; i++) {
+			ts.push_back(weft_spawn(
+				([](void *p) -> int {
+					uint64_t per = *(const uint64_t *)p;
+					started++;
+					while (!stop.load()) {
+						uint64_t now = weft_now();
+						int r = weft_sleep_until(
+							now - now % per + per);
+						if (r)
+							return r;
+						ticks++;
+						// 2,000 x 10 us: 20 ms of work a 2 ms round
+						uint64_t busy = weft_now() +
+								WEFT_USEC(10);
+						while (weft_now() < busy) {
+						}
+					}
+					return 0;
+				}),
+				(void *)&period));
+			ASSERT_NE(nullptr, ts.back());
+		}
+		weft_runtime *rt = weft_runtime_current();
+		uint64_t t0 = weft_now();
+		static uint64_t ran_after;
+		static long started_at_submit;
+		ran_after = 0;
+		started_at_submit = 0;
+		std::thread foreign([rt, t0] {
+			// Once the flood is on: every ticker has started (the
+			// ones spilled to the fresh lane start one per 61st
+			// tick too, ahead of this one) and ticked twice.
+			while ((started.load() < ntick ||
+				ticks.load() < 2L * ntick) &&
+			       weft_now() - t0 < limit)
+				std::this_thread::sleep_for(
+					std::chrono::milliseconds(1));
+			static uint64_t t_submit;
+			started_at_submit = started.load();
+			t_submit = weft_now();
+			EXPECT_EQ(0, weft_submit(
+					     rt,
+					     [](void *) -> int {
+						     ran_after = weft_now() -
+								 t_submit;
+						     submitted_ran = true;
+						     return 0;
+					     },
+					     nullptr));
+		});
+		while (!submitted_ran.load() && weft_now() - t0 < limit)
+			ASSERT_EQ(0, weft_sleep(WEFT_MSEC(10)));
+		stop = true;
+		foreign.join();
+		for (weft_task *t : ts)
+			EXPECT_EQ(0, weft_join(t));
+		while (!submitted_ran.load())
+			ASSERT_EQ(0, weft_sleep(WEFT_MSEC(1)));
+		// The tickers spilled to the fresh lane started during the
+		// overload (within the 10 s limit), one per 61st tick.
+		EXPECT_EQ(started_at_submit, ntick)
+			<< "spawns waited for the overload to end";
+		EXPECT_GE(ticks.load(), 2L * ntick);
+		EXPECT_LT(ran_after, WEFT_MSEC(500))
+			<< "the submitted task waited for the overload to end";
+	});
+}
+
 // A timer that wakes one task wakes no other worker: the worker that fires
 // it runs the task itself (runtime/worker.c, fire_timers_of()). Before,
 // every expiry also woke the idle worker, which spun and parked again: two
