@@ -80,25 +80,6 @@ long resident_pages(const void *addr, size_t len)
 	return count;
 }
 
-// Is any mapping of this process at @addr (/proc/self/maps)? No syscall
-// on the address itself, which valgrind reports when it is unmapped.
-bool mapped_at(const void *addr)
-{
-	uintptr_t a = (uintptr_t)addr;
-	FILE *f = fopen("/proc/self/maps", "r");
-	if (!f)
-		abort();
-	char line[512];
-	bool found = false;
-	while (!found && fgets(line, sizeof(line), f)) {
-		unsigned long lo, hi;
-		if (sscanf(line, "%lx-%lx", &lo, &hi) == 2)
-			found = lo <= a && a < hi;
-	}
-	fclose(f);
-	return found;
-}
-
 // The page holding the header: the only one a fresh stack touches.
 uintptr_t header_page(const weft__stack *s)
 {
@@ -578,6 +559,25 @@ TEST(Stack, EverySlotOfEveryChunkHasItsGuard)
 }
 
 #ifdef WEFT_TEST_HOOKS // weft_test_fault()
+// Is any mapping of this process at @addr (/proc/self/maps)? No syscall
+// on the address itself, which valgrind reports when it is unmapped.
+bool mapped_at(const void *addr)
+{
+	uintptr_t a = (uintptr_t)addr;
+	FILE *f = fopen("/proc/self/maps", "r");
+	if (!f)
+		abort();
+	char line[512];
+	bool found = false;
+	while (!found && fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+		if (sscanf(line, "%lx-%lx", &lo, &hi) == 2)
+			found = lo <= a && a < hi;
+	}
+	fclose(f);
+	return found;
+}
+
 // A guard that cannot be installed part-way through a new chunk (mprotect
 // at vm.max_map_count, or any other refusal) keeps the slots already set
 // up, unmaps the rest of the mapping (no address space reserved for stacks
