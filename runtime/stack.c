@@ -507,7 +507,8 @@ static inline void chunk_hook_call(void)
  * the lock meanwhile stalled every other worker that needed the pool. The
  * lock is taken once, only to link the chunk into the pool's list. All the
  * slots go to the caller (its cache keeps the rest), so a burst of fresh
- * stacks takes the lock once per chunk, not once per stack.
+ * stacks takes the lock twice per chunk (this and the empty pool's look in
+ * weft__stack_get()), not once per stack.
  *
  * If a guard cannot be installed (mprotect() at vm.max_map_count), the
  * slots set up so far are kept and the rest of the mapping is unmapped

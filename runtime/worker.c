@@ -352,10 +352,10 @@ static void *inject_take(struct weft__worker *w, bool fresh_first)
 		return NULL;
 	if (want > WEFT__ARRAY_SIZE(items))
 		want = WEFT__ARRAY_SIZE(items);
-	/* The 61-tick turn takes fewer than the 61 ticks to the next turn
-	 * run, so its batches never bury what waits deeper in our deque
-	 * (the deque's newest run first): a batch of 64 a turn kept woken
-	 * tasks below it waiting until the injection queue ran dry. */
+	/* The 61-tick turn takes fewer items than the 61 tasks run before
+	 * the next turn, so its batches never bury what waits deeper in our
+	 * deque (the deque's newest run first): a batch of 64 a turn kept
+	 * woken tasks below it waiting until the injection queue ran dry. */
 	if (fresh_first && want > TURN_BATCH_MAX)
 		want = TURN_BATCH_MAX;
 	/* No more than the deque has room for: pushing into a full deque
